@@ -1,0 +1,106 @@
+"""Every key a medssl-jax run understands, with its default.
+
+Each config file under `configs/` starts from `get_base_config()` and changes only what
+differs; the result is locked, so a misspelt `--config.key=value` on the command line is an
+error that names the key instead of being silently ignored.
+"""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # What kind of run: 'pretrain' (SimCLR / MICLe).
+  c.mode = "pretrain"
+  # Pretraining method: 'simclr' (two views of one image) or 'micle' (two images of one case).
+  c.method = "simclr"
+
+  # ---- data --------------------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  # 'synthetic' (embedded, generated), 'npz' (MedMNIST format), 'manifest' (folder + CSV),
+  # 'tfds' (a TFDS builder such as chexpert, read from a manual directory).
+  c.data.source = "synthetic"
+  c.data.path = ""             # .npz file, manifest CSV, or TFDS data_dir.
+  c.data.image_dir = ""        # manifest: folder the CSV's image paths are relative to.
+  c.data.tfds_name = ""        # tfds: builder name, e.g. 'chexpert'.
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.image_size = 32       # side of the square images fed to the network.
+  c.data.channels = 3          # 1 = grey, 3 = colour; sources are converted to this.
+  c.data.max_bag_size = 6      # MICLe: cap on images per case considered.
+  c.data.shuffle_buffer = 0    # unused by the index-based pipeline; kept 0.
+  c.data.verify_images = True  # manifest: open every image once at start (fail early).
+  # manifest CSV column names.
+  c.data.path_column = "path"
+  c.data.case_column = "case_id"
+  c.data.label_column = "label"
+  c.data.split_column = "split"
+  # synthetic data set (the default for the demo and tests).
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.synthetic.num_cases = 600
+  c.data.synthetic.num_classes = 4
+  c.data.synthetic.max_images_per_case = 6
+  c.data.synthetic.image_size = 32
+  c.data.synthetic.colour = True
+
+  # ---- augmentation (host side, tf.data) ----------------------------------------------------
+  c.aug = ml_collections.ConfigDict()
+  c.aug.crop = True
+  c.aug.crop_area_min = 0.08
+  c.aug.crop_area_max = 1.0
+  c.aug.crop_aspect_min = 3.0 / 4.0
+  c.aug.crop_aspect_max = 4.0 / 3.0
+  c.aug.flip = True
+  c.aug.color_strength = 1.0   # s: brightness/contrast/saturation 0.8*s, hue 0.2*s.
+  c.aug.color_prob = 0.8       # 0 switches colour distortion off.
+  c.aug.grayscale_prob = 0.2
+  c.aug.blur_prob = 0.5        # kernel 10% of the side, sigma ~ U(0.1, 2.0).
+  c.aug.rotation_degrees = 0.0  # uniform in [-r, r]; 0 = off.
+  # CheXpert fine-tune augmentation (Azizi App. A.2); 0 = off.
+  c.aug.additive_brightness = 0.0  # add U(-b, b) to all channels.
+  c.aug.std_contrast = 0.0         # scale deviation from the channel mean by 1 + U(-c, c).
+
+  # ---- model ------------------------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.depth = 50           # 18, 34, 50, 101, 152.
+  c.model.width = 1.0          # width multiplier (1x, 2x, 4x; < 1 for tests and CPU demos).
+  c.model.stem = "imagenet"    # 'imagenet' (7x7/2 conv + max pool) or 'small' (3x3/1, no pool).
+  c.model.head_layers = 2      # projection head depth (Azizi et al.: 2; SimCLR code: 3).
+  c.model.head_dim = 128
+  c.model.dtype = "float32"    # compute dtype: 'float32' or 'bfloat16' (params stay float32).
+  c.model.bn_momentum = 0.9
+
+  # ---- optimisation -----------------------------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "lars"
+  c.optim.base_lr = 0.3
+  c.optim.lr_scaling = "linear"  # 'linear': base*batch/256; 'sqrt': base*sqrt(batch).
+  c.optim.weight_decay = 1e-6
+  c.optim.momentum = 0.9
+  c.optim.trust_coefficient = 0.001
+  c.optim.warmup_steps = 0
+
+  # ---- training loop ----------------------------------------------------------------------
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 512     # global batch: number of pairs (2x as many views).
+  c.train.num_steps = 1000
+  c.train.temperature = 0.1
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.prefetch = 2          # batches kept on device ahead of the step.
+  c.train.init_checkpoint = ""  # MICLe: a SimCLR workdir or checkpoint to start from.
+
+  # ---- evaluation after pretraining (linear probe on frozen features) ----------------------
+  c.probe = ml_collections.ConfigDict()
+  c.probe.enabled = False
+  c.probe.compare_random_init = True
+  c.probe.max_train_examples = 4000
+  c.probe.batch_size = 256
+  return c
+
+
+def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks the config so unknown keys raise instead of being silently added."""
+  c.lock()
+  return c

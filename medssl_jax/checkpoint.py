@@ -1,0 +1,122 @@
+"""Orbax checkpoints of a training run: params, batch-norm statistics, optimiser state, step.
+
+Items are saved separately (a Composite), so a later run can take only the encoder weights of
+a pretraining checkpoint (MICLe from SimCLR, fine-tuning) and leave the optimiser state behind.
+Saving is asynchronous; `close()` waits for the last save.
+"""
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+ITEMS = ("params", "batch_stats", "opt_state")
+
+
+def _abs(path: str) -> str:
+  return path if "://" in path else os.path.abspath(path)
+
+
+class Checkpointer:
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    self.directory = _abs(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=ITEMS,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state) -> None:
+    self.manager.save(int(step), args=ocp.args.Composite(
+        **{k: ocp.args.StandardSave(getattr(state, k)) for k in ITEMS}))
+
+  def restore(self, state, step=None):
+    """Restores every item into the structure and shardings of `state`."""
+    step = self.latest_step() if step is None else step
+    items = {k: getattr(state, k) for k in ITEMS}
+    check_compatible(self.directory, step, items)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()}))
+    return state.replace(step=np.int32(step), **{k: restored[k] for k in ITEMS})
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _abstract(tree):
+  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _shapes(tree):
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ()) or ()) for p, v in flat}
+
+
+def check_tree_shapes(saved, wanted, where: str) -> None:
+  """Raises a ValueError naming the differing parameters when two trees' shapes differ."""
+  saved, wanted = _shapes(saved), _shapes(wanted)
+  missing = sorted(set(wanted) - set(saved))
+  extra = sorted(set(saved) - set(wanted))
+  differ = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+  if missing or extra or differ:
+    lines = [f"{where} does not match the configured architecture:"]
+    lines += [f"  missing in checkpoint: {k}" for k in missing[:5]]
+    lines += [f"  not in the model: {k}" for k in extra[:5]]
+    lines += [f"  shape {k}: checkpoint {saved[k]} vs model {wanted[k]}" for k in differ[:5]]
+    lines.append("  check model.depth / model.width / model.stem against the run that wrote it")
+    raise ValueError("\n".join(lines))
+
+
+def check_compatible(directory: str, step: int, items: dict) -> None:
+  manager = ocp.CheckpointManager(_abs(directory), item_names=tuple(items),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  meta = manager.item_metadata(step)
+  manager.close()
+  for name in ("params", "batch_stats"):
+    if name in items:
+      check_tree_shapes(meta[name], items[name], f"checkpoint {directory} (step {step}, {name})")
+
+
+def checkpoint_dir(path: str) -> str:
+  """A workdir (uses its checkpoints/) or a checkpoints folder; errors if neither exists."""
+  path = _abs(path)
+  if "://" in path:
+    return path
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return os.path.join(path, "checkpoints")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no checkpoint directory at {path} (expected a workdir or its checkpoints/)")
+  return path
+
+
+def restore_weights(path: str, step=None):
+  """Params and batch_stats of a run's checkpoint as host arrays, without the optimiser state."""
+  directory = checkpoint_dir(path)
+  manager = ocp.CheckpointManager(directory, item_names=("params", "batch_stats"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    manager.close()
+    raise FileNotFoundError(f"{directory} holds no checkpoint")
+  meta = manager.item_metadata(step)
+  target = {k: jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), meta[k])
+            for k in ("params", "batch_stats")}
+  restored = manager.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(target["params"]),
+      batch_stats=ocp.args.StandardRestore(target["batch_stats"])))
+  manager.close()
+  return jax.device_get(restored["params"]), jax.device_get(restored["batch_stats"]), step
+
+
+def load_subtree(saved, wanted, key: str, where: str):
+  """`saved[key]`, shape-checked against `wanted[key]` (e.g. the encoder of a SimCLR model)."""
+  if key not in saved:
+    raise ValueError(f"{where} has no '{key}' weights (it has {sorted(saved)})")
+  check_tree_shapes(saved[key], wanted[key], f"{where} ['{key}']")
+  return saved[key]

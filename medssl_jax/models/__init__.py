@@ -1,0 +1,4 @@
+"""Networks: ResNet v1 encoders and the SimCLR projection head."""
+from medssl_jax.models.heads import ProjectionHead
+from medssl_jax.models.resnet import ResNet, feature_dim
+from medssl_jax.models.simclr import ContrastiveModel, from_config

@@ -1,0 +1,33 @@
+"""Projection head of SimCLR: an MLP with batch norm after every layer.
+
+The hidden layers keep the encoder's width and use ReLU; the last layer maps to `out_dim`
+with batch norm but no bias and no ReLU (Chen et al. 2020, SimCLR v2 reference).
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class ProjectionHead(nn.Module):
+  num_layers: int = 2
+  out_dim: int = 128
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.9
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    if self.num_layers < 1:
+      raise ValueError(f"model.head_layers={self.num_layers}: need at least 1 layer")
+    hidden = x.shape[-1]
+    for i in range(self.num_layers):
+      last = i == self.num_layers - 1
+      x = nn.Dense(self.out_dim if last else hidden, use_bias=False, dtype=self.dtype,
+                   name=f"dense_{i}")(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                       use_bias=not last, dtype=self.dtype, axis_name=self.bn_axis_name,
+                       name=f"bn_{i}")(x)
+      if not last:
+        x = nn.relu(x)
+    return x.astype(jnp.float32)

@@ -1,0 +1,109 @@
+"""ResNet v1 encoders (18-152 layers) with a width multiplier, as used by SimCLR.
+
+Batch norm is plain `flax.linen.BatchNorm`: under `jax.jit` on a batch that is sharded over a
+device mesh, its mean and variance are taken over the whole global batch (XLA inserts the
+cross-device reduction), which is SimCLR's global BN. Inside `shard_map`, pass `bn_axis_name`
+to get the same statistics with an explicit `pmean`.
+
+The stride of a bottleneck block sits on its 3x3 convolution, as in the SimCLR reference
+encoder; the last BN scale of every residual block starts at zero (Goyal et al. 2017).
+"""
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# depth -> (block type, blocks per stage)
+STAGES = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+
+class BasicBlock(nn.Module):
+  filters: int
+  conv: ModuleDef
+  norm: ModuleDef
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+    y = nn.relu(self.norm()(y))
+    y = self.conv(self.filters, (3, 3))(y)
+    y = self.norm(scale_init=nn.initializers.zeros)(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
+      residual = self.norm(name="proj_bn")(residual)
+    return nn.relu(residual + y)
+
+
+class BottleneckBlock(nn.Module):
+  filters: int
+  conv: ModuleDef
+  norm: ModuleDef
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)
+    y = nn.relu(self.norm()(y))
+    y = self.conv(self.filters * 4, (1, 1))(y)
+    y = self.norm(scale_init=nn.initializers.zeros)(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides), name="proj_conv")(residual)
+      residual = self.norm(name="proj_bn")(residual)
+    return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+  """ResNet v1 trunk; returns the globally average-pooled features (no classifier)."""
+  depth: int = 50
+  width: float = 1.0
+  stem: str = "imagenet"   # 'imagenet': 7x7/2 conv + 3x3/2 max pool; 'small': 3x3/1 conv.
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.9
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    if self.depth not in STAGES:
+      raise ValueError(f"model.depth={self.depth} is not one of {sorted(STAGES)}")
+    kind, blocks = STAGES[self.depth]
+    block_cls = BasicBlock if kind == "basic" else BottleneckBlock
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                             epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
+    base = max(1, int(round(64 * self.width)))
+    x = x.astype(self.dtype)
+    if self.stem == "imagenet":
+      x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    elif self.stem == "small":
+      x = conv(base, (3, 3), name="stem_conv")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
+    else:
+      raise ValueError(f"model.stem={self.stem!r}: expected 'imagenet' or 'small'")
+    for stage, num_blocks in enumerate(blocks):
+      for b in range(num_blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = block_cls(base * 2**stage, conv=conv, norm=norm, strides=strides)(x)
+    return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+def feature_dim(depth: int, width: float) -> int:
+  """Width of the pooled features of `ResNet(depth, width)`."""
+  base = max(1, int(round(64 * width)))
+  return base * 8 * (4 if STAGES[depth][0] == "bottleneck" else 1)
+

@@ -1,0 +1,64 @@
+"""LARS and the learning-rate schedule against hand-computed updates."""
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs.base import get_base_config
+from medssl_jax import optim
+
+
+def _cfg(**kw):
+  c = get_base_config().optim
+  c.update(kw)
+  return c
+
+
+def test_one_lars_step_by_hand():
+  cfg = _cfg(base_lr=0.5, lr_scaling="none", weight_decay=0.1, trust_coefficient=0.001, warmup_steps=0)
+  # Constant schedule for one step: at step 0 the cosine is at its peak.
+  tx = optim.make_optimizer(cfg, batch_size=256, num_steps=10)
+  params = {"conv": {"kernel": jnp.array([[3.0, 4.0]])}, "bn": {"scale": jnp.array([2.0]), "bias": jnp.array([1.0])}}
+  grads = {"conv": {"kernel": jnp.array([[0.6, 0.8]])}, "bn": {"scale": jnp.array([0.5]), "bias": jnp.array([-1.0])}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+
+  lr = 0.5
+  w, g = np.array([3.0, 4.0]), np.array([0.6, 0.8])
+  g_wd = g + 0.1 * w                                           # decay on the kernel only
+  trust = 0.001 * np.linalg.norm(w) / np.linalg.norm(g_wd)     # LARS trust ratio
+  np.testing.assert_allclose(np.asarray(updates["conv"]["kernel"])[0], -lr * trust * g_wd, rtol=1e-6)
+  # Biases and BN parameters: plain SGD with momentum, no decay, no trust ratio.
+  np.testing.assert_allclose(np.asarray(updates["bn"]["scale"]), [-lr * 0.5], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(updates["bn"]["bias"]), [lr * 1.0], rtol=1e-6)
+
+
+def test_momentum_second_step():
+  cfg = _cfg(base_lr=1.0, lr_scaling="none", weight_decay=0.0, warmup_steps=0)
+  tx = optim.make_optimizer(cfg, batch_size=256, num_steps=1000)
+  params = {"b": jnp.array([1.0])}
+  state = tx.init(params)
+  u1, state = tx.update({"b": jnp.array([1.0])}, state, params)
+  u2, _ = tx.update({"b": jnp.array([1.0])}, state, params)
+  lr1 = float(optim.learning_rate_schedule(cfg, 256, 1000)(1))
+  np.testing.assert_allclose(float(u2["b"][0]), -(lr1 + 0.9 * 1.0), rtol=1e-6)
+
+
+def test_schedule_scaling_warmup_and_cosine():
+  cfg = _cfg(base_lr=0.3, lr_scaling="linear", warmup_steps=10)
+  s = optim.learning_rate_schedule(cfg, batch_size=512, num_steps=110)
+  peak = 0.3 * 512 / 256
+  assert float(s(0)) == 0.0
+  np.testing.assert_allclose(float(s(5)), peak * 0.5, rtol=1e-6)
+  np.testing.assert_allclose(float(s(10)), peak, rtol=1e-6)
+  np.testing.assert_allclose(float(s(60)), peak * 0.5 * (1 + np.cos(np.pi * 0.5)), rtol=1e-5)
+  np.testing.assert_allclose(float(s(110)), 0.0, atol=1e-7)
+  np.testing.assert_allclose(optim.scaled_learning_rate(0.075, 64, "sqrt"), 0.6)
+
+
+def test_bad_settings_are_errors():
+  with pytest.raises(ValueError, match="lr_scaling"):
+    optim.scaled_learning_rate(0.1, 256, "quadratic")
+  with pytest.raises(ValueError, match="optim.name"):
+    optim.make_optimizer(_cfg(name="adagrad"), 256, 10)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    optim.learning_rate_schedule(_cfg(warmup_steps=20), 256, 10)
