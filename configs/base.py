@@ -10,7 +10,8 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # What kind of run: 'pretrain' (SimCLR / MICLe).
+  # What kind of run: 'pretrain' (SimCLR / MICLe), 'finetune' (end to end) or 'linear_eval'
+  # (frozen encoder, new linear head).
   c.mode = "pretrain"
   # Pretraining method: 'simclr' (two views of one image) or 'micle' (two images of one case).
   c.method = "simclr"
@@ -90,6 +91,21 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.prefetch = 2          # batches kept on device ahead of the step.
   c.train.init_checkpoint = ""  # MICLe: a SimCLR workdir or checkpoint to start from.
+
+  # ---- fine-tuning and linear evaluation (mode 'finetune' / 'linear_eval') ------------------
+  c.eval = ml_collections.ConfigDict()
+  c.eval.task = "multiclass"        # 'multiclass' (softmax) or 'multilabel' (sigmoid per label).
+  c.eval.init = "pretrained"        # 'pretrained' | 'supervised' (encoder of a checkpoint) | 'random'.
+  c.eval.checkpoint = ""            # workdir (or checkpoints/ folder) whose encoder is loaded.
+  c.eval.label_fraction = 1.0       # fraction of training CASES with labels, stratified, per case.
+  c.eval.fraction_seed = 0          # which draw of the label fraction.
+  c.eval.uncertain_policy = "ignore"  # CheXpert uncertain (-1) labels: 'ones' | 'zeros' | 'ignore'.
+  c.eval.val_split = "val"          # model selection split ('' = none).
+  c.eval.eval_every = 0             # steps between validation evaluations (0 = at the end only).
+  c.eval.case_level = False         # average the predictions of a case's images before metrics.
+  c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity (e.g. Derm 'Other').
+  c.eval.num_replicates = 1000      # bootstrap replicates for the 95% intervals.
+  c.eval.bootstrap_seed = 0
 
   # ---- evaluation after pretraining (linear probe on frozen features) ----------------------
   c.probe = ml_collections.ConfigDict()

@@ -1,2 +1,3 @@
 """Losses: small pure functions, one per file."""
+from medssl_jax.losses.classification import masked_sigmoid_cross_entropy, softmax_cross_entropy
 from medssl_jax.losses.nt_xent import nt_xent, nt_xent_with_accuracy

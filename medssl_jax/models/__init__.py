@@ -2,3 +2,4 @@
 from medssl_jax.models.heads import ProjectionHead
 from medssl_jax.models.resnet import ResNet, feature_dim
 from medssl_jax.models.simclr import ContrastiveModel, from_config
+from medssl_jax.models.classifier import Classifier, classifier_from_config

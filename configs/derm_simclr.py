@@ -1,0 +1,46 @@
+"""SimCLR pretraining on dermatology images (Azizi et al. 2021, Sec. 4.2).
+
+Full scale (default): ResNet-50 (1x) at 224 px, global batch 512, LARS with lr 0.3 (x batch/256),
+up to 150,000 steps, SimCLR augmentation (colour strength 1.0, crop with resize, Gaussian blur,
+flip), 2-layer projection head to 128-d. Point it at a manifest of the unlabeled images:
+
+  python -m medssl_jax.main --config=configs/derm_simclr.py --workdir=gs://bucket/derm_simclr \
+      --config.data.path=/data/derm/manifest.csv --config.data.image_dir=/data/derm
+
+`:local` is a small variant that runs on one CPU/GPU on the synthetic colour data.
+
+Readings where the paper is silent (PROTOCOLS.md, "Facts from the public reference"):
+temperature 0.1, weight decay 1e-6, warm-up of 10 epochs of the 454,295 unlabeled images at
+batch 512 (8,873 steps), cosine decay to 0.
+"""
+from configs.base import finalize, get_base_config
+
+
+def get_config(variant: str = ""):
+  c = get_base_config()
+  c.method = "simclr"
+  c.data.source = "manifest"
+  c.data.image_size = 224
+  c.data.channels = 3
+  c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"
+  c.model.head_layers, c.model.head_dim = 2, 128
+  c.aug.color_strength, c.aug.color_prob, c.aug.grayscale_prob = 1.0, 0.8, 0.2
+  c.aug.blur_prob, c.aug.flip, c.aug.rotation_degrees = 0.5, True, 0.0
+  c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.3, "linear"
+  c.optim.weight_decay, c.optim.warmup_steps = 1e-6, 8873
+  c.train.batch_size, c.train.num_steps, c.train.temperature = 512, 150_000, 0.1
+  c.train.log_every, c.train.checkpoint_every = 100, 5000
+  c.model.dtype = "bfloat16"
+  if variant == "local":
+    c.data.source = "synthetic"
+    c.data.image_size = 64
+    c.data.synthetic.image_size = 64
+    c.model.depth, c.model.width = 18, 0.5
+    c.model.dtype = "float32"
+    c.optim.warmup_steps = 50
+    c.train.batch_size, c.train.num_steps = 64, 500
+    c.train.log_every, c.train.checkpoint_every = 25, 250
+    c.probe.enabled = True
+  elif variant:
+    raise ValueError(f"derm_simclr: unknown variant {variant!r} (use '' or 'local')")
+  return finalize(c)

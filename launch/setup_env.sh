@@ -1,0 +1,17 @@
+# Sourced by demo.sh and test.sh: creates .venv with the package and its test extra the first
+# time (or when setup.py changed), then activates it. Needs only Python 3.11+ and pip.
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "+ $PYTHON -m venv .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.medssl-installed
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+  echo "+ .venv/bin/python -m pip install -e '.[test]'  (first run: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}" TFDS_DISABLE_GCS=1 NO_GCE_CHECK=true

@@ -1,0 +1,29 @@
+"""The `medssl-jax` console script: one name for the project's commands.
+
+  medssl-jax train     --config=... --workdir=...     (= python -m medssl_jax.main)
+  medssl-jax benchmark --config=...                   (= python -m medssl_jax.benchmark)
+  medssl-jax preview   --config=... --out=DIR         (= python -m input_pipeline.preview)
+  medssl-jax compare   A.npz B.npz                    (= python -m medssl_jax.evaluation.compare)
+"""
+import runpy
+import sys
+
+COMMANDS = {
+    "train": "medssl_jax.main",
+    "benchmark": "medssl_jax.benchmark",
+    "preview": "input_pipeline.preview",
+    "compare": "medssl_jax.evaluation.compare",
+}
+
+
+def main() -> None:
+  if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+    print(__doc__.strip())
+    sys.exit(0 if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help") else 2)
+  module = COMMANDS[sys.argv[1]]
+  sys.argv = [f"medssl-jax {sys.argv[1]}"] + sys.argv[2:]
+  runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,109 @@
+"""The step loop shared by pretraining and fine-tuning.
+
+It feeds batches to a jitted step, keeps the step's metrics on the device and fetches them once
+per log interval (the only host sync), writes TensorBoard scalars with a CLU writer, prints
+progress with an ETA, saves Orbax checkpoints, stops on a non-finite loss without saving it,
+and saves then exits on SIGTERM (what a preempted Cloud TPU VM receives).
+"""
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Callable, Iterator
+
+from absl import logging
+import jax
+import numpy as np
+
+
+class StopFlag:
+  """Set by SIGTERM: the loop saves a checkpoint at the current step and returns."""
+
+  def __init__(self):
+    self.signum = None
+    signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+
+def write_json(path: str, obj) -> None:
+  """Atomic JSON write by process 0."""
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2, sort_keys=True, default=float)
+    os.replace(tmp, path)
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+@dataclasses.dataclass
+class LoopResult:
+  state: object
+  step: int
+  metrics: dict
+  images_per_sec: float
+  preempted: bool
+
+
+def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int, num_steps: int,
+        images_per_step: int, lr_fn, writer, ckpt, log_every: int, checkpoint_every: int,
+        num_devices: int, on_log: Callable | None = None) -> LoopResult:
+  stop = StopFlag()
+  pending, metrics = [], {}
+  t_log, step_log, images_per_sec = time.time(), start_step, float("nan")
+  step = start_step
+  while step < num_steps:
+    state, m = train_step(state, next(batches))
+    pending.append(m)
+    step += 1
+    save = step == num_steps or step % checkpoint_every == 0 or stop.signum is not None
+    if save or step % log_every == 0:
+      host = jax.device_get(pending)
+      pending = []
+      losses = np.array([h["loss"] for h in host])
+      if not np.all(np.isfinite(losses)):
+        bad = step - len(host) + int(np.argmin(np.isfinite(losses))) + 1
+        ckpt.wait()
+        raise FloatingPointError(
+            f"loss is {losses[~np.isfinite(losses)][0]} at step {bad}: training stopped. The last good "
+            f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}; lower optim.base_lr or "
+            f"check the input data, then re-run with the same workdir to resume from it.")
+      now = time.time()
+      steps_per_sec = (step - step_log) / max(now - t_log, 1e-9)
+      images_per_sec = steps_per_sec * images_per_step
+      metrics = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+      metrics.update(learning_rate=float(lr_fn(step - 1)), steps_per_sec=steps_per_sec,
+                     images_per_sec=images_per_sec, images_per_sec_per_device=images_per_sec / num_devices)
+      writer.write_scalars(step, metrics)
+      shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in metrics
+                        if k not in ("steps_per_sec", "images_per_sec", "images_per_sec_per_device"))
+      logging.info("step %d/%d  %s  %.1f img/s  ETA %s", step, num_steps, shown, images_per_sec,
+                   format_eta((num_steps - step) / max(steps_per_sec, 1e-9)))
+      t_log, step_log = now, step
+      if on_log is not None:
+        on_log(step, state)
+    if save:
+      ckpt.save(step, state)
+    if stop.signum is not None:
+      logging.warning("Received signal %d: saved a checkpoint at step %d; exiting.", stop.signum, step)
+      return LoopResult(state, step, metrics, images_per_sec, preempted=True)
+  return LoopResult(state, step, metrics, images_per_sec, preempted=False)
+
+
+def flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

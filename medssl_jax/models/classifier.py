@@ -1,0 +1,46 @@
+"""Encoder + linear classifier for fine-tuning and linear evaluation.
+
+The encoder sub-module is named 'encoder' exactly as in `ContrastiveModel`, so the encoder
+weights of a pretraining checkpoint (or of another fine-tuning run) load by name.
+With `frozen_encoder=True` (linear evaluation) the encoder runs with its stored batch-norm
+statistics and no gradient flows into it.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medssl_jax.models.resnet import ResNet
+
+
+class Classifier(nn.Module):
+  num_outputs: int
+  depth: int = 50
+  width: float = 1.0
+  stem: str = "imagenet"
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.9
+  frozen_encoder: bool = False
+
+  def setup(self):
+    self.encoder = ResNet(depth=self.depth, width=self.width, stem=self.stem, dtype=self.dtype,
+                          bn_momentum=self.bn_momentum)
+    self.classifier = nn.Dense(self.num_outputs, dtype=jnp.float32,
+                               kernel_init=nn.initializers.zeros if self.frozen_encoder else nn.initializers.lecun_normal())
+
+  def __call__(self, x, train: bool = True):
+    if self.frozen_encoder:
+      h = jax.lax.stop_gradient(self.encoder(x, train=False))
+    else:
+      h = self.encoder(x, train=train)
+    return self.classifier(h)
+
+
+def classifier_from_config(model_cfg, num_outputs: int, frozen_encoder: bool) -> Classifier:
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  if model_cfg.dtype not in dtypes:
+    raise ValueError(f"model.dtype={model_cfg.dtype!r}: expected one of {sorted(dtypes)}")
+  return Classifier(num_outputs=num_outputs, depth=model_cfg.depth, width=model_cfg.width,
+                    stem=model_cfg.stem, dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
+                    frozen_encoder=frozen_encoder)

@@ -1,0 +1,87 @@
+"""The pretraining run (SimCLR or MICLe): data, step, checkpoints, metrics, results.
+
+Workdir layout:
+  config.json      the full config of the run
+  checkpoints/     Orbax checkpoints, the last `train.keep_checkpoints` kept
+  events.out.*     TensorBoard scalars (CLU metric writers), written by process 0 only
+  results.json     final step, metrics, wall time, throughput (and the linear probe, if on)
+
+Re-running with the same workdir resumes from the latest checkpoint; the data stream is a
+pure function of (seed, step), so a resumed run sees the batches an uninterrupted run would.
+"""
+import json
+import os
+import time
+
+from absl import logging
+from clu import metric_writers
+import jax
+
+from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax import contrastive
+from medssl_jax import loop
+from medssl_jax import optim
+from medssl_jax.sharding import check_global_batch, make_mesh, prefetch_to_mesh
+
+
+def _init_from(state, path: str):
+  """Starts from another run's weights (MICLe from SimCLR), with a fresh optimiser."""
+  params, batch_stats, step = ckpt_lib.restore_weights(path)
+  where = f"train.init_checkpoint={path} (step {step})"
+  ckpt_lib.check_tree_shapes(params, state.params, where)
+  ckpt_lib.check_tree_shapes(batch_stats, state.batch_stats, where)
+  logging.info("Initialised from %s", where)
+  params = jax.device_put(params, jax.tree_util.tree_map(lambda x: x.sharding, state.params))
+  batch_stats = jax.device_put(batch_stats, jax.tree_util.tree_map(lambda x: x.sharding, state.batch_stats))
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=jax.jit(state.tx.init)(params))
+
+
+def pretrain(config, workdir: str) -> dict:
+  """Runs (or resumes) contrastive pretraining in `workdir`; returns the results dict."""
+  from input_pipeline import pipeline, sources  # TensorFlow is needed only for the input.
+
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  loop.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  mesh = make_mesh()
+  check_global_batch(config.train.batch_size, mesh)
+  num_steps = int(config.train.num_steps)
+
+  source = sources.load_source(config.data, config.data.train_split)
+  state = contrastive.create_state(config, mesh, jax.random.key(config.seed))
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    logging.info("Resuming from checkpoint at step %d in %s", int(state.step), ckpt.directory)
+  elif config.train.init_checkpoint:
+    state = _init_from(state, config.train.init_checkpoint)
+  start_step = int(state.step)
+
+  batches = pipeline.pretrain_iterator(
+      source, data_cfg=config.data, aug_cfg=config.aug, method=config.method,
+      global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(loop.flatten(config.to_dict()))
+  logging.info("Pretraining (%s) for %d steps from step %d: global batch %d on %d devices",
+               config.method, num_steps, start_step, config.train.batch_size, mesh.devices.size)
+  out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch),
+                 contrastive.jit_train_step(config, mesh), start_step=start_step, num_steps=num_steps,
+                 images_per_step=2 * config.train.batch_size,
+                 lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
+                 writer=writer, ckpt=ckpt, log_every=config.train.log_every,
+                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size)
+  ckpt.close()
+  writer.flush()
+
+  results = {"mode": "pretrain", "method": config.method, "final_step": out.step, "num_steps": num_steps,
+             "completed": out.step >= num_steps, "preempted": out.preempted, "metrics": out.metrics,
+             "wall_time_sec": time.time() - t_start, "images_per_sec": out.images_per_sec,
+             "devices": mesh.devices.size, "platform": jax.devices()[0].platform,
+             "workdir": os.path.abspath(workdir)}
+  if out.step >= num_steps and config.probe.enabled:
+    from medssl_jax.evaluation import linear_probe
+    results["linear_probe"] = linear_probe.probe_pretrained(config, out.state, mesh, sources, pipeline)
+  loop.write_json(os.path.join(workdir, "results.json"), results)
+  return results
