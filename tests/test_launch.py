@@ -1,0 +1,419 @@
+"""Tests of the launchers in launch/: tpu_vm.sh (against a fake gcloud), local_multiprocess.py
+and sweep.py."""
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TPU_VM = REPO / "launch" / "tpu_vm.sh"
+BASH = shutil.which("bash")
+LIBTPU_URL = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, REPO / "launch" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+local_multiprocess = _load("local_multiprocess")
+sweep = _load("sweep")
+
+# ---- tpu_vm.sh ------------------------------------------------------------------------------
+
+FAKE_GCLOUD = """#!{python}
+import json, os, sys
+with open(os.environ["FAKE_GCLOUD_LOG"], "a") as f:
+  f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+@pytest.fixture
+def gcloud(tmp_path, monkeypatch):
+  """Puts a fake gcloud first on PATH; returns a function giving the recorded calls."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  fake = bin_dir / "gcloud"
+  fake.write_text(FAKE_GCLOUD.format(python=sys.executable))
+  fake.chmod(0o755)
+  log = tmp_path / "gcloud_calls.jsonl"
+  monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  monkeypatch.setenv("FAKE_GCLOUD_LOG", str(log))
+
+  def calls():
+    if not log.exists():
+      return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+  return calls
+
+
+def tpu_vm(*args, env=None):
+  return subprocess.run([BASH, str(TPU_VM), *args], capture_output=True, text=True,
+                        env=env, timeout=60)
+
+
+def test_create(gcloud):
+  r = tpu_vm("create", "--name", "my-tpu", "--zone", "us-central2-b", "--type", "v4-32",
+             "--project", "proj", "--spot")
+  assert r.returncode == 0, r.stderr
+  assert gcloud() == [[
+      "compute", "tpus", "tpu-vm", "create", "my-tpu", "--zone=us-central2-b",
+      "--project=proj", "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base",
+      "--spot"
+  ]]
+  assert "+ gcloud compute tpus tpu-vm create my-tpu" in r.stdout
+
+
+def test_create_preemptible_and_version(gcloud):
+  r = tpu_vm("create", "--name=t", "--zone=z", "--type=v4-8", "--version=v2-alpha",
+             "--preemptible")
+  assert r.returncode == 0, r.stderr
+  assert gcloud() == [[
+      "compute", "tpus", "tpu-vm", "create", "t", "--zone=z", "--accelerator-type=v4-8",
+      "--version=v2-alpha", "--preemptible"
+  ]]
+  r = tpu_vm("create", "--name=t", "--zone=z", "--type=v4-8", "--spot", "--preemptible")
+  assert r.returncode != 0 and "exclusive" in r.stderr
+
+
+def test_install_from_local_checkout(gcloud):
+  r = tpu_vm("install", "--name", "t", "--zone", "z")
+  assert r.returncode == 0, r.stderr
+  calls = gcloud()
+  assert len(calls) == 3
+  scp, unpack, pip = calls
+  assert scp[:4] == ["compute", "tpus", "tpu-vm", "scp"]
+  assert scp[4].endswith("medssl-jax.tar.gz") and scp[5] == "t:~/"
+  assert "--worker=all" in scp and "--zone=z" in scp
+  assert unpack[:5] == ["compute", "tpus", "tpu-vm", "ssh", "t"]
+  assert "--worker=all" in unpack
+  assert "tar -xzf medssl-jax.tar.gz -C medssl-jax" in unpack[-1]
+  assert pip[:-1] == ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--worker=all",
+                      "--command"]
+  assert pip[-1] == ("cd medssl-jax && python3 -m pip install -e . 'jax[tpu]' -f "
+                     f"{LIBTPU_URL}")
+  assert "+ tar -czf" in r.stdout
+
+
+def test_install_from_git(gcloud):
+  r = tpu_vm("install", "--name", "t", "--zone", "z", "--project", "p", "--repo",
+             "https://github.com/org/medssl-jax.git", "--branch", "dev")
+  assert r.returncode == 0, r.stderr
+  clone, pip = gcloud()
+  prefix = ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--project=p",
+            "--worker=all", "--command"]
+  assert clone[:-1] == prefix and pip[:-1] == prefix
+  assert clone[-1] == ("rm -rf medssl-jax && git clone --branch dev "
+                       "https://github.com/org/medssl-jax.git medssl-jax")
+  assert "python3 -m pip install -e . 'jax[tpu]'" in pip[-1]
+
+
+def test_install_branch_with_local_path_fails(gcloud):
+  r = tpu_vm("install", "--name", "t", "--zone", "z", "--repo", str(REPO), "--branch", "x")
+  assert r.returncode != 0 and "--branch" in r.stderr
+  assert gcloud() == []
+
+
+def test_run(gcloud):
+  r = tpu_vm("run", "--name", "t", "--zone", "z", "--config", "configs/base.py:simclr",
+             "--workdir", "gs://bucket/dir", "--", "--config.train.num_steps=100",
+             "--config.data.path=a b")
+  assert r.returncode == 0, r.stderr
+  [call] = gcloud()
+  assert call[:-1] == ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--worker=all",
+                       "--command"]
+  remote = call[-1]
+  assert remote.startswith("cd medssl-jax && nohup ")
+  assert ("python3 -m medssl_jax.main --multihost --config=configs/base.py:simclr "
+          "--workdir=gs://bucket/dir --config.train.num_steps=100 "
+          "'--config.data.path=a b'") in remote
+  assert remote.endswith("> ~/run.log 2>&1 < /dev/null &")
+  assert "warning" not in r.stderr
+
+
+def test_run_warns_on_local_workdir_for_multi_host(gcloud):
+  r = tpu_vm("run", "--name", "t", "--zone", "z", "--type", "v4-32", "--config",
+             "configs/base.py", "--workdir", "/tmp/run1")
+  assert r.returncode == 0, r.stderr
+  assert "multi-host" in r.stderr and "gs://" in r.stderr
+  assert len(gcloud()) == 1
+
+
+def test_run_needs_config_and_workdir(gcloud):
+  r = tpu_vm("run", "--name", "t", "--zone", "z", "--workdir", "gs://b/d")
+  assert r.returncode != 0 and "--config" in r.stderr
+  r = tpu_vm("run", "--name", "t", "--zone", "z", "--config", "configs/base.py")
+  assert r.returncode != 0 and "--workdir" in r.stderr
+  assert gcloud() == []
+
+
+def test_logs_and_delete(gcloud):
+  assert tpu_vm("logs", "--name", "t", "--zone", "z").returncode == 0
+  assert tpu_vm("logs", "--name", "t", "--zone", "z", "--worker", "2").returncode == 0
+  assert tpu_vm("delete", "--name", "t", "--zone", "z", "--project", "p").returncode == 0
+  assert gcloud() == [
+      ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--worker=0", "--command",
+       "tail -f ~/run.log"],
+      ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--worker=2", "--command",
+       "tail -f ~/run.log"],
+      ["compute", "tpus", "tpu-vm", "delete", "t", "--zone=z", "--project=p", "--quiet"],
+  ]
+
+
+def test_tensorboard_dry_run(gcloud):
+  r = tpu_vm("--dry-run", "tensorboard", "--workdir", "gs://b/d", "--port", "7007")
+  assert r.returncode == 0, r.stderr
+  assert "+ tensorboard --logdir gs://b/d --port 7007" in r.stdout
+  assert "http://localhost:7007/" in r.stdout
+
+
+def test_missing_gcloud(tmp_path):
+  empty = tmp_path / "empty_bin"
+  empty.mkdir()
+  r = tpu_vm("delete", "--name", "t", "--zone", "z", env={"PATH": str(empty)})
+  assert r.returncode != 0
+  assert "gcloud" in r.stderr and "not found" in r.stderr
+
+
+def test_missing_zone(gcloud):
+  r = tpu_vm("create", "--name", "t", "--type", "v4-32")
+  assert r.returncode != 0 and "--zone" in r.stderr
+  r = tpu_vm("delete", "--name", "t")
+  assert r.returncode != 0 and "--zone" in r.stderr
+  assert gcloud() == []
+
+
+def test_dry_run_records_nothing(gcloud):
+  for args in (["create", "--name", "t", "--zone", "z", "--type", "v4-32"],
+               ["install", "--name", "t", "--zone", "z"],
+               ["run", "--name", "t", "--zone", "z", "--config", "c.py", "--workdir",
+                "gs://b/d"], ["logs", "--name", "t", "--zone", "z"],
+               ["delete", "--name", "t", "--zone", "z"]):
+    r = tpu_vm(*args, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "+ gcloud compute tpus tpu-vm" in r.stdout
+  assert gcloud() == []
+
+
+def test_help_and_bad_usage():
+  r = tpu_vm("help")
+  assert r.returncode == 0
+  for sub in ("create", "install", "run", "logs", "tensorboard", "delete"):
+    assert f"bash launch/tpu_vm.sh {sub} " in r.stdout
+  assert tpu_vm().returncode != 0
+  r = tpu_vm("frobnicate")
+  assert r.returncode != 0 and "unknown subcommand" in r.stderr
+  r = tpu_vm("create", "--name", "t", "--zone", "z", "--type", "v4-8", "--colour", "x")
+  assert r.returncode != 0 and "unknown option --colour" in r.stderr
+
+
+# ---- local_multiprocess.py ------------------------------------------------------------------
+
+FAKE_MAIN = """
+import os, sys, time
+flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+print("pid", flags["process_id"], "of", flags["num_processes"],
+      "coord", flags["coordinator_address"], "xla", os.environ["XLA_FLAGS"],
+      "platform", os.environ["JAX_PLATFORMS"], "extra", flags.get("config.x"))
+if flags.get("fail_id") == flags["process_id"]:
+  sys.exit(3)
+if flags.get("sleep"):
+  time.sleep(float(flags["sleep"]))
+"""
+
+
+@pytest.fixture
+def fake_modules(tmp_path, monkeypatch):
+  """Writes fake_main.py (and friends) in tmp_path and puts it on PYTHONPATH."""
+  (tmp_path / "fake_main.py").write_text(FAKE_MAIN)
+  monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+  return tmp_path
+
+
+def test_local_multiprocess_runs_all(fake_modules):
+  out = io.StringIO()
+  code = local_multiprocess.launch(["--config.x=7"], num_processes=2, devices_per_process=4,
+                                   port=0, module="fake_main", out=out)
+  text = out.getvalue()
+  assert code == 0, text
+  for i in range(2):
+    [line] = [l for l in text.splitlines() if l.startswith(f"[p{i}] pid")]
+    assert f"pid {i} of 2" in line
+    assert "--xla_force_host_platform_device_count=4" in line
+    assert "platform cpu" in line and "extra 7" in line
+    assert "coord localhost:" in line
+
+
+def test_local_multiprocess_failure_stops_others(fake_modules):
+  out = io.StringIO()
+  code = local_multiprocess.launch(["--fail_id=1", "--sleep=60"], 2, 2, 0, "fake_main",
+                                   out=out)
+  assert code == 3, out.getvalue()
+  assert "[launcher] process 1 exited with code 3" in out.getvalue()
+
+
+def test_local_multiprocess_cli(fake_modules):
+  r = subprocess.run([
+      sys.executable, str(REPO / "launch" / "local_multiprocess.py"), "--num_processes", "3",
+      "--devices_per_process", "2", "--port", "0", "--module", "fake_main", "--",
+      "--config.x=1"
+  ], capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert sorted(l[:4] for l in r.stdout.splitlines() if " pid " in l) == [
+      "[p0]", "[p1]", "[p2]"]
+
+
+def test_child_env_replaces_device_count():
+  env = local_multiprocess.child_env(
+      3, {"XLA_FLAGS": "--xla_foo=1 --xla_force_host_platform_device_count=8"})
+  assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=3"
+  assert env["JAX_PLATFORMS"] == "cpu"
+
+
+JAX_MAIN = """
+import sys
+import jax
+import jax.numpy as jnp
+flags = dict(a[2:].split("=", 1) for a in sys.argv[1:] if "=" in a)
+jax.distributed.initialize(coordinator_address=flags["coordinator_address"],
+                           num_processes=int(flags["num_processes"]),
+                           process_id=int(flags["process_id"]))
+total = jax.pmap(lambda x: jax.lax.psum(x, "i"), axis_name="i")(
+    jnp.ones(jax.local_device_count()))
+print("devices", jax.process_index(), jax.local_device_count(), jax.device_count(),
+      float(total[0]))
+"""
+
+
+def test_local_multiprocess_with_jax_distributed(fake_modules):
+  """Two processes x 2 CPU devices form one 4-device JAX system (a cross-process psum)."""
+  (fake_modules / "jax_main.py").write_text(JAX_MAIN)
+  out = io.StringIO()
+  code = local_multiprocess.launch([], 2, 2, 0, "jax_main", out=out)
+  text = out.getvalue()
+  assert code == 0, text
+  assert "[p0] devices 0 2 4 4.0" in text and "[p1] devices 1 2 4 4.0" in text, text
+
+
+# ---- sweep.py -------------------------------------------------------------------------------
+
+
+def test_grid_trials_product():
+  trials = sweep.grid_trials(["optim.base_lr=0.001,0.01", "optim.weight_decay=0,1e-4,1e-3"])
+  assert len(trials) == 6
+  assert trials[0] == {"optim.base_lr": "0.001", "optim.weight_decay": "0"}
+  assert trials[-1] == {"optim.base_lr": "0.01", "optim.weight_decay": "1e-3"}
+  assert {(t["optim.base_lr"], t["optim.weight_decay"]) for t in trials} == {
+      (a, b) for a in ("0.001", "0.01") for b in ("0", "1e-4", "1e-3")}
+  assert sweep.grid_trials([]) == [{}]
+  assert sweep.grid_trials(["--config.a=1"]) == [{"a": "1"}]
+  for bad in (["lr"], ["lr="], ["a=1", "a=2"], ["=1"]):
+    with pytest.raises(ValueError):
+      sweep.grid_trials(bad)
+
+
+def test_trial_command_and_dirname():
+  overrides = {"optim.base_lr": "0.01", "data.path": "/data/x y"}
+  name = sweep.trial_dirname(overrides)
+  assert name == "optim.base_lr=0.01,data.path=_data_x_y"
+  cmd = sweep.trial_command("configs/x.py", "/root/" + name, overrides,
+                            ["--config.train.num_steps=5"])
+  assert cmd == ["python", "-m", "medssl_jax.main", "--config=configs/x.py",
+                 f"--workdir=/root/{name}", "--config.optim.base_lr=0.01",
+                 "--config.data.path=/data/x y", "--config.train.num_steps=5"]
+  assert len(sweep.trial_dirname({"k": "v" * 500})) <= sweep.MAX_DIRNAME
+
+
+def test_azizi_preset():
+  trials = sweep.grid_trials(sweep.PRESETS["azizi_finetune"]())
+  assert len(trials) == 28
+  lrs = sorted({float(t["optim.base_lr"]) for t in trials})
+  np.testing.assert_allclose(lrs, 10**np.linspace(-3.5, -0.5, 7), rtol=1e-5)
+  assert sorted({float(t["optim.weight_decay"]) for t in trials}) == [0.0, 1e-5, 1e-4, 1e-3]
+  assert all("." in t["optim.weight_decay"] or "e" in t["optim.weight_decay"]
+             for t in trials)  # Parsed as floats, not ints.
+
+
+def test_sweep_print_mode(tmp_path, capsys):
+  root = tmp_path / "sweep"
+  code = sweep.main([
+      "--config=configs/x.py", f"--workdir_root={root}", "--grid",
+      "optim.base_lr=0.001,0.01", "--grid", "optim.weight_decay=0,1e-4", "--extra",
+      "--config.train.num_steps=100", "--mode", "print"
+  ])
+  assert code == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 4
+  assert lines[0] == (f"python -m medssl_jax.main --config=configs/x.py "
+                      f"--workdir={root}/optim.base_lr=0.001,optim.weight_decay=0 "
+                      "--config.optim.base_lr=0.001 --config.optim.weight_decay=0 "
+                      "--config.train.num_steps=100")
+  record = json.loads((root / "sweep.json").read_text())
+  assert [t["command"] for t in record["trials"]] == lines
+  assert {t["status"] for t in record["trials"]} == {"printed"}
+
+
+def test_sweep_preset_cli(tmp_path):
+  r = subprocess.run([
+      sys.executable, str(REPO / "launch" / "sweep.py"), "--config=configs/x.py",
+      f"--workdir_root={tmp_path}", "--preset", "azizi_finetune"
+  ], capture_output=True, text=True, timeout=60)
+  assert r.returncode == 0, r.stderr
+  assert len(r.stdout.splitlines()) == 28
+
+
+def test_sweep_tpu_vm_mode(monkeypatch, capsys):
+  written = []
+  monkeypatch.setattr(sweep, "write_sweep_file", lambda root, rec: written.append(root))
+  code = sweep.main([
+      "--config=configs/x.py", "--workdir_root=gs://b/sweep", "--grid", "optim.base_lr=0.1",
+      "--mode", "tpu_vm", "--tpu_name", "t", "--zone", "z"
+  ])
+  assert code == 0
+  out = capsys.readouterr().out.strip()
+  assert out == ("bash launch/tpu_vm.sh run --name t --zone z --config configs/x.py "
+                 "--workdir gs://b/sweep/optim.base_lr=0.1 -- --config.optim.base_lr=0.1")
+  assert written == ["gs://b/sweep"]
+
+
+FAKE_TRAIN = """
+import json, os, sys
+flags = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+os.makedirs(flags["workdir"], exist_ok=True)
+with open(os.path.join(flags["workdir"], "args.json"), "w") as f:
+  json.dump(sys.argv[1:], f)
+if flags.get("config.optim.base_lr") == "bad":
+  sys.exit(5)
+"""
+
+
+def test_sweep_local_mode(tmp_path, monkeypatch, capsys):
+  (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
+  monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+  root = tmp_path / "sweep"
+  common = ["--config=configs/x.py", f"--workdir_root={root}", "--mode", "local",
+            "--module", "fake_train", "--extra=--config.train.num_steps=3"]
+  assert sweep.main(common + ["--grid", "optim.base_lr=0.001,0.01"]) == 0
+  record = json.loads((root / "sweep.json").read_text())
+  assert [t["status"] for t in record["trials"]] == ["done", "done"]
+  args = json.loads((root / "optim.base_lr=0.01" / "args.json").read_text())
+  assert args == ["--config=configs/x.py", f"--workdir={root}/optim.base_lr=0.01",
+                  "--config.optim.base_lr=0.01", "--config.train.num_steps=3"]
+
+  assert sweep.main(common + ["--grid", "optim.base_lr=0.001,bad,0.1"]) == 5
+  record = json.loads((root / "sweep.json").read_text())
+  assert [t["status"] for t in record["trials"]] == ["done", "failed", "not_run"]
+  assert not (root / "optim.base_lr=0.1").exists()
+  err = capsys.readouterr().err
+  assert "trial 2/3" in err and "failed with exit code 5" in err
