@@ -80,6 +80,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.momentum = 0.9
   c.optim.trust_coefficient = 0.001
   c.optim.warmup_steps = 0
+  c.optim.schedule = "cosine"  # 'cosine' (warm-up then cosine to 0) or 'constant' (after warm-up).
 
   # ---- training loop ----------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()

@@ -193,7 +193,7 @@ def finetune(config, workdir: str) -> dict:
              "task": config.eval.task, "label_fraction": config.eval.label_fraction,
              "fraction_seed": config.eval.fraction_seed, "num_train_images": int(len(indices)),
              "num_train_cases": int(len(np.unique(train_src.case_ids[indices]))),
-             "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps,
+             "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps, "loss_history": out.loss_history,
              "train_metrics": out.metrics, "images_per_sec": out.images_per_sec,
              "base_lr": config.optim.base_lr, "weight_decay": config.optim.weight_decay,
              "seed": config.seed, "workdir": os.path.abspath(workdir)}

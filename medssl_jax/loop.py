@@ -52,13 +52,14 @@ class LoopResult:
   metrics: dict
   images_per_sec: float
   preempted: bool
+  loss_history: list  # (step, mean loss over the log interval) at every log step
 
 
 def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int, num_steps: int,
         images_per_step: int, lr_fn, writer, ckpt, log_every: int, checkpoint_every: int,
         num_devices: int, on_log: Callable | None = None) -> LoopResult:
   stop = StopFlag()
-  pending, metrics = [], {}
+  pending, metrics, history = [], {}, []
   t_log, step_log, images_per_sec = time.time(), start_step, float("nan")
   step = start_step
   while step < num_steps:
@@ -84,6 +85,7 @@ def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int
       metrics.update(learning_rate=float(lr_fn(step - 1)), steps_per_sec=steps_per_sec,
                      images_per_sec=images_per_sec, images_per_sec_per_device=images_per_sec / num_devices)
       writer.write_scalars(step, metrics)
+      history.append((step, metrics["loss"]))
       shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in metrics
                         if k not in ("steps_per_sec", "images_per_sec", "images_per_sec_per_device"))
       logging.info("step %d/%d  %s  %.1f img/s  ETA %s", step, num_steps, shown, images_per_sec,
@@ -95,8 +97,8 @@ def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int
       ckpt.save(step, state)
     if stop.signum is not None:
       logging.warning("Received signal %d: saved a checkpoint at step %d; exiting.", stop.signum, step)
-      return LoopResult(state, step, metrics, images_per_sec, preempted=True)
-  return LoopResult(state, step, metrics, images_per_sec, preempted=False)
+      return LoopResult(state, step, metrics, images_per_sec, preempted=True, loss_history=history)
+  return LoopResult(state, step, metrics, images_per_sec, preempted=False, loss_history=history)
 
 
 def flatten(d, prefix=""):

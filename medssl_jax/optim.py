@@ -26,8 +26,13 @@ def learning_rate_schedule(optim_cfg, batch_size: int, num_steps: int) -> optax.
   warmup = int(optim_cfg.warmup_steps)
   if not 0 <= warmup < max(num_steps, 1):
     raise ValueError(f"optim.warmup_steps={warmup} must be in [0, train.num_steps={num_steps})")
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=max(num_steps, 1), end_value=0.0)
+  if optim_cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=max(num_steps, 1), end_value=0.0)
+  if optim_cfg.schedule == "constant":
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
+                                [warmup]) if warmup else optax.constant_schedule(peak)
+  raise ValueError(f"optim.schedule={optim_cfg.schedule!r}: expected 'cosine' or 'constant'")
 
 
 def decay_mask(params):

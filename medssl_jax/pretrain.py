@@ -76,7 +76,7 @@ def pretrain(config, workdir: str) -> dict:
   writer.flush()
 
   results = {"mode": "pretrain", "method": config.method, "final_step": out.step, "num_steps": num_steps,
-             "completed": out.step >= num_steps, "preempted": out.preempted, "metrics": out.metrics,
+             "completed": out.step >= num_steps, "loss_history": out.loss_history, "preempted": out.preempted, "metrics": out.metrics,
              "wall_time_sec": time.time() - t_start, "images_per_sec": out.images_per_sec,
              "devices": mesh.devices.size, "platform": jax.devices()[0].platform,
              "workdir": os.path.abspath(workdir)}

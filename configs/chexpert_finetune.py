@@ -1,0 +1,64 @@
+"""Fine-tuning on chest X-rays (Azizi et al. 2021, Sec. 4.3 and App. A.2; CheXpert, multi-label).
+
+Full scale: ResNet-50 (1x) at 224 px, 5 pathologies (atelectasis, cardiomegaly, consolidation,
+edema, pleural effusion) with sigmoid cross-entropy, uncertain labels by `eval.uncertain_policy`,
+SGD momentum 0.9, batch 256, 30,000 steps, lr/weight decay from the Azizi grid. Augmentation
+(App. A.2): rotation U(-20, 20) degrees, random crop to 224, left-right flip, additive
+brightness U(-0.2, 0.2), contrast U(-0.2, 0.2) on the per-channel standard deviation, clip to
+[0, 1]. Metric: mean AUC over the 5 labels (and per label), bootstrap 95% intervals.
+
+Variants:
+- `:mococxr`: the MoCo-CXR protocol (Sowrirajan et al. 2021): rotation 10 degrees + flip only,
+  Adam lr 3e-5 (the CheXpert baseline's optimiser, which MoCo-CXR reuses), batch 16,
+  constant learning rate; epochs 220/95/41/18 for 0.1%/1%/10%/100% labels -> set
+  train.num_steps = epochs * labelled images / 16.
+- `:local`: PneumoniaMNIST (../shared/data, 28 px, 2 classes, multi-class) with the App. A.2 ops.
+Readings: "random crop 224" as a crop of 87.5% of the side (224 of 256) at a random place,
+resized to the input size.
+"""
+import os
+
+from configs.base import finalize, get_base_config
+
+_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+
+
+def get_config(variant: str = ""):
+  c = get_base_config()
+  c.mode = "finetune"
+  c.data.source, c.data.tfds_name = "tfds", "chexpert"
+  c.data.image_size, c.data.channels = 224, 3
+  c.data.eval_split = "validation"
+  c.eval.val_split = ""
+  c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"
+  c.model.dtype = "bfloat16"
+  c.aug.crop, c.aug.crop_area_min, c.aug.crop_area_max = True, 0.875 ** 2, 0.875 ** 2
+  c.aug.crop_aspect_min = c.aug.crop_aspect_max = 1.0
+  c.aug.color_prob, c.aug.grayscale_prob, c.aug.blur_prob = 0.0, 0.0, 0.0
+  c.aug.flip, c.aug.rotation_degrees = True, 20.0
+  c.aug.additive_brightness, c.aug.std_contrast = 0.2, 0.2
+  c.optim.name, c.optim.lr_scaling = "sgd", "none"
+  c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_steps = 10 ** -2.0, 1e-4, 0
+  c.train.batch_size, c.train.num_steps = 256, 30_000
+  c.train.log_every, c.train.checkpoint_every = 100, 5000
+  c.eval.task, c.eval.init, c.eval.uncertain_policy = "multilabel", "pretrained", "ignore"
+  if variant == "mococxr":
+    c.aug.rotation_degrees, c.aug.additive_brightness, c.aug.std_contrast = 10.0, 0.0, 0.0
+    c.aug.crop = False
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay = "adam", 3e-5, 0.0
+    c.optim.schedule = "constant"
+    c.train.batch_size = 16
+  elif variant == "local":
+    c.data.source = "npz"
+    c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
+    c.data.image_size, c.data.channels = 28, 1
+    c.data.eval_split, c.eval.val_split = "test", "val"
+    c.model.depth, c.model.width, c.model.stem, c.model.dtype = 18, 0.25, "small", "float32"
+    c.eval.task = "multiclass"
+    c.eval.init = "random"
+    c.optim.base_lr = 0.05
+    c.train.batch_size, c.train.num_steps = 128, 300
+    c.train.log_every, c.train.checkpoint_every = 50, 300
+  elif variant:
+    raise ValueError(f"chexpert_finetune: unknown variant {variant!r} (use '', 'mococxr' or 'local')")
+  return finalize(c)
