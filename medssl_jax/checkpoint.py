@@ -13,7 +13,8 @@ import orbax.checkpoint as ocp
 ITEMS = ("params", "batch_stats", "opt_state")
 
 
-def _abs(path: str) -> str:
+def _abs(path) -> str:
+  path = os.fspath(path)
   return path if "://" in path else os.path.abspath(path)
 
 
@@ -49,6 +50,13 @@ class Checkpointer:
     self.manager.close()
 
 
+def _reader(directory: str, names) -> ocp.CheckpointManager:
+  """A read-only manager that knows how each item was written (needed for its metadata)."""
+  return ocp.CheckpointManager(_abs(directory), item_names=tuple(names),
+                               item_handlers={k: ocp.StandardCheckpointHandler() for k in names},
+                               options=ocp.CheckpointManagerOptions(read_only=True))
+
+
 def _abstract(tree):
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -74,8 +82,7 @@ def check_tree_shapes(saved, wanted, where: str) -> None:
 
 
 def check_compatible(directory: str, step: int, items: dict) -> None:
-  manager = ocp.CheckpointManager(_abs(directory), item_names=tuple(items),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = _reader(directory, tuple(items))
   meta = manager.item_metadata(step)
   manager.close()
   for name in ("params", "batch_stats"):
@@ -98,8 +105,7 @@ def checkpoint_dir(path: str) -> str:
 def restore_weights(path: str, step=None):
   """Params and batch_stats of a run's checkpoint as host arrays, without the optimiser state."""
   directory = checkpoint_dir(path)
-  manager = ocp.CheckpointManager(directory, item_names=("params", "batch_stats"),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = _reader(directory, ("params", "batch_stats"))
   step = manager.latest_step() if step is None else step
   if step is None:
     manager.close()

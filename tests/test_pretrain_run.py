@@ -22,6 +22,7 @@ def run_config(steps=6, batch=16, method="simclr"):
   c.train.log_every = 2
   c.train.checkpoint_every = 2
   c.train.prefetch = 1
+  c.optim.warmup_steps = min(2, steps - 1)
   return c
 
 

@@ -1,0 +1,100 @@
+"""Fine-tuning and linear evaluation runs on the synthetic data."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax import finetune
+from medssl_jax import main as main_lib
+from tests.helpers import tiny_config
+from tests.test_pretrain_run import run_config
+
+
+def ft_config(mode="finetune", init="random", checkpoint="", steps=60, fraction=1.0):
+  c = tiny_config(batch_size=32, image_size=16, steps=steps)
+  c.mode = mode
+  c.data.source = "synthetic"
+  c.data.synthetic.num_cases = 120
+  c.data.synthetic.image_size = 16
+  c.aug.blur_prob, c.aug.color_prob, c.aug.crop_area_min = 0.0, 0.0, 0.5
+  c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", 0.1, 0
+  c.train.log_every = c.train.checkpoint_every = 20
+  c.train.prefetch = 1
+  c.eval.init, c.eval.checkpoint, c.eval.label_fraction = init, checkpoint, fraction
+  c.eval.num_replicates = 200
+  return c
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("pre") / "simclr")
+  main_lib.run(run_config(steps=2), workdir)
+  return workdir
+
+
+def test_finetune_starts_from_exactly_the_pretrained_encoder(pretrained, tmp_path):
+  from medssl_jax.sharding import make_mesh
+  c = ft_config(init="pretrained", checkpoint=pretrained)
+  state = finetune.create_state(c, make_mesh(), num_outputs=4, rng=jax.random.key(1))
+  state = finetune.load_encoder(state, pretrained)
+  saved, saved_bs, _ = ckpt_lib.restore_weights(pretrained)
+  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(state.params["encoder"])),
+                  jax.tree_util.tree_leaves(saved["encoder"])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(state.batch_stats["encoder"])),
+                  jax.tree_util.tree_leaves(saved_bs["encoder"])):
+    np.testing.assert_array_equal(a, b)
+  assert "head" not in state.params  # projection head dropped, new classifier instead
+  assert "classifier" in state.params
+
+
+def test_short_finetune_beats_chance(tmp_path):
+  results = main_lib.run(ft_config(steps=80), str(tmp_path / "ft"))
+  top1 = results["test"]["top1"]
+  assert top1["ci_low"] <= top1["value"] <= top1["ci_high"]
+  assert top1["value"] > 0.25 + 0.15, results["test"]      # 4 balanced classes: chance 0.25
+  saved = np.load(tmp_path / "ft" / "predictions_test.npz", allow_pickle=False)
+  assert saved["probs"].shape[1] == 4 and len(saved["case_ids"]) == len(saved["labels"])
+  assert json.load(open(tmp_path / "ft" / "results.json"))["test"]["top1"]["value"] == top1["value"]
+
+
+def test_linear_eval_freezes_the_encoder_and_beats_chance(pretrained, tmp_path):
+  c = ft_config(mode="linear_eval", init="pretrained", checkpoint=pretrained, steps=60)
+  c.optim.base_lr = 0.5
+  results = main_lib.run(c, str(tmp_path / "lin"))
+  assert results["test"]["top1"]["value"] > 0.25 + 0.1, results["test"]
+  before, before_bs, _ = ckpt_lib.restore_weights(pretrained)
+  after, after_bs, _ = ckpt_lib.restore_weights(str(tmp_path / "lin"))
+  for a, b in zip(jax.tree_util.tree_leaves(after["encoder"]), jax.tree_util.tree_leaves(before["encoder"])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree_util.tree_leaves(after_bs["encoder"]), jax.tree_util.tree_leaves(before_bs["encoder"])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_label_fraction_uses_fewer_cases(tmp_path):
+  results = main_lib.run(ft_config(steps=2, fraction=0.1), str(tmp_path / "frac"))
+  assert 0 < results["num_train_cases"] <= 0.1 * 120 + 4
+
+
+def test_checkpoint_of_another_architecture_is_refused(pretrained, tmp_path):
+  c = ft_config(init="pretrained", checkpoint=pretrained, steps=2)
+  c.model.width = 0.25
+  with pytest.raises(ValueError, match="does not match the configured architecture"):
+    main_lib.run(c, str(tmp_path / "bad"))
+
+
+def test_pretrained_init_needs_a_checkpoint(tmp_path):
+  with pytest.raises(ValueError, match="needs eval.checkpoint"):
+    main_lib.run(ft_config(init="pretrained"), str(tmp_path / "x"))
+
+
+def test_uncertain_label_policies():
+  labels = np.array([[1, 0, -1], [-1, 1, 0]], np.float32)
+  np.testing.assert_array_equal(finetune.apply_uncertain_policy(labels, "ones"), [[1, 0, 1], [1, 1, 0]])
+  np.testing.assert_array_equal(finetune.apply_uncertain_policy(labels, "zeros"), [[1, 0, 0], [0, 1, 0]])
+  got = finetune.apply_uncertain_policy(labels, "ignore")
+  assert np.isnan(got[0, 2]) and np.isnan(got[1, 0]) and got[0, 0] == 1
+  with pytest.raises(ValueError, match="uncertain_policy"):
+    finetune.apply_uncertain_policy(labels, "maybe")
