@@ -78,7 +78,7 @@ def _loader(source):
 
 def make_pretrain_dataset(source, *, data_cfg, aug_cfg, method: str, global_batch: int, seed: int,
                           start_step: int = 0, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-  """Process-local batches {view_a, view_b, case_index, image_a, image_b, distinct}."""
+  """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
   if method == "simclr":
     table = np.arange(len(source), dtype=np.int64)[:, None]
     sizes = np.ones(len(source), np.int64)
@@ -108,8 +108,11 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, method: str, global_batc
   view = augment.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels))
 
   def make_pair(ia, ib, case, sa, sb):
-    return {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": tf.cast(case, tf.int32),
-            "image_a": tf.cast(ia, tf.int32), "image_b": tf.cast(ib, tf.int32), "distinct": tf.not_equal(ia, ib)}
+    out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": tf.cast(case, tf.int32),
+           "image_a": tf.cast(ia, tf.int32), "image_b": tf.cast(ib, tf.int32)}
+    if method == "micle":  # reported as the fraction of pairs from two different images
+      out["distinct"] = tf.not_equal(ia, ib)
+    return out
 
   ds = tf.data.Dataset.from_generator(examples, output_signature=spec)
   ds = ds.map(make_pair, num_parallel_calls=AUTOTUNE, deterministic=True)

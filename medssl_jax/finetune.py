@@ -16,7 +16,6 @@ import os
 import time
 
 from absl import logging
-from clu import metric_writers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,7 +175,7 @@ def finetune(config, workdir: str) -> dict:
       global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count(), indices=indices)
   batches = (dict(image=b["image"], label=b["label"]) for b in batches.as_numpy_iterator())
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = loop.make_writer(workdir)
   step_fn = jax.jit(functools.partial(train_step, task=config.eval.task, frozen=config.mode == "linear_eval"),
                     donate_argnums=(0,))
   logging.info("%s from %s init on %d of %d training images (fraction %g, draw %d), %d steps",

@@ -38,6 +38,14 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def make_writer(workdir: str):
+  """TensorBoard scalars from process 0 only (the console line is printed by `run`)."""
+  from clu import metric_writers
+  if jax.process_index() > 0:
+    return metric_writers.MultiWriter([])
+  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+
+
 def format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)

@@ -6,6 +6,7 @@ Multi-host: on Cloud TPU VMs pass --multihost (JAX finds its peers itself); else
 --coordinator_address, --num_processes and --process_id (or the MEDSSL_COORDINATOR_ADDRESS,
 MEDSSL_NUM_PROCESSES, MEDSSL_PROCESS_ID environment variables) on every process.
 """
+import logging as pylogging
 import os
 
 from absl import app
@@ -47,10 +48,19 @@ def run(config, workdir: str) -> dict:
   raise ValueError(f"mode={config.mode!r}: expected 'pretrain', 'finetune' or 'linear_eval'")
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Keeps the console to our progress lines: INFO chatter of Orbax and CLU is dropped."""
+
+  def filter(self, record):
+    noisy = any(s in record.pathname for s in ("orbax", "/clu/", "tensorflow"))
+    return not noisy or record.levelno >= pylogging.ERROR
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   init_distributed()
   import jax
   logging.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
@@ -68,8 +78,9 @@ def print_summary(results: dict) -> None:
       for name, r in results[split].items():
         if isinstance(r, dict) and "value" in r:
           print(f"  {name:20s} {r['value']:.4f}  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
-  print(f"\nDone: step {results['final_step']}/{results['num_steps']} in {results['wall_time_sec']:.0f} s "
-        f"({results['images_per_sec']:.0f} images/s).")
+  speed = results.get("images_per_sec", float("nan"))
+  print(f"\nDone: step {results['final_step']}/{results['num_steps']} in {results['wall_time_sec']:.0f} s"
+        + (f" ({speed:.0f} images/s)." if speed == speed else "."))
   probe = results.get("linear_probe")
   if probe:
     print("Linear probe on frozen features (test top-1 accuracy, 95% bootstrap CI):")

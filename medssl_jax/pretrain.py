@@ -14,7 +14,6 @@ import os
 import time
 
 from absl import logging
-from clu import metric_writers
 import jax
 
 from medssl_jax import checkpoint as ckpt_lib
@@ -61,7 +60,7 @@ def pretrain(config, workdir: str) -> dict:
       source, data_cfg=config.data, aug_cfg=config.aug, method=config.method,
       global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = loop.make_writer(workdir)
   if start_step == 0:
     writer.write_hparams(loop.flatten(config.to_dict()))
   logging.info("Pretraining (%s) for %d steps from step %d: global batch %d on %d devices",

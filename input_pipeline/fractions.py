@@ -1,0 +1,41 @@
+"""Label fractions: which training cases keep their labels (Azizi et al. Sec. 5.5, MoCo-CXR).
+
+Sampling is per CASE (all images of a case go together), stratified by class (a case's class
+is its images' label; for multi-label data the pattern of positive labels), deterministic per
+seed and NESTED: for one seed, the cases of a smaller fraction are a subset of those of any
+larger fraction (each class's cases are put in one seeded random order and a prefix is taken).
+"""
+import numpy as np
+
+
+def _case_strata(labels, case_ids):
+  labels, case_ids = np.asarray(labels), np.asarray(case_ids)
+  cases, first = np.unique(case_ids, return_index=True)
+  if labels.ndim == 2:
+    keys = ["".join("1" if v == 1 else "0" for v in row) for row in labels[first]]
+  else:
+    keys = labels[first].astype(str)
+  return cases, np.asarray(keys)
+
+
+def sample_fraction(labels, case_ids, fraction: float, seed: int) -> np.ndarray:
+  """Sorted indices of the images of the selected cases."""
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"label fraction {fraction} must be in (0, 1]")
+  case_ids = np.asarray(case_ids)
+  cases, strata = _case_strata(labels, case_ids)
+  rng = np.random.default_rng([seed, 7])
+  chosen = []
+  for key in sorted(set(strata.tolist())):
+    members = cases[strata == key]
+    order = members[rng.permutation(len(members))]
+    n = int(round(fraction * len(members)))
+    chosen.extend(order[:max(n, 1)].tolist())
+  selected = np.flatnonzero(np.isin(case_ids, chosen))
+  if not len(selected):
+    raise ValueError(f"label fraction {fraction} selects no image (empty fraction)")
+  return selected
+
+
+def fraction_draws(labels, case_ids, fraction: float, num_draws: int, seed: int = 0) -> list:
+  return [sample_fraction(labels, case_ids, fraction, seed + d) for d in range(num_draws)]

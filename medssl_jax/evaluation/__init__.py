@@ -1,0 +1,1 @@
+"""Evaluation on the host: metrics, bootstrap intervals, comparisons, probes and plots."""

@@ -1,0 +1,118 @@
+"""The papers' classification metrics, as small pure functions of (labels, probabilities).
+
+Multi-class (labels (N,) int, probs (N, K)): top-k accuracy, top-k sensitivity averaged over
+the classes present (optionally leaving some out, e.g. Derm's 'Other'), one-vs-rest AUC and
+average precision (macro over classes present in the labels), Cohen's kappa with quadratic
+weights. Multi-label (labels (N, L) in {0, 1} with NaN = ignore, scores (N, L)): AUC and AUPRC
+per label and their means. sklearn computes each metric; this module picks the inputs.
+"""
+import numpy as np
+from sklearn import metrics as skm
+
+
+def _check_multiclass(labels, probs):
+  labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
+  if probs.ndim != 2 or labels.shape != (len(probs),):
+    raise ValueError(f"need labels (N,) and probs (N, K); got {labels.shape} and {probs.shape}")
+  if np.any(np.isnan(probs)):
+    raise ValueError("probabilities contain NaN")
+  if len(labels) and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+    bad = labels[(labels < 0) | (labels >= probs.shape[1])][0]
+    raise ValueError(f"label {bad} outside the class range [0, {probs.shape[1]})")
+  return labels.astype(np.int64), probs
+
+
+def top_k_accuracy(labels, probs, k: int) -> float:
+  labels, probs = _check_multiclass(labels, probs)
+  topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+  return float(np.mean(np.any(topk == labels[:, None], axis=1)))
+
+
+def top_k_sensitivity(labels, probs, k: int, exclude_classes=()) -> float:
+  """Recall of the top-k prediction per class, averaged over the classes present."""
+  labels, probs = _check_multiclass(labels, probs)
+  hit = np.any(np.argsort(-probs, axis=1, kind="stable")[:, :k] == labels[:, None], axis=1)
+  classes = [c for c in np.unique(labels) if c not in set(exclude_classes)]
+  if not classes:
+    return float("nan")
+  return float(np.mean([hit[labels == c].mean() for c in classes]))
+
+
+def auc_ovr(labels, probs) -> float:
+  """Macro one-vs-rest ROC AUC over the classes present (nan if fewer than 2 present)."""
+  labels, probs = _check_multiclass(labels, probs)
+  present = np.unique(labels)
+  if len(present) < 2:
+    return float("nan")
+  return float(np.mean([skm.roc_auc_score(labels == c, probs[:, c]) for c in present]))
+
+
+def auprc(labels, probs) -> float:
+  labels, probs = _check_multiclass(labels, probs)
+  present = np.unique(labels)
+  return float(np.mean([skm.average_precision_score(labels == c, probs[:, c]) for c in present]))
+
+
+def cohen_kappa_quadratic(labels, probs) -> float:
+  labels, probs = _check_multiclass(labels, probs)
+  return float(skm.cohen_kappa_score(labels, np.argmax(probs, 1), weights="quadratic",
+                                     labels=np.arange(probs.shape[1])))
+
+
+def _per_label(fn, labels, scores):
+  labels, scores = np.asarray(labels, np.float64), np.asarray(scores, np.float64)
+  if labels.shape != scores.shape or labels.ndim != 2:
+    raise ValueError(f"need labels and scores of one (N, L) shape; got {labels.shape} and {scores.shape}")
+  out = []
+  for j in range(labels.shape[1]):
+    keep = ~np.isnan(labels[:, j])
+    y = labels[keep, j]
+    out.append(fn(y, scores[keep, j]) if len(np.unique(y)) == 2 else np.nan)
+  return np.asarray(out)
+
+
+def auc_per_label(labels, scores) -> np.ndarray:
+  return _per_label(skm.roc_auc_score, labels, scores)
+
+
+def auprc_per_label(labels, scores) -> np.ndarray:
+  return _per_label(skm.average_precision_score, labels, scores)
+
+
+def metric_functions(task: str, num_outputs: int, exclude_classes=()) -> dict:
+  """name -> fn(labels, probs) for the task's default metrics."""
+  if task == "multiclass":
+    fns = {"top1": lambda y, p: top_k_accuracy(y, p, 1), "top1_sensitivity": lambda y, p: top_k_sensitivity(y, p, 1, exclude_classes),
+           "auc": auc_ovr, "auprc": auprc, "kappa": cohen_kappa_quadratic}
+    if num_outputs > 3:
+      fns["top3"] = lambda y, p: top_k_accuracy(y, p, 3)
+      fns["top3_sensitivity"] = lambda y, p: top_k_sensitivity(y, p, 3, exclude_classes)
+    return fns
+  if task == "multilabel":
+    fns = {"mean_auc": lambda y, p: float(np.nanmean(auc_per_label(y, p))),
+           "mean_auprc": lambda y, p: float(np.nanmean(auprc_per_label(y, p)))}
+    for j in range(num_outputs):
+      fns[f"auc_{j}"] = lambda y, p, j=j: float(auc_per_label(y[:, j:j + 1], p[:, j:j + 1])[0])
+    return fns
+  raise ValueError(f"task={task!r}: expected 'multiclass' or 'multilabel'")
+
+
+def compute_metrics(labels, probs, task: str, exclude_classes=()) -> dict:
+  return {k: fn(labels, probs) for k, fn in metric_functions(task, np.shape(probs)[1], exclude_classes).items()}
+
+
+def aggregate_by_case(case_ids, labels, probs):
+  """Averages the predictions of each case's images; a case's labels must agree."""
+  case_ids, labels, probs = np.asarray(case_ids), np.asarray(labels), np.asarray(probs)
+  uniq, inverse = np.unique(case_ids, return_inverse=True)
+  out_p = np.zeros((len(uniq),) + probs.shape[1:])
+  np.add.at(out_p, inverse, probs)
+  out_p /= np.bincount(inverse)[:, None]
+  first = np.zeros(len(uniq), np.int64)
+  first[inverse[::-1]] = np.arange(len(case_ids))[::-1]
+  out_y = labels[first]
+  same = np.array([np.array_equal(labels[i], out_y[inverse[i]], equal_nan=labels.dtype.kind == "f")
+                   for i in range(len(labels))])
+  if not same.all():
+    raise ValueError(f"case {case_ids[~same][0]} has images with different labels")
+  return uniq, out_y, out_p
