@@ -21,7 +21,7 @@ def _case_strata(labels, case_ids):
 def sample_fraction(labels, case_ids, fraction: float, seed: int) -> np.ndarray:
   """Sorted indices of the images of the selected cases."""
   if not 0.0 < fraction <= 1.0:
-    raise ValueError(f"label fraction {fraction} must be in (0, 1]")
+    raise ValueError(f"label fraction {fraction} must be in (0, 1]: an empty fraction leaves no labelled case")
   case_ids = np.asarray(case_ids)
   cases, strata = _case_strata(labels, case_ids)
   rng = np.random.default_rng([seed, 7])
