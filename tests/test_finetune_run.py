@@ -12,12 +12,15 @@ from tests.helpers import tiny_config
 from tests.test_pretrain_run import run_config
 
 
+SIZE, WIDTH = 32, 0.25   # the synthetic motifs need a few pixels: 32 px, ResNet-18 (0.25x)
+
+
 def ft_config(mode="finetune", init="random", checkpoint="", steps=60, fraction=1.0):
-  c = tiny_config(batch_size=32, image_size=16, steps=steps)
+  c = tiny_config(batch_size=32, image_size=SIZE, width=WIDTH, steps=steps)
   c.mode = mode
   c.data.source = "synthetic"
   c.data.synthetic.num_cases = 120
-  c.data.synthetic.image_size = 16
+  c.data.synthetic.image_size = SIZE
   c.aug.blur_prob, c.aug.color_prob, c.aug.crop_area_min = 0.0, 0.0, 0.5
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", 0.1, 0
   c.train.log_every = c.train.checkpoint_every = 20
@@ -30,7 +33,12 @@ def ft_config(mode="finetune", init="random", checkpoint="", steps=60, fraction=
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("pre") / "simclr")
-  main_lib.run(run_config(steps=2), workdir)
+  c = run_config(steps=40, batch=32)
+  c.model.width, c.data.image_size, c.data.synthetic.image_size = WIDTH, SIZE, SIZE
+  c.data.synthetic.num_cases = 120
+  c.optim.base_lr = 1.0
+  c.train.log_every = c.train.checkpoint_every = 20
+  main_lib.run(c, workdir)
   return workdir
 
 
@@ -61,8 +69,8 @@ def test_short_finetune_beats_chance(tmp_path):
 
 
 def test_linear_eval_freezes_the_encoder_and_beats_chance(pretrained, tmp_path):
-  c = ft_config(mode="linear_eval", init="pretrained", checkpoint=pretrained, steps=60)
-  c.optim.base_lr = 0.5
+  c = ft_config(mode="linear_eval", init="pretrained", checkpoint=pretrained, steps=100)
+  c.optim.base_lr = 0.1
   results = main_lib.run(c, str(tmp_path / "lin"))
   assert results["test"]["top1"]["value"] > 0.25 + 0.1, results["test"]
   before, before_bs, _ = ckpt_lib.restore_weights(pretrained)
@@ -74,13 +82,18 @@ def test_linear_eval_freezes_the_encoder_and_beats_chance(pretrained, tmp_path):
 
 
 def test_label_fraction_uses_fewer_cases(tmp_path):
-  results = main_lib.run(ft_config(steps=2, fraction=0.1), str(tmp_path / "frac"))
-  assert 0 < results["num_train_cases"] <= 0.1 * 120 + 4
+  c = ft_config(steps=2, fraction=0.2)
+  c.train.batch_size = 16
+  results = main_lib.run(c, str(tmp_path / "frac"))
+  assert results["num_train_cases"] == 24   # 20% of the 30 cases of each of the 4 classes
+  c.eval.label_fraction = 0.01              # 1 case per class: fewer images than one batch
+  with pytest.raises(ValueError, match="larger than the .* labelled images"):
+    main_lib.run(c, str(tmp_path / "tiny"))
 
 
 def test_checkpoint_of_another_architecture_is_refused(pretrained, tmp_path):
   c = ft_config(init="pretrained", checkpoint=pretrained, steps=2)
-  c.model.width = 0.25
+  c.model.width = 0.5
   with pytest.raises(ValueError, match="does not match the configured architecture"):
     main_lib.run(c, str(tmp_path / "bad"))
 
