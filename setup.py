@@ -15,6 +15,7 @@ CORE = [
     "scikit-learn",
     "matplotlib",
     "pillow",
+    "pandas",
 ]
 HOST_DATA = [
     "tensorflow-cpu>=2.21,<2.22",

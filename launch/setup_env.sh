@@ -8,8 +8,12 @@ fi
 stamp=.venv/.medssl-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "+ .venv/bin/python -m pip install -e '.[test]'  (first run: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    tail -n 30 "$log"
+    echo "error: installing the package into .venv failed; the full log is $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 # shellcheck disable=SC1091
