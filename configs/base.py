@@ -31,6 +31,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.max_bag_size = 6      # MICLe: cap on images per case considered.
   c.data.shuffle_buffer = 0    # unused by the index-based pipeline; kept 0.
   c.data.verify_images = True  # manifest: open every image once at start (fail early).
+  # npz: a CSV that groups the file's images into cases (e.g. dermamnist_split_lesions.csv).
+  c.data.group_table = ""
+  c.data.group_case_column = "lesion_id"
   # manifest CSV column names.
   c.data.path_column = "path"
   c.data.case_column = "case_id"
@@ -43,6 +46,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.max_images_per_case = 6
   c.data.synthetic.image_size = 32
   c.data.synthetic.colour = True
+  c.data.synthetic.seed = 0    # the data set's own seed (independent of the training seed)
 
   # ---- augmentation (host side, tf.data) ----------------------------------------------------
   c.aug = ml_collections.ConfigDict()

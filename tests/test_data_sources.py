@@ -6,29 +6,13 @@ import pytest
 from PIL import Image
 
 from configs.base import get_base_config
-from input_pipeline import sources, synthetic
+from input_pipeline import sources
 
 
 def data_cfg(**kw):
   c = get_base_config().data
   c.update(kw)
   return c
-
-
-def test_synthetic_is_deterministic_and_structured():
-  a = synthetic.make_synthetic(num_cases=40, num_classes=4, max_images_per_case=6, image_size=16, seed=3)
-  b = synthetic.make_synthetic(num_cases=40, num_classes=4, max_images_per_case=6, image_size=16, seed=3)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
-  images, labels, case_ids, image_ids = a
-  assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3)
-  sizes = np.unique(case_ids, return_counts=True)[1]
-  assert len(sizes) == 40 and sizes.min() >= 1 and sizes.max() <= 6 and sizes.max() > 1
-  for c in np.unique(case_ids):
-    assert len(set(labels[case_ids == c])) == 1       # one condition per case
-  assert np.bincount(labels[np.unique(case_ids, return_index=True)[1]]).tolist() == [10, 10, 10, 10]
-  grey = synthetic.make_synthetic(num_cases=8, image_size=16, colour=False)[0]
-  assert grey.shape[-1] == 1
 
 
 def test_synthetic_source_splits_are_disjoint_cases():
