@@ -18,15 +18,33 @@ import numpy as np
 
 
 class StopFlag:
-  """Set by SIGTERM: the loop saves a checkpoint at the current step and returns."""
+  """Tells the loop to save a checkpoint at the current step and return (preemption).
+
+  One process: set by SIGTERM. Several processes: they must all stop at the same step, so JAX's
+  preemption sync point decides (the distributed runtime spreads the notice to every host and
+  picks the step); where that service is not running, the local SIGTERM flag is used.
+  """
 
   def __init__(self):
     self.signum = None
-    signal.signal(signal.SIGTERM, self._handle)
+    self._multi = jax.process_count() > 1
+    if not self._multi:
+      signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del frame
     self.signum = signum
+
+  def should_stop(self, step: int) -> bool:
+    if self._multi:
+      from jax.experimental import multihost_utils
+      try:
+        if multihost_utils.reached_preemption_sync_point(step):
+          self.signum = signal.SIGTERM
+      except RuntimeError:  # preemption service not initialised: fall back to the signal
+        self._multi = False
+        signal.signal(signal.SIGTERM, self._handle)
+    return self.signum is not None
 
 
 def write_json(path: str, obj) -> None:
@@ -74,7 +92,8 @@ def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int
     state, m = train_step(state, next(batches))
     pending.append(m)
     step += 1
-    save = step == num_steps or step % checkpoint_every == 0 or stop.signum is not None
+    preempted = stop.should_stop(step)
+    save = step == num_steps or step % checkpoint_every == 0 or preempted
     if save or step % log_every == 0:
       host = jax.device_get(pending)
       pending = []
@@ -103,7 +122,7 @@ def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int
         on_log(step, state)
     if save:
       ckpt.save(step, state)
-    if stop.signum is not None:
+    if preempted:
       logging.warning("Received signal %d: saved a checkpoint at step %d; exiting.", stop.signum, step)
       return LoopResult(state, step, metrics, images_per_sec, preempted=True, loss_history=history)
   return LoopResult(state, step, metrics, images_per_sec, preempted=False, loss_history=history)
