@@ -111,3 +111,32 @@ def test_uncertain_label_policies():
   assert np.isnan(got[0, 2]) and np.isnan(got[1, 0]) and got[0, 0] == 1
   with pytest.raises(ValueError, match="uncertain_policy"):
     finetune.apply_uncertain_policy(labels, "maybe")
+
+
+def test_zero_shot_with_label_map_and_subgroups(tmp_path):
+  from configs.base import get_base_config
+  from medssl_jax.evaluation import zero_shot
+  ft = ft_config(steps=20)
+  main_lib.run(ft, str(tmp_path / "ft"))
+  target = get_base_config()
+  target.data = ft.data            # same synthetic data, its test split as the "other" dataset
+  from input_pipeline import sources
+  test = sources.load_source(ft.data, "test")
+  table = tmp_path / "meta.csv"
+  table.write_text("image_id,site\n" + "\n".join(f"{i},{'A' if k % 2 else 'B'}" for k, i in enumerate(test.image_ids)))
+  out = zero_shot.run(str(tmp_path / "ft"), target, "0:0,1:1,2:2,3:3", str(table), "site", str(tmp_path / "zs"),
+                      num_replicates=50)
+  assert set(out["metrics"]) == {"all", "A", "B"}
+  assert out["metrics"]["A"]["num_images"] + out["metrics"]["B"]["num_images"] == len(test)
+  ft_results = json.load(open(tmp_path / "ft" / "results.json"))
+  assert out["metrics"]["all"]["top1"]["value"] == pytest.approx(ft_results["test"]["top1"]["value"])
+  with pytest.raises(ValueError, match="'sex' is not a column"):
+    zero_shot.run(str(tmp_path / "ft"), target, "", str(table), "sex", str(tmp_path / "zs2"))
+
+
+def test_label_map_merges_probabilities():
+  from medssl_jax.evaluation import zero_shot
+  m = zero_shot.parse_label_map("0:1,1:0,2:1", 3)
+  np.testing.assert_allclose(zero_shot.map_probs(np.array([[.2, .3, .5]]), m, 2), [[.3, .7]])
+  with pytest.raises(ValueError, match="unmapped"):
+    zero_shot.parse_label_map("0:1", 3)

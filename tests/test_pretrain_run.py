@@ -31,8 +31,9 @@ def _params(workdir):
   return params, step
 
 
-def test_short_run_lowers_the_loss(tmp_path):
-  c = run_config(steps=40, batch=32)
+@pytest.mark.parametrize("method", ["simclr", "micle"])
+def test_short_run_lowers_the_loss(tmp_path, method):
+  c = run_config(steps=40, batch=32, method=method)
   c.optim.base_lr, c.optim.warmup_steps = 1.0, 4
   c.train.log_every = c.train.checkpoint_every = 10
   results = main_lib.run(c, str(tmp_path / "run"))
@@ -43,6 +44,8 @@ def test_short_run_lowers_the_loss(tmp_path):
     assert (tmp_path / "run" / name).is_file()
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run"))
   assert results["metrics"]["images_per_sec"] > 0
+  if method == "micle":  # most synthetic cases have several images: most pairs are distinct
+    assert 0.4 < results["metrics"]["distinct_pairs"] < 1.0
 
 
 def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
