@@ -1,0 +1,1 @@
+"""End-to-end studies on real data and the report built from their result files."""

@@ -1,0 +1,152 @@
+"""Shared pieces of the studies: scale presets, skip-if-done runs, machine and data records."""
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+DEFAULT_WORKDIR = "workdirs/benchmarks"
+MANIFEST = "study.json"
+
+# Every scale-dependent setting of both studies. 'smoke' is a real end-to-end run that only
+# checks the plumbing (its numbers mean nothing); 'small' fits a CPU; 'full' is for a GPU.
+SCALES = {
+    "smoke": dict(width=0.125, batch=16, pretrain_steps=4, eval_steps=3, continue_steps=4,
+                  covid_batch=16, num_replicates=50, draws=1, fractions=(0.1, 1.0),
+                  datasets=("breastmnist",), val_split="", fractions_b=(1.0,)),
+    "small": dict(width=0.25, batch=128, pretrain_steps=500, eval_steps=300, continue_steps=300,
+                  covid_batch=32, num_replicates=1000, draws=3, fractions=(0.01, 0.1, 1.0),
+                  datasets=("pneumoniamnist", "breastmnist"), val_split="val",
+                  fractions_b=(0.01, 0.1, 1.0)),
+    "full": dict(width=1.0, batch=512, pretrain_steps=5000, eval_steps=2000, continue_steps=2000,
+                 covid_batch=64, num_replicates=1000, draws=3, fractions=(0.01, 0.1, 1.0),
+                 datasets=("pneumoniamnist", "breastmnist"), val_split="val",
+                  fractions_b=(0.01, 0.1, 1.0)),
+}
+# One architecture for every run of both studies: grey 28 px, ResNet-18 with the small stem.
+IMAGE_SIZE, CHANNELS, DEPTH, STEM, HEAD_LAYERS, HEAD_DIM = 28, 1, 18, "small", 2, 128
+
+
+def add_common_flags(parser) -> None:
+  parser.add_argument("--scale", choices=sorted(SCALES), default="smoke")
+  parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="root of all run outputs")
+  parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with the real data files")
+
+
+def study_dir(workdir: str, scale: str, study: str) -> str:
+  return os.path.join(workdir, scale, study)
+
+
+def set_architecture(c, width: float) -> None:
+  c.data.image_size, c.data.channels = IMAGE_SIZE, CHANNELS
+  c.model.depth, c.model.width, c.model.stem = DEPTH, width, STEM
+  c.model.head_layers, c.model.head_dim = HEAD_LAYERS, HEAD_DIM
+  c.model.dtype = "float32"
+
+
+def set_steps(c, steps: int) -> None:
+  c.train.num_steps = steps
+  c.train.log_every = max(1, min(c.train.log_every, steps))
+  c.train.checkpoint_every = steps
+  c.optim.warmup_steps = min(c.optim.warmup_steps, steps // 10)
+
+
+def num_devices() -> int:
+  import jax
+  return jax.device_count()
+
+
+def labelled_batch(data_cfg, fraction: float, draw: int, batch: int) -> tuple:
+  """(global batch, labelled images): the library refuses a batch above the labelled images."""
+  from input_pipeline import fractions, sources
+  src = sources.load_source(data_cfg, data_cfg.train_split)
+  n = len(src.labels) if fraction >= 1.0 else len(
+      fractions.sample_fraction(src.labels, src.case_ids, fraction, draw))
+  ndev = num_devices()
+  b = min(batch, n // ndev * ndev)
+  if b <= 0:
+    raise ValueError(f"{n} labelled images cannot fill a batch on {ndev} devices")
+  return b, n
+
+
+def read_results(workdir: str):
+  path = os.path.join(workdir, "results.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def is_done(results) -> bool:
+  return bool(results and results.get("completed")) and (results.get("mode") == "pretrain" or "test" in results)
+
+
+def run_once(config, workdir: str, log=print) -> dict:
+  """Runs the config in `workdir` unless a completed results.json is already there."""
+  previous = read_results(workdir)
+  if is_done(previous):
+    log(f"  skip (done): {workdir}")
+    return previous
+  from medssl_jax import main as main_lib
+  log(f"  run: {workdir}")
+  t0 = time.time()
+  results = main_lib.run(config, workdir)
+  log(f"  done in {time.time() - t0:.1f} s")
+  return results
+
+
+def md5_file(path: str) -> str:
+  h = hashlib.md5()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def data_record(path: str) -> dict:
+  """md5 of a file, or for a folder the md5 over its sorted (relative path, file md5) lines."""
+  path = os.path.abspath(path)
+  if os.path.isfile(path):
+    return {"path": path, "kind": "file", "bytes": os.path.getsize(path), "md5": md5_file(path)}
+  lines, total = [], 0
+  for root, _, files in sorted(os.walk(path)):
+    for name in sorted(files):
+      p = os.path.join(root, name)
+      total += os.path.getsize(p)
+      lines.append(f"{os.path.relpath(p, path)}  {md5_file(p)}\n")
+  digest = hashlib.md5("".join(sorted(lines)).encode()).hexdigest()
+  return {"path": path, "kind": "folder", "files": len(lines), "bytes": total, "md5": digest}
+
+
+def machine_record() -> dict:
+  import jax
+  dev = jax.devices()[0]
+  return {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+          "cpu_cores": os.cpu_count(), "jax": jax.__version__, "backend": dev.platform,
+          "device_kind": getattr(dev, "device_kind", str(dev)), "device_count": jax.device_count()}
+
+
+def command_line(module: str, argv) -> str:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  return " ".join(["python -m", module] + argv)
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=2, default=_json_default)
+  os.replace(tmp, path)
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer, np.floating)):
+    return x.item()
+  if isinstance(x, tuple):
+    return list(x)
+  raise TypeError(type(x))

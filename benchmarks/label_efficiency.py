@@ -1,0 +1,101 @@
+"""Study A: label efficiency of SimCLR pretraining on PneumoniaMNIST and BreastMNIST.
+
+  python -m benchmarks.label_efficiency --scale=smoke --workdir=workdirs/benchmarks
+
+Per data set: SimCLR pretraining on the training images (labels unused), then linear evaluation
+and fine-tuning at each label fraction (several draws below 100%) from the SimCLR encoder and
+from random initialisation. Finished runs (completed results.json) are skipped on a re-run.
+Writes <workdir>/<scale>/label_efficiency/study.json, which lists every run for the report.
+"""
+import argparse
+import os
+import time
+
+from benchmarks import common
+
+MODULE = "benchmarks.label_efficiency"
+STUDY = "label_efficiency"
+FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz"}
+MODES = ("linear_eval", "finetune")
+INITS = ("pretrained", "random")
+
+
+def pretrain_config(data_path: str, s: dict, seed: int = 0):
+  from configs import chexpert_simclr
+  c = chexpert_simclr.get_config("local")
+  with c.unlocked():
+    c.seed = seed
+    c.data.path = data_path
+    common.set_architecture(c, s["width"])
+    c.train.batch_size = s["batch"]
+    common.set_steps(c, s["pretrain_steps"])
+    c.probe.enabled = False
+  return c
+
+
+def eval_config(data_path: str, s: dict, *, mode: str, init: str, checkpoint: str, fraction: float,
+                draw: int, seed: int = 0):
+  """chexpert_finetune:local on `data_path`; the batch shrinks to the labelled images if needed."""
+  from configs import chexpert_finetune
+  c = chexpert_finetune.get_config("local")
+  with c.unlocked():
+    c.seed = seed
+    c.mode = mode
+    c.data.path = data_path
+    common.set_architecture(c, s["width"])
+    common.set_steps(c, s["eval_steps"])
+    c.eval.init, c.eval.checkpoint = init, checkpoint if init != "random" else ""
+    c.eval.label_fraction, c.eval.fraction_seed = float(fraction), int(draw)
+    c.eval.num_replicates = s["num_replicates"]
+    c.eval.val_split = s["val_split"]
+    c.train.batch_size, _ = common.labelled_batch(c.data, fraction, draw, s["batch"])
+  return c
+
+
+def draws_for(fraction: float, s: dict) -> range:
+  return range(1 if fraction >= 1.0 else s["draws"])
+
+
+def run_name(mode, init, fraction, draw) -> str:
+  return f"{mode}_{init}_f{fraction:g}_d{draw}"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  common.add_common_flags(p)
+  p.add_argument("--datasets", default="", help="comma-separated subset (default: the scale's)")
+  a = p.parse_args(argv)
+  s = dict(common.SCALES[a.scale])
+  if a.datasets:
+    s["datasets"] = tuple(a.datasets.split(","))
+  t0 = time.time()
+  root = common.study_dir(a.workdir, a.scale, STUDY)
+  manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
+              "machine": common.machine_record(), "settings": s, "runs": [],
+              "data": [common.data_record(os.path.join(a.data_dir, FILES[d])) for d in s["datasets"]]}
+  for dataset in s["datasets"]:
+    path = os.path.join(a.data_dir, FILES[dataset])
+    pre_dir = os.path.join(root, dataset, "pretrain_simclr")
+    print(f"[{STUDY}] {dataset}: SimCLR pretraining")
+    common.run_once(pretrain_config(path, s), pre_dir)
+    manifest["runs"].append({"role": "pretrain", "dataset": dataset, "workdir": os.path.abspath(pre_dir)})
+    for mode in MODES:
+      for fraction in s["fractions"]:
+        for draw in draws_for(fraction, s):
+          for init in INITS:
+            wd = os.path.join(root, dataset, run_name(mode, init, fraction, draw))
+            print(f"[{STUDY}] {dataset}: {mode} from {init}, fraction {fraction:g}, draw {draw}")
+            c = eval_config(path, s, mode=mode, init=init, checkpoint=pre_dir, fraction=fraction, draw=draw)
+            common.run_once(c, wd)
+            manifest["runs"].append({"role": "eval", "dataset": dataset, "mode": mode, "init": init,
+                                     "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
+                                     "pretrain": os.path.abspath(pre_dir), "workdir": os.path.abspath(wd)})
+  manifest["wall_time_sec"] = time.time() - t0
+  out = os.path.join(root, common.MANIFEST)
+  common.write_manifest(out, manifest)
+  print(f"[{STUDY}] wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

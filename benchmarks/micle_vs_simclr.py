@@ -1,0 +1,100 @@
+"""Study B: MICLe vs SimCLR, continued from one SimCLR chest X-ray checkpoint.
+
+  python -m benchmarks.micle_vs_simclr --scale=smoke --workdir=workdirs/benchmarks
+
+1. SimCLR pretraining on the PneumoniaMNIST training images (labels unused).
+2. From that checkpoint, the same number of further steps on ../shared/data/covid_cxr_multi with
+   method='micle' (configs/covid_cxr_micle.py) and method='simclr' (its ':simclr' variant), at
+   28 px, 1 channel, the same architecture as step 1.
+3. Linear evaluation of both encoders on PneumoniaMNIST at each label fraction (several draws
+   below 100%); the report pairs them (same fraction, same draw).
+Finished runs are skipped on a re-run. Writes <workdir>/<scale>/micle_vs_simclr/study.json.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks import label_efficiency as study_a
+
+MODULE = "benchmarks.micle_vs_simclr"
+STUDY = "micle_vs_simclr"
+ARMS = ("micle", "simclr")
+
+
+def continue_config(covid_dir: str, init_checkpoint: str, method: str, s: dict, seed: int = 0):
+  from configs import covid_cxr_micle
+  c = covid_cxr_micle.get_config("" if method == "micle" else "simclr")
+  with c.unlocked():
+    c.seed = seed
+    c.data.path = covid_dir
+    common.set_architecture(c, s["width"])
+    c.train.batch_size = s["covid_batch"]
+    common.set_steps(c, s["continue_steps"])
+    c.train.init_checkpoint = init_checkpoint
+  return c
+
+
+def bag_counts(c) -> dict:
+  """Patients (bags) and images of the pretraining split, and patients over all splits."""
+  from input_pipeline import sources
+  src = sources.load_source(c.data, c.data.train_split)
+  _, sizes = np.unique(src.case_ids, return_counts=True)
+  every = set()
+  for split in ("train", "val", "test"):
+    try:
+      every |= set(sources.load_source(c.data, split).case_ids.tolist())
+    except ValueError:
+      pass
+  return {"split": c.data.train_split, "patients": int(len(sizes)), "images": int(sizes.sum()),
+          "patients_with_2plus_images": int((sizes >= 2).sum()), "patients_all_splits": len(every)}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  common.add_common_flags(p)
+  a = p.parse_args(argv)
+  s = dict(common.SCALES[a.scale])
+  t0 = time.time()
+  root = common.study_dir(a.workdir, a.scale, STUDY)
+  pneumonia = os.path.join(a.data_dir, study_a.FILES["pneumoniamnist"])
+  covid = os.path.join(a.data_dir, "covid_cxr_multi")
+  manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
+              "machine": common.machine_record(), "settings": s, "runs": [],
+              "data": [common.data_record(pneumonia), common.data_record(covid)]}
+
+  base = os.path.join(root, "pretrain_simclr_pneumoniamnist")
+  print(f"[{STUDY}] SimCLR pretraining on PneumoniaMNIST")
+  common.run_once(study_a.pretrain_config(pneumonia, s), base)
+  manifest["runs"].append({"role": "pretrain", "arm": "base", "workdir": os.path.abspath(base)})
+  arm_dirs = {}
+  for method in ARMS:
+    arm_dirs[method] = os.path.join(root, f"continue_{method}_covid")
+    c = continue_config(covid, os.path.abspath(base), method, s)
+    manifest.setdefault("bags", bag_counts(c))
+    print(f"[{STUDY}] continued pretraining on covid_cxr_multi with method={method}")
+    common.run_once(c, arm_dirs[method])
+    manifest["runs"].append({"role": "pretrain", "arm": method, "workdir": os.path.abspath(arm_dirs[method]),
+                             "init_checkpoint": os.path.abspath(base)})
+  for fraction in s["fractions_b"]:
+    for draw in study_a.draws_for(fraction, s):
+      for method in ARMS:
+        wd = os.path.join(root, study_a.run_name("linear_eval", method, fraction, draw))
+        print(f"[{STUDY}] linear evaluation of {method} on PneumoniaMNIST, fraction {fraction:g}, draw {draw}")
+        c = study_a.eval_config(pneumonia, s, mode="linear_eval", init="pretrained", checkpoint=arm_dirs[method],
+                                fraction=fraction, draw=draw)
+        common.run_once(c, wd)
+        manifest["runs"].append({"role": "eval", "arm": method, "dataset": "pneumoniamnist", "mode": "linear_eval",
+                                 "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
+                                 "pretrain": os.path.abspath(arm_dirs[method]), "workdir": os.path.abspath(wd)})
+  manifest["wall_time_sec"] = time.time() - t0
+  out = os.path.join(root, common.MANIFEST)
+  common.write_manifest(out, manifest)
+  print(f"[{STUDY}] wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""Report (Markdown + PNG plots) built only from the result files that the studies wrote.
+
+  python -m benchmarks.report --workdir=workdirs/benchmarks --out=benchmarks/results
+
+Reads every <workdir>/<scale>/<study>/study.json, the results.json of the runs it lists and
+their predictions_test.npz (paired bootstrap differences via medssl_jax.evaluation.compare),
+and the published MedMNIST v2 baselines from medmnist_v2_benchmark.md. No number is typed here.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import time
+
+from benchmarks import common
+from medssl_jax.evaluation import compare
+from medssl_jax.evaluation import label_efficiency as le
+
+MODULE = "benchmarks.report"
+METRICS = ("top1", "auc")
+NAMES = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST"}
+BASELINE = "ResNet-18 (28)"
+
+
+def load_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def fmt_ci(m: dict) -> str:
+  return f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+
+
+def fmt_diff(d: dict) -> str:
+  mark = " *" if d["excludes_zero"] else ""
+  return f"{d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]{mark}"
+
+
+def paired(run_a: dict, run_b: dict, num_replicates: int) -> dict:
+  a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
+  b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
+  return compare.compare(a, b, num_replicates=num_replicates, seed=0)
+
+
+def parse_baselines(path: str, method: str = BASELINE) -> dict:
+  """{dataset: {"AUC": x, "ACC": y}} from the long-format table of medmnist_v2_benchmark.md."""
+  out, header = {}, None
+  with open(path) as f:
+    for line in f:
+      cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+      if not cells:
+        header = None
+        continue
+      if cells[:2] == ["dataset", "method"]:
+        header = cells
+      elif header and not re.fullmatch(r"-+", cells[0]) and len(cells) == len(header):
+        row = dict(zip(header, cells))
+        if row["method"] == method:
+          out[row["dataset"]] = {k: float(row[k]) for k in ("AUC", "ACC")}
+  return out
+
+
+def header_lines(m: dict, manifest_path: str) -> list:
+  mach = m["machine"]
+  lines = [f"- Command: `{m['command']}` (scale `{m['scale']}`), manifest `{manifest_path}`",
+           f"- Machine: {mach['platform']}, {mach['cpu_cores']} CPU cores, Python {mach['python']}, "
+           f"JAX {mach['jax']}, {mach['device_count']} x {mach['backend']} device ({mach['device_kind']})",
+           f"- Study wall time (this invocation; finished runs are skipped, not re-timed): {m['wall_time_sec']:.1f} s",
+           "- Data:"]
+  for d in m["data"]:
+    extra = f", {d['files']} files, md5 over sorted (path, md5) lines" if d["kind"] == "folder" else ""
+    lines.append(f"  - `{d['path']}`: {d['bytes']} bytes{extra}, md5 `{d['md5']}`")
+  s = m["settings"]
+  lines.append(f"- Settings: ResNet-{common.DEPTH} width {s['width']}, {common.IMAGE_SIZE} px, {common.CHANNELS} channel, "
+               f"batch {s['batch']}, pretraining {s['pretrain_steps']} steps, evaluation {s['eval_steps']} steps, "
+               f"{s['num_replicates']} bootstrap replicates")
+  return lines
+
+
+def pretrain_line(name: str, r: dict) -> str:
+  loss = r.get("metrics", {}).get("loss", float("nan"))
+  return (f"- {name}: {r['final_step']}/{r['num_steps']} steps, final loss {loss:.4f}, "
+          f"wall time {r['wall_time_sec']:.1f} s (`{r['workdir']}`)")
+
+
+def eval_runs(m: dict) -> list:
+  runs = []
+  for run in m["runs"]:
+    if run["role"] == "eval":
+      r = load_json(os.path.join(run["workdir"], "results.json"))
+      if not common.is_done(r):
+        raise ValueError(f"{run['workdir']}: run is not finished")
+      runs.append(dict(run, results=r, results_path=os.path.join(run["workdir"], "results.json")))
+  return runs
+
+
+def plot_lines(runs: list, metric: str, out_png: str, title: str, label_of) -> str:
+  points = {}
+  for run in runs:
+    v = run["results"]["test"][metric]
+    points.setdefault(label_of(run), {}).setdefault(float(run["fraction"]), []).append(
+        (v["value"], v["ci_low"], v["ci_high"]))
+  summary = le.summarise(points)
+  le.plot(summary, metric, out_png, title)
+  return le.markdown_table(summary, metric)
+
+
+def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, baseline_src: str) -> list:
+  reps = m["settings"]["num_replicates"]
+  lines = [f"## Study A: label efficiency ({m['scale']})", ""] + header_lines(m, manifest_path) + [""]
+  runs = eval_runs(m)
+  pre = {r["dataset"]: load_json(os.path.join(r["workdir"], "results.json")) for r in m["runs"] if r["role"] == "pretrain"}
+  for dataset in sorted(pre):
+    lines += [f"### {NAMES.get(dataset, dataset)}", "", pretrain_line("SimCLR pretraining (train images, labels unused)", pre[dataset]), ""]
+    lines += ["Test metrics with bootstrap 95% intervals; Δ = SimCLR init − random init, paired bootstrap "
+              f"({reps} replicates, same test images; * = interval excludes 0). Wall times are of the two "
+              "evaluation runs (SimCLR / random); the pretraining time is above.", ""]
+    lines += ["| mode | label fraction | draw | labelled images | batch | " + " | ".join(
+        f"SimCLR {k} | random {k} | Δ {k}" for k in METRICS) + " | wall time (s) |",
+              "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * 3 * len(METRICS)) + " | --- |"]
+    ds_runs = [r for r in runs if r["dataset"] == dataset]
+    keyed = {(r["mode"], r["init"], r["fraction"], r["draw"]): r for r in ds_runs}
+    for (mode, init, fraction, draw), pt in sorted(keyed.items()):
+      if init != "pretrained" or (mode, "random", fraction, draw) not in keyed:
+        continue
+      rd = keyed[(mode, "random", fraction, draw)]
+      diff = paired(pt, rd, reps)
+      cells = []
+      for k in METRICS:
+        cells += [fmt_ci(pt["results"]["test"][k]), fmt_ci(rd["results"]["test"][k]), fmt_diff(diff[k])]
+      lines.append(f"| {mode} | {fraction:g} | {draw} | {pt['results']['num_train_images']} | {pt['batch']} | "
+                   + " | ".join(cells) + f" | {pt['results']['wall_time_sec']:.1f} / {rd['results']['wall_time_sec']:.1f} |")
+    lines.append("")
+    for k in METRICS:
+      png = f"{m['scale']}_label_efficiency_{dataset}_{k}.png"
+      table = plot_lines(ds_runs, k, os.path.join(out_dir, png),
+                         f"{NAMES.get(dataset, dataset)} ({m['scale']}): test {k}",
+                         lambda r: f"{r['mode']} / {'SimCLR' if r['init'] == 'pretrained' else 'random'}")
+      lines += [f"Mean over draws ({k}; interval = mean of the draws' intervals):", "", table,
+                f"![{dataset} {k}]({png})", ""]
+  lines += published_section(m, runs, baselines, baseline_src)
+  return lines
+
+
+def published_section(m: dict, runs: list, baselines: dict, baseline_src: str) -> list:
+  lines = ["### Next to the published MedMNIST v2 baselines", "",
+           f"**Published numbers** ({BASELINE}, Yang et al., Scientific Data 2023), parsed by program from "
+           f"`{baseline_src}`; not run here. Ours: fine-tuning on 100% of the labels (draw 0), test split; "
+           "ACC = our top1, AUC = our auc.", "",
+           "| data set | source | ACC | AUC | wall time (s) |", "| --- | --- | --- | --- | --- |"]
+  for dataset in sorted({r["dataset"] for r in runs}):
+    name = NAMES.get(dataset, dataset)
+    for init, label in (("pretrained", "ours, SimCLR init"), ("random", "ours, random init")):
+      match = [r for r in runs if r["dataset"] == dataset and r["mode"] == "finetune" and r["init"] == init
+               and r["fraction"] >= 1.0 and r["draw"] == 0]
+      for r in match:
+        t = r["results"]["test"]
+        lines.append(f"| {name} | {label} ({m['scale']}) | {fmt_ci(t['top1'])} | {fmt_ci(t['auc'])} | "
+                     f"{r['results']['wall_time_sec']:.1f} |")
+    if name in baselines:
+      b = baselines[name]
+      lines.append(f"| {name} | published {BASELINE} | {b['ACC']:.3f} | {b['AUC']:.3f} | n/a (published) |")
+  return lines + [""]
+
+
+def study_b_section(m: dict, manifest_path: str, out_dir: str) -> list:
+  reps = m["settings"]["num_replicates"]
+  bags = m["bags"]
+  lines = [f"## Study B: MICLe vs SimCLR on multi-image chest X-rays ({m['scale']})", ""] + header_lines(m, manifest_path)
+  lines += [f"- **The bag set is small**: covid_cxr_multi has {bags['patients_all_splits']} patients over all splits; "
+            f"continued pretraining used the `{bags['split']}` split, {bags['patients']} patients "
+            f"({bags['patients_with_2plus_images']} with 2+ images) and {bags['images']} images. "
+            "Differences between the arms are expected to be small and uncertain.", ""]
+  for r in m["runs"]:
+    if r["role"] == "pretrain":
+      res = load_json(os.path.join(r["workdir"], "results.json"))
+      name = {"base": "SimCLR on PneumoniaMNIST train images (shared starting point)",
+              "micle": "continued with MICLe on covid_cxr_multi", "simclr": "continued with SimCLR on covid_cxr_multi"}[r["arm"]]
+      extra = res.get("metrics", {}).get("distinct_pairs")
+      lines.append(pretrain_line(name, res) + (f", distinct_pairs {extra:.3f}" if extra is not None else ""))
+  lines += ["", f"Linear evaluation on PneumoniaMNIST (test split). Δ = MICLe − SimCLR, paired bootstrap ({reps} "
+            "replicates; * = interval excludes 0). Wall times: MICLe / SimCLR evaluation runs.", "",
+            "| label fraction | draw | labelled images | " + " | ".join(f"MICLe {k} | SimCLR {k} | Δ {k}" for k in METRICS)
+            + " | wall time (s) |", "| --- | --- | --- | " + " | ".join(["---"] * 3 * len(METRICS)) + " | --- |"]
+  runs = eval_runs(m)
+  keyed = {(r["arm"], r["fraction"], r["draw"]): r for r in runs}
+  for (arm, fraction, draw), mi in sorted(keyed.items()):
+    if arm != "micle" or ("simclr", fraction, draw) not in keyed:
+      continue
+    si = keyed[("simclr", fraction, draw)]
+    diff = paired(mi, si, reps)
+    cells = []
+    for k in METRICS:
+      cells += [fmt_ci(mi["results"]["test"][k]), fmt_ci(si["results"]["test"][k]), fmt_diff(diff[k])]
+    lines.append(f"| {fraction:g} | {draw} | {mi['results']['num_train_images']} | " + " | ".join(cells)
+                 + f" | {mi['results']['wall_time_sec']:.1f} / {si['results']['wall_time_sec']:.1f} |")
+  lines.append("")
+  for k in METRICS:
+    png = f"{m['scale']}_micle_vs_simclr_{k}.png"
+    table = plot_lines(runs, k, os.path.join(out_dir, png), f"MICLe vs SimCLR ({m['scale']}): linear eval {k}",
+                       lambda r: f"linear_eval / {r['arm']}")
+    lines += [f"Mean over draws ({k}):", "", table, f"![MICLe vs SimCLR {k}]({png})", ""]
+  return lines
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--workdir", default=common.DEFAULT_WORKDIR)
+  p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="folder for report.md and PNGs")
+  p.add_argument("--scale", default="", help="only this scale (default: every scale found)")
+  p.add_argument("--baselines", default=os.path.join(common.DEFAULT_DATA_DIR, "medmnist_v2_benchmark.md"))
+  a = p.parse_args(argv)
+  t0 = time.time()
+  manifests = sorted(glob.glob(os.path.join(a.workdir, a.scale or "*", "*", common.MANIFEST)))
+  if not manifests:
+    raise SystemExit(f"no {common.MANIFEST} under {a.workdir}: run a study first")
+  os.makedirs(a.out, exist_ok=True)
+  baselines = parse_baselines(a.baselines)
+  lines = ["# medssl-jax benchmarks on real data", "",
+           f"Generated by `{common.command_line(MODULE, argv)}` from the result files under `{os.path.abspath(a.workdir)}`; "
+           "every number below is read from those files (or, where marked, from the published table).", ""]
+  for path in manifests:
+    m = load_json(path)
+    if m["study"] == "label_efficiency":
+      lines += study_a_section(m, os.path.abspath(path), a.out, baselines, os.path.abspath(a.baselines))
+    elif m["study"] == "micle_vs_simclr":
+      lines += study_b_section(m, os.path.abspath(path), a.out)
+  lines.append(f"Report built in {time.time() - t0:.1f} s.")
+  out = os.path.join(a.out, "report.md")
+  with open(out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print(f"Wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""benchmarks/: the report on fake result files, and smoke versions of both studies on real data."""
+import json
+import os
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks import label_efficiency as study_a
+from benchmarks import micle_vs_simclr as study_b
+from benchmarks import report
+from medssl_jax.evaluation import compare
+
+MACHINE = {"platform": "Linux-test", "machine": "x86_64", "python": "3.11", "cpu_cores": 2, "jax": "0.0",
+           "backend": "cpu", "device_kind": "cpu", "device_count": 1}
+
+
+def _metric(v, lo, hi):
+  return {"value": v, "ci_low": lo, "ci_high": hi}
+
+
+def _fake_eval(workdir, *, mode, init, top1, auc, wall, correct):
+  os.makedirs(workdir)
+  labels = np.array([0, 1] * 10)
+  probs = np.eye(2)[labels if correct else 1 - labels].astype(np.float32)
+  compare.save_predictions(os.path.join(workdir, "predictions_test.npz"), image_ids=np.arange(20),
+                           case_ids=np.arange(20), labels=labels, probs=probs, task="multiclass")
+  r = {"mode": mode, "init": init, "label_fraction": 1.0, "fraction_seed": 0, "num_train_images": 100,
+       "completed": True, "final_step": 3, "num_steps": 3, "wall_time_sec": wall, "workdir": workdir,
+       "test": {"top1": _metric(*top1), "auc": _metric(*auc)}}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(r, f)
+
+
+def test_report_on_fake_result_files(tmp_path):
+  root = tmp_path / "wd" / "smoke" / "label_efficiency"
+  pre = str(root / "breastmnist" / "pretrain_simclr")
+  os.makedirs(pre)
+  with open(os.path.join(pre, "results.json"), "w") as f:
+    json.dump({"mode": "pretrain", "completed": True, "final_step": 4, "num_steps": 4, "wall_time_sec": 12.5,
+               "metrics": {"loss": 5.25}, "workdir": pre}, f)
+  runs = [{"role": "pretrain", "dataset": "breastmnist", "workdir": pre}]
+  for mode in ("finetune", "linear_eval"):
+    for init, top1, auc, wall, correct in (("pretrained", (0.8125, 0.75, 0.875), (0.9, 0.85, 0.95), 7.25, True),
+                                           ("random", (0.5, 0.4375, 0.5625), (0.625, 0.5, 0.75), 3.5, False)):
+      wd = str(root / "breastmnist" / f"{mode}_{init}")
+      _fake_eval(wd, mode=mode, init=init, top1=top1, auc=auc, wall=wall, correct=correct)
+      runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": init, "fraction": 1.0,
+                   "draw": 0, "batch": 16, "pretrain": pre, "workdir": wd})
+  data = [{"path": "/data/breastmnist.npz", "kind": "file", "bytes": 10, "md5": "0123abcd"}]
+  common.write_manifest(str(root / "study.json"), {
+      "study": "label_efficiency", "scale": "smoke", "command": "python -m benchmarks.label_efficiency",
+      "machine": MACHINE, "settings": dict(common.SCALES["smoke"]), "runs": runs, "data": data,
+      "wall_time_sec": 42.0})
+  baselines = tmp_path / "bench.md"
+  baselines.write_text("| dataset | method | AUC | ACC |\n|---|---|---|---|\n"
+                       "| BreastMNIST | ResNet-50 (28) | 0.111 | 0.222 |\n| BreastMNIST | ResNet-18 (28) | 0.901 | 0.863 |\n")
+  out = tmp_path / "report"
+  assert report.main(["--workdir", str(tmp_path / "wd"), "--out", str(out), "--baselines", str(baselines)]) == 0
+  md = (out / "report.md").read_text()
+  assert ("| finetune | 1 | 0 | 100 | 16 | 0.8125 [0.7500, 0.8750] | 0.5000 [0.4375, 0.5625] | "
+          "+1.0000 [+1.0000, +1.0000] * | 0.9000 [0.8500, 0.9500] | 0.6250 [0.5000, 0.7500] |") in md
+  assert "| 7.25 / 3.5" not in md and "| 7.2 / 3.5 |" in md
+  assert "| linear_eval | 1 | 0 | 100 | 16 | 0.8125 [0.7500, 0.8750] |" in md
+  assert "| BreastMNIST | published ResNet-18 (28) | 0.863 | 0.901 | n/a (published) |" in md
+  assert "| BreastMNIST | ours, SimCLR init (smoke) | 0.8125 [0.7500, 0.8750] | 0.9000 [0.8500, 0.9500] | 7.2 |" in md
+  assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
+  assert "2 CPU cores" in md and "JAX 0.0" in md
+  png = out / "smoke_label_efficiency_breastmnist_top1.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parse_baselines_reads_the_shared_table(shared_data):
+  b = report.parse_baselines(str(shared_data / "medmnist_v2_benchmark.md"))
+  assert b["PneumoniaMNIST"] == {"AUC": 0.944, "ACC": 0.854}
+  assert b["BreastMNIST"] == {"AUC": 0.901, "ACC": 0.863}
+
+
+def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
+  wd, args = str(tmp_path / "wd"), ["--scale", "smoke", "--data_dir", str(shared_data)]
+  assert study_a.main(args + ["--workdir", wd]) == 0
+  assert study_b.main(args + ["--workdir", wd]) == 0
+  for study in ("label_efficiency", "micle_vs_simclr"):
+    m = json.load(open(os.path.join(wd, "smoke", study, "study.json")))
+    for run in m["runs"]:
+      assert common.is_done(common.read_results(run["workdir"])), run
+      if run["role"] == "eval":
+        assert os.path.isfile(os.path.join(run["workdir"], "predictions_test.npz"))
+  assert m["bags"]["patients_all_splits"] == 127
+  # A re-run skips every finished run.
+  mtime = os.path.getmtime(os.path.join(m["runs"][0]["workdir"], "results.json"))
+  assert study_b.main(args + ["--workdir", wd]) == 0
+  assert os.path.getmtime(os.path.join(m["runs"][0]["workdir"], "results.json")) == mtime
+  out = tmp_path / "report"
+  assert report.main(["--workdir", wd, "--out", str(out),
+                      "--baselines", str(shared_data / "medmnist_v2_benchmark.md")]) == 0
+  md = (out / "report.md").read_text()
+  assert "## Study A" in md and "## Study B" in md and "127 patients" in md
+  assert "28209eda62fecd6e6a2d98b1501bb15f" in md and "750601b1f35ba3300ea97c75c52ff8f6" in md
+  assert (out / "smoke_micle_vs_simclr_top1.png").is_file()
+  assert (out / "smoke_label_efficiency_breastmnist_auc.png").is_file()
