@@ -25,7 +25,7 @@ def get_config(variant: str = ""):
   c.data.image_size, c.data.channels = 64, 1
   c.data.max_bag_size = 8
   c.model.depth, c.model.width, c.model.stem = 18, 0.25, "small"
-  c.model.head_layers, c.model.head_dim = 2, 64
+  c.model.head_layers, c.model.head_dim = 2, 128   # = chexpert_simclr:local, to start from it
   c.aug.crop_area_min = 0.2
   c.aug.color_strength, c.aug.color_prob, c.aug.grayscale_prob = 0.5, 0.8, 0.0
   c.aug.blur_prob, c.aug.flip, c.aug.rotation_degrees = 0.0, True, 45.0
