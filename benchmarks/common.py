@@ -144,6 +144,15 @@ def write_manifest(path: str, manifest: dict) -> None:
   os.replace(tmp, path)
 
 
+def finish_study(root: str, manifest: dict, t0: float, study: str) -> int:
+  """Stamps the study's wall time, writes its study.json and says where."""
+  manifest["wall_time_sec"] = time.time() - t0
+  out = os.path.join(root, MANIFEST)
+  write_manifest(out, manifest)
+  print(f"[{study}] wrote {out}")
+  return 0
+
+
 def _json_default(x):
   if isinstance(x, (np.integer, np.floating)):
     return x.item()

@@ -90,11 +90,7 @@ def main(argv=None) -> int:
             manifest["runs"].append({"role": "eval", "dataset": dataset, "mode": mode, "init": init,
                                      "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
                                      "pretrain": os.path.abspath(pre_dir), "workdir": os.path.abspath(wd)})
-  manifest["wall_time_sec"] = time.time() - t0
-  out = os.path.join(root, common.MANIFEST)
-  common.write_manifest(out, manifest)
-  print(f"[{STUDY}] wrote {out}")
-  return 0
+  return common.finish_study(root, manifest, t0, STUDY)
 
 
 if __name__ == "__main__":

@@ -42,12 +42,7 @@ def bag_counts(c) -> dict:
   from input_pipeline import sources
   src = sources.load_source(c.data, c.data.train_split)
   _, sizes = np.unique(src.case_ids, return_counts=True)
-  every = set()
-  for split in ("train", "val", "test"):
-    try:
-      every |= set(sources.load_source(c.data, split).case_ids.tolist())
-    except ValueError:
-      pass
+  every = set(sources.covid_cxr_manifest(c.data.path)["case_id"].tolist())  # all splits of the folder
   return {"split": c.data.train_split, "patients": int(len(sizes)), "images": int(sizes.sum()),
           "patients_with_2plus_images": int((sizes >= 2).sum()), "patients_all_splits": len(every)}
 
@@ -89,11 +84,7 @@ def main(argv=None) -> int:
         manifest["runs"].append({"role": "eval", "arm": method, "dataset": "pneumoniamnist", "mode": "linear_eval",
                                  "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
                                  "pretrain": os.path.abspath(arm_dirs[method]), "workdir": os.path.abspath(wd)})
-  manifest["wall_time_sec"] = time.time() - t0
-  out = os.path.join(root, common.MANIFEST)
-  common.write_manifest(out, manifest)
-  print(f"[{STUDY}] wrote {out}")
-  return 0
+  return common.finish_study(root, manifest, t0, STUDY)
 
 
 if __name__ == "__main__":
