@@ -18,16 +18,21 @@ MANIFEST = "study.json"
 SCALES = {
     "smoke": dict(width=0.125, batch=16, pretrain_steps=4, eval_steps=3, continue_steps=4,
                   covid_batch=16, num_replicates=50, draws=1, fractions=(0.1, 1.0),
-                  datasets=("breastmnist",), val_split="", fractions_b=(1.0,)),
+                  datasets=("breastmnist",), val_split="", fractions_b=(1.0,),
+                  recipe=(("breastmnist", 0.125),), recipe_epochs=0.2, recipe_batch=16),
     "small": dict(width=0.25, batch=128, pretrain_steps=500, eval_steps=300, continue_steps=300,
                   covid_batch=32, num_replicates=1000, draws=3, fractions=(0.01, 0.1, 1.0),
                   datasets=("pneumoniamnist", "breastmnist"), val_split="val",
-                  fractions_b=(0.01, 0.1, 1.0)),
+                  fractions_b=(0.01, 0.1, 1.0),
+                  recipe=(("breastmnist", 0.25),), recipe_epochs=100, recipe_batch=128),
     "full": dict(width=1.0, batch=512, pretrain_steps=5000, eval_steps=2000, continue_steps=2000,
                  covid_batch=64, num_replicates=1000, draws=3, fractions=(0.01, 0.1, 1.0),
                  datasets=("pneumoniamnist", "breastmnist"), val_split="val",
-                  fractions_b=(0.01, 0.1, 1.0)),
+                 fractions_b=(0.01, 0.1, 1.0),
+                 recipe=(("breastmnist", 1.0), ("pneumoniamnist", 1.0)), recipe_epochs=100, recipe_batch=128),
 }
+# 'recipe': (data set, width) pairs fine-tuned from random init with the MedMNIST v2 training recipe,
+# to compare our pipeline with the published ResNet-18 (28) rows on the published protocol.
 # One architecture for every run of both studies: grey 28 px, ResNet-18 with the small stem.
 IMAGE_SIZE, CHANNELS, DEPTH, STEM, HEAD_LAYERS, HEAD_DIM = 28, 1, 18, "small", 2, 128
 
@@ -40,6 +45,11 @@ def add_common_flags(parser) -> None:
 
 def study_dir(workdir: str, scale: str, study: str) -> str:
   return os.path.join(workdir, scale, study)
+
+
+def pretrain_dir(workdir: str, scale: str, dataset: str) -> str:
+  """The SimCLR pretraining run of a data set, shared by both studies (same config, run once)."""
+  return os.path.join(workdir, scale, f"pretrain_simclr_{dataset}")
 
 
 def set_architecture(c, width: float) -> None:
@@ -123,10 +133,19 @@ def data_record(path: str) -> dict:
   return {"path": path, "kind": "folder", "files": len(lines), "bytes": total, "md5": digest}
 
 
+def host_pipeline() -> str:
+  """'tf (TensorFlow <version>)' or 'numpy (no TensorFlow)': what data.pipeline='auto' takes here."""
+  from input_pipeline import backends
+  mod = backends.get("auto")
+  if backends.short_name(mod) == "tf":
+    return f"tf (TensorFlow {mod.tf.__version__})"
+  return "numpy (no TensorFlow)"
+
+
 def machine_record() -> dict:
   import jax
   dev = jax.devices()[0]
-  return {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+  return {"host_pipeline": host_pipeline(), "platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
           "cpu_cores": os.cpu_count(), "jax": jax.__version__, "backend": dev.platform,
           "device_kind": getattr(dev, "device_kind", str(dev)), "device_count": jax.device_count()}
 

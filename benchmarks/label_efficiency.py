@@ -4,7 +4,8 @@
 
 Per data set: SimCLR pretraining on the training images (labels unused), then linear evaluation
 and fine-tuning at each label fraction (several draws below 100%) from the SimCLR encoder and
-from random initialisation. Finished runs (completed results.json) are skipped on a re-run.
+from random initialisation; then random-init fine-tuning with the MedMNIST v2 recipe (the scale's
+'recipe' list) to compare our pipeline with the published ResNet-18 (28) rows. Finished runs (completed results.json) are skipped on a re-run.
 Writes <workdir>/<scale>/label_efficiency/study.json, which lists every run for the report.
 """
 import argparse
@@ -52,6 +53,33 @@ def eval_config(data_path: str, s: dict, *, mode: str, init: str, checkpoint: st
   return c
 
 
+def recipe_config(data_path: str, s: dict, width: float, seed: int = 0):
+  """Random-init fine-tuning with the MedMNIST v2 training recipe, on 100% of the labels.
+
+  Yang et al. (Scientific Data 2023), experiments: ResNet-18, cross-entropy, Adam lr 0.001, batch 128,
+  100 epochs, lr x0.1 after epochs 50 and 75; no augmentation. Our last step is evaluated (no epoch is
+  picked on the validation split). The architecture is ours (small stem: 3x3 stride-1 conv, no max-pool).
+  """
+  import math
+  from configs import chexpert_finetune
+  c = chexpert_finetune.get_config("local")
+  with c.unlocked():
+    c.seed = seed
+    c.mode = "finetune"
+    c.data.path = data_path
+    common.set_architecture(c, width)
+    c.eval.init, c.eval.checkpoint, c.eval.label_fraction = "random", "", 1.0
+    c.eval.num_replicates, c.eval.val_split = s["num_replicates"], s["val_split"]
+    c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay = "adam", 1e-3, "none", 0.0
+    c.optim.schedule, c.optim.decay_at, c.optim.decay_factor, c.optim.warmup_steps = "piecewise", (0.5, 0.75), 0.1, 0
+    c.aug.crop = c.aug.flip = False
+    c.aug.rotation_degrees = c.aug.additive_brightness = c.aug.std_contrast = 0.0
+    c.aug.color_prob = c.aug.grayscale_prob = c.aug.blur_prob = 0.0
+    c.train.batch_size, n = common.labelled_batch(c.data, 1.0, 0, s["recipe_batch"])
+    common.set_steps(c, max(1, math.ceil(s["recipe_epochs"] * n / c.train.batch_size)))
+  return c
+
+
 def draws_for(fraction: float, s: dict) -> range:
   return range(1 if fraction >= 1.0 else s["draws"])
 
@@ -75,7 +103,7 @@ def main(argv=None) -> int:
               "data": [common.data_record(os.path.join(a.data_dir, FILES[d])) for d in s["datasets"]]}
   for dataset in s["datasets"]:
     path = os.path.join(a.data_dir, FILES[dataset])
-    pre_dir = os.path.join(root, dataset, "pretrain_simclr")
+    pre_dir = common.pretrain_dir(a.workdir, a.scale, dataset)
     print(f"[{STUDY}] {dataset}: SimCLR pretraining")
     common.run_once(pretrain_config(path, s), pre_dir)
     manifest["runs"].append({"role": "pretrain", "dataset": dataset, "workdir": os.path.abspath(pre_dir)})
@@ -90,6 +118,16 @@ def main(argv=None) -> int:
             manifest["runs"].append({"role": "eval", "dataset": dataset, "mode": mode, "init": init,
                                      "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
                                      "pretrain": os.path.abspath(pre_dir), "workdir": os.path.abspath(wd)})
+  for dataset, width in s["recipe"]:
+    if dataset not in s["datasets"]:
+      continue
+    wd = os.path.join(root, dataset, f"finetune_random_medmnist_recipe_w{width:g}")
+    print(f"[{STUDY}] {dataset}: MedMNIST v2 recipe from random init, width {width:g}")
+    c = recipe_config(os.path.join(a.data_dir, FILES[dataset]), s, width)
+    common.run_once(c, wd)
+    manifest["runs"].append({"role": "recipe", "dataset": dataset, "mode": "finetune", "init": "random",
+                             "fraction": 1.0, "draw": 0, "width": width, "batch": c.train.batch_size,
+                             "steps": c.train.num_steps, "workdir": os.path.abspath(wd)})
   return common.finish_study(root, manifest, t0, STUDY)
 
 

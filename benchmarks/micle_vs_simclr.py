@@ -6,8 +6,9 @@
 2. From that checkpoint, the same number of further steps on ../shared/data/covid_cxr_multi with
    method='micle' (configs/covid_cxr_micle.py) and method='simclr' (its ':simclr' variant), at
    28 px, 1 channel, the same architecture as step 1.
-3. Linear evaluation of both encoders on PneumoniaMNIST at each label fraction (several draws
-   below 100%); the report pairs them (same fraction, same draw).
+3. Linear evaluation of both encoders, and of the starting checkpoint as an anchor, on
+   PneumoniaMNIST at each label fraction (several draws below 100%); the report pairs them
+   (same fraction, same draw).
 Finished runs are skipped on a re-run. Writes <workdir>/<scale>/micle_vs_simclr/study.json.
 """
 import argparse
@@ -22,6 +23,7 @@ from benchmarks import label_efficiency as study_a
 MODULE = "benchmarks.micle_vs_simclr"
 STUDY = "micle_vs_simclr"
 ARMS = ("micle", "simclr")
+EVAL_ARMS = ARMS + ("base",)  # 'base': the starting SimCLR checkpoint itself, as an anchor
 
 
 def continue_config(covid_dir: str, init_checkpoint: str, method: str, s: dict, seed: int = 0):
@@ -60,11 +62,11 @@ def main(argv=None) -> int:
               "machine": common.machine_record(), "settings": s, "runs": [],
               "data": [common.data_record(pneumonia), common.data_record(covid)]}
 
-  base = os.path.join(root, "pretrain_simclr_pneumoniamnist")
+  base = common.pretrain_dir(a.workdir, a.scale, "pneumoniamnist")  # shared with Study A
   print(f"[{STUDY}] SimCLR pretraining on PneumoniaMNIST")
   common.run_once(study_a.pretrain_config(pneumonia, s), base)
   manifest["runs"].append({"role": "pretrain", "arm": "base", "workdir": os.path.abspath(base)})
-  arm_dirs = {}
+  arm_dirs = {"base": base}
   for method in ARMS:
     arm_dirs[method] = os.path.join(root, f"continue_{method}_covid")
     c = continue_config(covid, os.path.abspath(base), method, s)
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
                              "init_checkpoint": os.path.abspath(base)})
   for fraction in s["fractions_b"]:
     for draw in study_a.draws_for(fraction, s):
-      for method in ARMS:
+      for method in EVAL_ARMS:
         wd = os.path.join(root, study_a.run_name("linear_eval", method, fraction, draw))
         print(f"[{STUDY}] linear evaluation of {method} on PneumoniaMNIST, fraction {fraction:g}, draw {draw}")
         c = study_a.eval_config(pneumonia, s, mode="linear_eval", init="pretrained", checkpoint=arm_dirs[method],

@@ -31,6 +31,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.max_bag_size = 6      # MICLe: cap on images per case considered.
   c.data.shuffle_buffer = 0    # unused by the index-based pipeline; kept 0.
   c.data.verify_images = True  # manifest: open every image once at start (fail early).
+  # Host pipeline: 'tf' (tf.data), 'numpy' (no TensorFlow needed; same batches, NumPy augmentation
+  # draws) or 'auto' (tf when TensorFlow imports, else numpy).
+  c.data.pipeline = "auto"
   # npz: a CSV that groups the file's images into cases (e.g. dermamnist_split_lesions.csv).
   c.data.group_table = ""
   c.data.group_case_column = "lesion_id"
@@ -84,7 +87,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.momentum = 0.9
   c.optim.trust_coefficient = 0.001
   c.optim.warmup_steps = 0
-  c.optim.schedule = "cosine"  # 'cosine' (warm-up then cosine to 0) or 'constant' (after warm-up).
+  c.optim.schedule = "cosine"  # 'cosine' (warm-up then cosine to 0), 'constant' or 'piecewise' (after warm-up).
+  c.optim.decay_at = (0.5, 0.75)  # 'piecewise': multiply the lr by decay_factor at these fractions of the steps.
+  c.optim.decay_factor = 0.1
 
   # ---- training loop ----------------------------------------------------------------------
   c.train = ml_collections.ConfigDict()

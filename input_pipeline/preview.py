@@ -14,7 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
-from input_pipeline import pipeline, sources
+from input_pipeline import backends, sources
 
 FLAGS = flags.FLAGS
 
@@ -26,6 +26,7 @@ def write_preview(source, config, out_dir: str, num_pairs: int = 16) -> list:
   import matplotlib.pyplot as plt
 
   batch = min(config.train.batch_size, num_pairs, len(source.cases()) if config.method == "micle" else len(source))
+  pipeline = backends.get(config.data.pipeline)
   it = pipeline.pretrain_iterator(source, data_cfg=config.data, aug_cfg=config.aug, method=config.method,
                                   global_batch=batch, seed=config.seed)
   views_a, views_b, pairs = [], [], []

@@ -137,7 +137,9 @@ def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str) -> 
 
 def finetune(config, workdir: str) -> dict:
   """Runs (or resumes) fine-tuning or linear evaluation in `workdir`; returns the results."""
-  from input_pipeline import fractions, pipeline, sources
+  from input_pipeline import backends, fractions, sources
+
+  pipeline = backends.get(config.data.pipeline)  # tf.data, or NumPy where TensorFlow is absent
 
   t_start = time.time()
   if config.eval.init not in INITS:
@@ -170,11 +172,11 @@ def finetune(config, workdir: str) -> dict:
     state = load_encoder(state, config.eval.checkpoint)
   start_step = int(state.step)
 
-  batches = pipeline.make_supervised_dataset(
+  batches = pipeline.supervised_iterator(
       train_src, aug_cfg=config.aug, image_size=config.data.image_size, channels=config.data.channels,
       global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count(), indices=indices)
-  batches = (dict(image=b["image"], label=b["label"]) for b in batches.as_numpy_iterator())
+  batches = (dict(image=b["image"], label=b["label"]) for b in batches)
   writer = loop.make_writer(workdir)
   step_fn = jax.jit(functools.partial(train_step, task=config.eval.task, frozen=config.mode == "linear_eval"),
                     donate_argnums=(0,))
@@ -195,7 +197,8 @@ def finetune(config, workdir: str) -> dict:
              "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps, "loss_history": out.loss_history,
              "train_metrics": out.metrics, "images_per_sec": out.images_per_sec,
              "base_lr": config.optim.base_lr, "weight_decay": config.optim.weight_decay,
-             "seed": config.seed, "workdir": os.path.abspath(workdir)}
+             "seed": config.seed, "host_pipeline": backends.short_name(pipeline),
+             "workdir": os.path.abspath(workdir)}
   if out.step >= num_steps:
     results["test"] = evaluate(config, out.state, mesh, test_src, pipeline, "test", workdir)
     if val_src is not None:

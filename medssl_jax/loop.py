@@ -57,11 +57,25 @@ def write_json(path: str, obj) -> None:
 
 
 def make_writer(workdir: str):
-  """TensorBoard scalars from process 0 only (the console line is printed by `run`)."""
-  from clu import metric_writers
+  """TensorBoard scalars from process 0 only (the console line is printed by `run`).
+
+  clu's asynchronous SummaryWriter where TensorFlow is installed; else a TF-free event writer.
+  """
+  from medssl_jax import event_writer
   if jax.process_index() > 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+    return event_writer.NullWriter()
+  try:
+    from clu import metric_writers
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+  except ImportError as e:
+    try:
+      writer = event_writer.EventFileScalarWriter(workdir)
+    except ImportError as e2:
+      logging.warning("No TensorBoard scalars (%s; %s): install tensorboard; the console log and "
+                      "results.json still have the metrics", e, e2)
+      return event_writer.NullWriter()
+    logging.info("TensorFlow is absent (%s): TensorBoard scalars via tensorboard's own event writer", e)
+    return writer
 
 
 def format_eta(seconds: float) -> str:

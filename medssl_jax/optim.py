@@ -32,7 +32,15 @@ def learning_rate_schedule(optim_cfg, batch_size: int, num_steps: int) -> optax.
   if optim_cfg.schedule == "constant":
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
                                 [warmup]) if warmup else optax.constant_schedule(peak)
-  raise ValueError(f"optim.schedule={optim_cfg.schedule!r}: expected 'cosine' or 'constant'")
+  if optim_cfg.schedule == "piecewise":  # e.g. MedMNIST v2: x0.1 at 50% and 75% of training
+    fractions = tuple(float(f) for f in optim_cfg.decay_at)
+    if any(not 0.0 < f < 1.0 for f in fractions) or list(fractions) != sorted(fractions):
+      raise ValueError(f"optim.decay_at={fractions}: expected increasing fractions of the steps in (0, 1)")
+    # Boundaries in steps after the warm-up (join_schedules restarts the count there).
+    bounds = {max(1, int(round(f * num_steps)) - warmup): float(optim_cfg.decay_factor) for f in fractions}
+    after = optax.piecewise_constant_schedule(peak, bounds)
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup]) if warmup else after
+  raise ValueError(f"optim.schedule={optim_cfg.schedule!r}: expected 'cosine', 'constant' or 'piecewise'")
 
 
 def decay_mask(params):

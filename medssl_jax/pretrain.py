@@ -37,7 +37,9 @@ def _init_from(state, path: str):
 
 def pretrain(config, workdir: str) -> dict:
   """Runs (or resumes) contrastive pretraining in `workdir`; returns the results dict."""
-  from input_pipeline import pipeline, sources  # TensorFlow is needed only for the input.
+  from input_pipeline import backends, sources
+
+  pipeline = backends.get(config.data.pipeline)  # tf.data, or NumPy where TensorFlow is absent
 
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
@@ -78,7 +80,7 @@ def pretrain(config, workdir: str) -> dict:
              "completed": out.step >= num_steps, "loss_history": out.loss_history, "preempted": out.preempted, "metrics": out.metrics,
              "wall_time_sec": time.time() - t_start, "images_per_sec": out.images_per_sec,
              "devices": mesh.devices.size, "platform": jax.devices()[0].platform,
-             "workdir": os.path.abspath(workdir)}
+             "host_pipeline": backends.short_name(pipeline), "workdir": os.path.abspath(workdir)}
   if out.step >= num_steps and config.probe.enabled:
     from medssl_jax.evaluation import linear_probe
     results["linear_probe"] = linear_probe.probe_pretrained(config, out.state, mesh, sources, pipeline)

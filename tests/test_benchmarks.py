@@ -46,6 +46,10 @@ def test_report_on_fake_result_files(tmp_path):
       _fake_eval(wd, mode=mode, init=init, top1=top1, auc=auc, wall=wall, correct=correct)
       runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": init, "fraction": 1.0,
                    "draw": 0, "batch": 16, "pretrain": pre, "workdir": wd})
+  wd = str(root / "breastmnist" / "finetune_random_medmnist_recipe_w1")
+  _fake_eval(wd, mode="finetune", init="random", top1=(0.875, 0.8, 0.9), auc=(0.75, 0.7, 0.8), wall=9.0, correct=True)
+  runs.append({"role": "recipe", "dataset": "breastmnist", "mode": "finetune", "init": "random", "fraction": 1.0,
+               "draw": 0, "width": 1.0, "batch": 16, "steps": 7, "workdir": wd})
   data = [{"path": "/data/breastmnist.npz", "kind": "file", "bytes": 10, "md5": "0123abcd"}]
   common.write_manifest(str(root / "study.json"), {
       "study": "label_efficiency", "scale": "smoke", "command": "python -m benchmarks.label_efficiency",
@@ -62,7 +66,12 @@ def test_report_on_fake_result_files(tmp_path):
   assert "| 7.25 / 3.5" not in md and "| 7.2 / 3.5 |" in md
   assert "| linear_eval | 1 | 0 | 100 | 16 | 0.8125 [0.7500, 0.8750] |" in md
   assert "| BreastMNIST | published ResNet-18 (28) | 0.863 | 0.901 | n/a (published) |" in md
-  assert "| BreastMNIST | ours, SimCLR init (smoke) | 0.8125 [0.7500, 0.8750] | 0.9000 [0.8500, 0.9500] | 7.2 |" in md
+  assert ("| BreastMNIST | ours, SimCLR init, study settings (smoke) | 0.8125 [0.7500, 0.8750] | "
+          "0.9000 [0.8500, 0.9500] | 7.2 |") in md
+  assert ("| BreastMNIST | ours, random init, MedMNIST v2 recipe (width 1, 0.2 epochs = 7 steps of batch 16) | "
+          "0.8750 [0.8000, 0.9000] | 0.7500 [0.7000, 0.8000] | 9.0 |") in md
+  # the recipe run is not an arm of the SimCLR-vs-random table or plot
+  assert md.count("| finetune | 1 | 0 |") == 1
   assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
   assert "2 CPU cores" in md and "JAX 0.0" in md
   png = out / "smoke_label_efficiency_breastmnist_top1.png"
@@ -86,6 +95,11 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
       if run["role"] == "eval":
         assert os.path.isfile(os.path.join(run["workdir"], "predictions_test.npz"))
   assert m["bags"]["patients_all_splits"] == 127
+  assert {r["arm"] for r in m["runs"] if r["role"] == "eval"} == {"micle", "simclr", "base"}
+  a = json.load(open(os.path.join(wd, "smoke", "label_efficiency", "study.json")))
+  assert [r["width"] for r in a["runs"] if r["role"] == "recipe"] == [0.125]
+  # Study B starts from Study A's PneumoniaMNIST pretraining run when it exists (same config, shared dir).
+  assert m["runs"][0]["workdir"] == os.path.abspath(common.pretrain_dir(wd, "smoke", "pneumoniamnist"))
   # A re-run skips every finished run.
   mtime = os.path.getmtime(os.path.join(m["runs"][0]["workdir"], "results.json"))
   assert study_b.main(args + ["--workdir", wd]) == 0

@@ -55,6 +55,19 @@ def test_schedule_scaling_warmup_and_cosine():
   np.testing.assert_allclose(optim.scaled_learning_rate(0.075, 64, "sqrt"), 0.6)
 
 
+def test_piecewise_schedule_steps_down_at_fractions_of_training():
+  # MedMNIST v2: 100 epochs, x0.1 after epochs 50 and 75 -> with 200 steps, drops at 100 and 150.
+  cfg = _cfg(base_lr=1e-3, lr_scaling="none", schedule="piecewise", decay_at=(0.5, 0.75), decay_factor=0.1)
+  s = optim.learning_rate_schedule(cfg, batch_size=128, num_steps=200)
+  for step, want in ((0, 1e-3), (99, 1e-3), (100, 1e-4), (149, 1e-4), (150, 1e-5), (199, 1e-5)):
+    np.testing.assert_allclose(float(s(step)), want, rtol=1e-6)
+  warm = optim.learning_rate_schedule(_cfg(base_lr=1e-3, lr_scaling="none", schedule="piecewise", warmup_steps=10,
+                                           decay_at=(0.5,), decay_factor=0.1), batch_size=128, num_steps=200)
+  np.testing.assert_allclose([float(warm(5)), float(warm(99)), float(warm(100))], [5e-4, 1e-3, 1e-4], rtol=1e-6)
+  with pytest.raises(ValueError, match="decay_at"):
+    optim.learning_rate_schedule(_cfg(schedule="piecewise", decay_at=(0.75, 0.5)), 128, 200)
+
+
 def test_bad_settings_are_errors():
   with pytest.raises(ValueError, match="lr_scaling"):
     optim.scaled_learning_rate(0.1, 256, "quadratic")

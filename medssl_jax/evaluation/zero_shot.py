@@ -84,7 +84,7 @@ def run(finetuned: str, target_config, label_map: str, subgroups: str, subgroup_
         out_dir: str, num_replicates: int = 1000, seed: int = 0) -> dict:
   import jax
   import ml_collections
-  from input_pipeline import pipeline, sources
+  from input_pipeline import backends, sources
   from medssl_jax import checkpoint as ckpt_lib
   from medssl_jax import finetune
   from medssl_jax.evaluation import compare
@@ -105,6 +105,7 @@ def run(finetuned: str, target_config, label_map: str, subgroups: str, subgroup_
   ckpt_lib.check_tree_shapes(params, state.params, f"fine-tuned run {finetuned}")
   put = lambda new, old: jax.device_put(new, jax.tree_util.tree_map(lambda x: x.sharding, old))
   state = state.replace(params=put(params, state.params), batch_stats=put(batch_stats, state.batch_stats))
+  pipeline = backends.get(target_config.data.pipeline)
   images, _ = pipeline.make_eval_arrays(source, ft.data.image_size, ft.data.channels)
   probs = finetune.predict(state, images, mesh, ft.eval.task)
   labels = np.asarray(source.labels)

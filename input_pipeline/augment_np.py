@@ -1,0 +1,427 @@
+"""TensorFlow-free NumPy twin of `augment.py`, for machines where TensorFlow is absent.
+
+Same ops, same order and same switches as `augment.make_view_fn`, but the random draws come
+from NumPy generators, so a view is NOT bit-equal to the TF pipeline's view for the same
+seed; it follows the same distributions. A view is a pure function of (image, seed): each op
+gets its own `np.random.default_rng([seed[0], seed[1], op_index])`, so switching one op on or
+off does not change the draws of the others. Images are float32 (H, W, C) with C = 1 or 3.
+
+Differences from `augment.py`, all deliberate (plain NumPy, no scipy / PIL):
+  * resizes are bilinear with half-pixel centres (no antialiasing), not antialiased bicubic;
+  * the crop box is drawn directly (area fraction uniform, aspect ratio log-uniform), with no
+    `min_object_covered` constraint;
+  * saturation blends with the luma (gray + f * (x - gray)) instead of scaling HSV saturation;
+  * none for rotation: it fills as TF's ImageProjectiveTransform "REFLECT" does, which is
+    half-sample symmetric (dcba|abcd|dcba), here fill_mode="symmetric" (the default);
+    fill_mode="reflect" mirrors about the edge pixel centres (cb|abcd|cb).
+"""
+import math
+from typing import Callable, Sequence, Tuple
+
+import numpy as np
+
+# One generator per op, keyed by (seed[0], seed[1], op index), in this order.
+_NUM_OPS = 8
+_CROP, _ROTATE, _FLIP, _COLOR, _GRAY, _BRIGHT, _CONTRAST, _BLUR = range(_NUM_OPS)
+
+_LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
+
+ImageFn = Callable[[np.ndarray], np.ndarray]
+
+
+# ---- random helpers --------------------------------------------------------------------
+
+
+def op_rngs(seed: Sequence[int]) -> Sequence[np.random.Generator]:
+  """The 8 per-op generators of a length-2 seed (negative entries taken mod 2**64)."""
+  s0, s1 = (int(v) % 2**64 for v in np.asarray(seed).reshape(2))
+  return [np.random.default_rng([s0, s1, i]) for i in range(_NUM_OPS)]
+
+
+def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+  # A Python float, so float32 images stay float32 when multiplied by it.
+  return float(rng.uniform(lo, hi))
+
+
+def _random_apply(fn: ImageFn, image: np.ndarray, rng: np.random.Generator,
+                  prob: float) -> np.ndarray:
+  """fn(image) with probability `prob`, else image.
+
+  prob <= 0 draws nothing; otherwise one uniform is always drawn first (also for prob >= 1),
+  so fn's own draws do not depend on whether prob is exactly 1.
+  """
+  if prob <= 0:
+    return image
+  if rng.random() < prob:
+    return fn(image)
+  return image
+
+
+# ---- dtype, channels and resizing ------------------------------------------------------
+
+
+def to_float(image) -> np.ndarray:
+  """Float32 (H, W, C) image: integers scaled by their dtype's maximum (uint8: / 255)."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3:
+    raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {image.shape}")
+  if np.issubdtype(image.dtype, np.integer):
+    return image.astype(np.float32) / np.float32(np.iinfo(image.dtype).max)
+  if image.dtype == np.bool_:
+    return image.astype(np.float32)
+  return image.astype(np.float32, copy=False)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+  """0.2989 R + 0.5870 G + 0.1140 B, keeping a channel axis of size 1."""
+  return np.tensordot(rgb[..., :3], _LUMA, axes=([-1], [0]))[..., None].astype(np.float32)
+
+
+def to_channels(image, channels: int) -> np.ndarray:
+  """Float32 image with `channels` (1 or 3) channels.
+
+  Grey -> colour tiles, colour -> grey takes the luma; a 4th (alpha) channel is dropped.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+  image = to_float(image)
+  if image.shape[-1] >= 3:
+    return image[..., :3] if channels == 3 else _luma(image)
+  grey = image[..., :1]
+  return np.tile(grey, (1, 1, 3)) if channels == 3 else grey
+
+
+def _bilinear_axis(size_in: int, size_out: int):
+  """Lower / upper source indices and upper weights for a half-pixel-centre resize."""
+  src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
+  src = np.clip(src, 0.0, size_in - 1)
+  lo = np.floor(src).astype(np.int64)
+  hi = np.minimum(lo + 1, size_in - 1)
+  return lo, hi, (src - lo).astype(np.float32)
+
+
+def resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """Bilinear resize of an (H, W, C) image, half-pixel centres, edges clamped."""
+  image = np.asarray(image, np.float32)
+  h, w = image.shape[:2]
+  if (h, w) == (out_h, out_w):
+    return image.copy()
+  y0, y1, fy = _bilinear_axis(h, out_h)
+  x0, x1, fx = _bilinear_axis(w, out_w)
+  fy, fx = fy[:, None, None], fx[None, :, None]
+  rows = image[y0] * (1 - fy) + image[y1] * fy
+  return (rows[:, x0] * (1 - fx) + rows[:, x1] * fx).astype(np.float32)
+
+
+# ---- 1. random resized crop ------------------------------------------------------------
+
+
+def crop_box(h: int, w: int, rng: np.random.Generator,
+             area_range: Tuple[float, float] = (0.08, 1.0),
+             aspect_range: Tuple[float, float] = (3 / 4, 4 / 3),
+             max_attempts: int = 100) -> Tuple[int, int, int, int]:
+  """Inception-style crop box (offset_y, offset_x, height, width).
+
+  Area fraction ~ U(area_range), aspect ratio (width / height) log-uniform in aspect_range;
+  after `max_attempts` boxes that do not fit, the box is the whole image.
+  """
+  log_lo, log_hi = math.log(aspect_range[0]), math.log(aspect_range[1])
+  for _ in range(max_attempts):
+    area = rng.uniform(area_range[0], area_range[1]) * h * w
+    aspect = math.exp(rng.uniform(log_lo, log_hi))
+    ch = int(round(math.sqrt(area / aspect)))
+    cw = int(round(math.sqrt(area * aspect)))
+    if 0 < ch <= h and 0 < cw <= w:
+      oy = int(rng.integers(0, h - ch + 1))
+      ox = int(rng.integers(0, w - cw + 1))
+      return oy, ox, ch, cw
+  return 0, 0, h, w
+
+
+def _crop(image, rng, area_range, aspect_range):
+  oy, ox, ch, cw = crop_box(image.shape[0], image.shape[1], rng, area_range, aspect_range)
+  return image[oy:oy + ch, ox:ox + cw]
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, image_size: int,
+                        area_range: Tuple[float, float] = (0.08, 1.0),
+                        aspect_range: Tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """Crops the `crop_box` region, then resizes it to (image_size, image_size)."""
+  return resize_bilinear(_crop(image, rng, area_range, aspect_range), image_size, image_size)
+
+
+# ---- 2. rotation -----------------------------------------------------------------------
+
+
+def _fold(coord: np.ndarray, size: int, fill_mode: str) -> np.ndarray:
+  """Maps continuous coordinates into [0, size - 1] by mirroring."""
+  if size == 1:
+    return np.zeros_like(coord)
+  if fill_mode == "reflect":  # Mirror about the edge pixel centres: cb|abcd|cb.
+    period = 2 * (size - 1)
+    c = np.mod(coord, period)
+    c = np.where(c > size - 1, period - c, c)
+  elif fill_mode == "symmetric":  # Mirror about the pixel edges, TF's REFLECT: ba|abcd|dc.
+    c = np.mod(coord + 0.5, 2 * size)
+    c = np.where(c >= size, 2 * size - c, c) - 0.5
+  else:
+    raise ValueError(f"fill_mode must be 'reflect' or 'symmetric', got {fill_mode!r}")
+  return np.clip(c, 0.0, size - 1)
+
+
+def rotate(image: np.ndarray, angle: float, fill_mode: str = "symmetric") -> np.ndarray:
+  """Rotates an (H, W, C) image counter-clockwise by `angle` radians about its centre.
+
+  Bilinear sampling; out-of-image points mirror back in (`fill_mode`, see `_fold`). For a
+  square image a quarter turn equals np.rot90. Angle 0 returns an exact copy.
+  """
+  image = np.asarray(image, np.float32)
+  if angle == 0:
+    return image.copy()
+  h, w = image.shape[:2]
+  cy, cx = (h - 1) / 2, (w - 1) / 2
+  cos, sin = math.cos(angle), math.sin(angle)
+  y, x = np.meshgrid(np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
+                     indexing="ij")
+  # The input point each output pixel samples (same map as augment.rotate).
+  src_x = _fold(cx + cos * x - sin * y, w, fill_mode)
+  src_y = _fold(cy + sin * x + cos * y, h, fill_mode)
+  x0 = np.floor(src_x).astype(np.int64)
+  y0 = np.floor(src_y).astype(np.int64)
+  x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+  fx = (src_x - x0).astype(np.float32)[..., None]
+  fy = (src_y - y0).astype(np.float32)[..., None]
+  top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+  bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+  return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def rotation_angle(rng: np.random.Generator, max_degrees: float) -> float:
+  """Angle in radians, uniform in [-max_degrees, max_degrees] degrees."""
+  return _uniform(rng, -max_degrees, max_degrees) * (math.pi / 180.0)
+
+
+def random_rotation(image: np.ndarray, rng: np.random.Generator,
+                    max_degrees: float) -> np.ndarray:
+  return rotate(image, rotation_angle(rng, max_degrees))
+
+
+# ---- 3. flip ---------------------------------------------------------------------------
+
+
+def random_flip(image: np.ndarray, rng: np.random.Generator, prob: float = 0.5) -> np.ndarray:
+  """Left-right flip with probability `prob`."""
+  return _random_apply(lambda x: x[:, ::-1].copy(), image, rng, prob)
+
+
+# ---- 4. colour distortion --------------------------------------------------------------
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+  """(..., 3) RGB in [0, 1] -> HSV, all three in [0, 1] (hue in turns)."""
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  v = rgb.max(axis=-1)
+  delta = v - rgb.min(axis=-1)
+  safe = np.where(delta > 0, delta, 1.0)
+  s = np.where(v > 0, delta / np.where(v > 0, v, 1.0), 0.0)
+  h = np.where(v == r, (g - b) / safe,
+               np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+  h = np.where(delta > 0, np.mod(h / 6.0, 1.0), 0.0)
+  return np.stack([h, s, v], axis=-1).astype(rgb.dtype)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+  """Inverse of `rgb_to_hsv`."""
+  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+  out = []
+  for n in (5.0, 3.0, 1.0):  # R, G, B.
+    k = np.mod(n + 6.0 * h, 6.0)
+    out.append(v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+  return np.stack(out, axis=-1).astype(hsv.dtype)
+
+
+def adjust_hue(image: np.ndarray, delta: float) -> np.ndarray:
+  """Adds `delta` (in turns) to the hue of an RGB image."""
+  hsv = rgb_to_hsv(image)
+  hsv[..., 0] = np.mod(hsv[..., 0] + delta, 1.0)
+  return hsv_to_rgb(hsv)
+
+
+def _contrast(x: np.ndarray, factor: float) -> np.ndarray:
+  mean = x.mean(axis=(0, 1), keepdims=True)
+  return mean + factor * (x - mean)
+
+
+def _saturation(x: np.ndarray, factor: float) -> np.ndarray:
+  gray = _luma(x)
+  return gray + factor * (x - gray)
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+  """SimCLR colour jitter of strength s, its ops in a random order, clipped after each.
+
+  Brightness: multiply by U(max(0, 1 - 0.8s), 1 + 0.8s); contrast (about the per-channel
+  mean) and saturation (blend with the luma): factor from the same range; hue: shift
+  U(-0.2s, 0.2s). Saturation and hue apply to colour images only. Draws: brightness,
+  contrast, [saturation, hue], then the order (rng.permutation).
+  """
+  image = np.asarray(image, np.float32)
+  s = float(strength)
+  lo, hi = max(0.0, 1.0 - 0.8 * s), 1.0 + 0.8 * s
+  bright = _uniform(rng, lo, hi)
+  contrast = _uniform(rng, lo, hi)
+  ops = [lambda x: x * bright, lambda x: _contrast(x, contrast)]
+  if image.shape[-1] == 3:
+    saturation = _uniform(rng, lo, hi)
+    hue = _uniform(rng, -0.2 * s, 0.2 * s)
+    ops += [lambda x: _saturation(x, saturation), lambda x: adjust_hue(x, hue)]
+  for i in rng.permutation(len(ops)):
+    image = np.clip(ops[i](image), 0.0, 1.0).astype(np.float32)
+  return image
+
+
+def random_color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float,
+                        prob: float) -> np.ndarray:
+  """`color_jitter` with probability `prob`.
+
+  A no-op when prob <= 0 or strength <= 0, and then it draws NO random numbers.
+  """
+  if prob <= 0 or strength <= 0:
+    return image
+  return _random_apply(lambda x: color_jitter(x, rng, strength), image, rng, prob)
+
+
+# ---- 5. grayscale ----------------------------------------------------------------------
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+  """Luma tiled to 3 channels; grey images pass through."""
+  if image.shape[-1] == 1:
+    return image
+  return np.tile(_luma(image), (1, 1, 3))
+
+
+def random_grayscale(image: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
+  return _random_apply(to_grayscale, image, rng, prob)
+
+
+# ---- 6. Azizi et al. App. A.2 brightness and contrast ---------------------------------
+
+
+def random_additive_brightness(image: np.ndarray, rng: np.random.Generator,
+                               max_delta: float) -> np.ndarray:
+  """Adds one U(-max_delta, max_delta) to every pixel and channel (no clipping)."""
+  return (image + _uniform(rng, -max_delta, max_delta)).astype(np.float32)
+
+
+def random_std_contrast(image: np.ndarray, rng: np.random.Generator,
+                        max_delta: float) -> np.ndarray:
+  """mean_c + (1 + U(-d, d)) * (x - mean_c), mean per channel (no clipping)."""
+  return _contrast(image, 1.0 + _uniform(rng, -max_delta, max_delta)).astype(np.float32)
+
+
+# ---- 7. Gaussian blur ------------------------------------------------------------------
+
+
+def blur_kernel_size(image_size: int) -> int:
+  """Odd kernel side of about 10% of the image side, at least 3."""
+  radius = max(1, (image_size // 10) // 2)
+  return 2 * radius + 1
+
+
+def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
+  """Normalised float32 1-D Gaussian of `size` taps centred on the middle tap."""
+  x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+  k = np.exp(-np.square(x) / (2.0 * float(sigma) ** 2))
+  return (k / k.sum()).astype(np.float32)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float, kernel_size: int) -> np.ndarray:
+  """Separable Gaussian blur of an (H, W, C) image, REFLECT padding."""
+  if kernel_size % 2 != 1:
+    raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+  image = np.asarray(image, np.float32)
+  h, w = image.shape[:2]
+  r = kernel_size // 2
+  k = gaussian_kernel_1d(sigma, kernel_size)
+  x = np.pad(image, [(r, r), (r, r), (0, 0)], mode="reflect")
+  x = sum(k[i] * x[i:i + h] for i in range(kernel_size))
+  x = sum(k[i] * x[:, i:i + w] for i in range(kernel_size))
+  return x.astype(np.float32)
+
+
+def blur_sigma(rng: np.random.Generator,
+               sigma_range: Tuple[float, float] = (0.1, 2.0)) -> float:
+  """Blur sigma, uniform in `sigma_range`."""
+  return _uniform(rng, *sigma_range)
+
+
+def random_blur(image: np.ndarray, rng: np.random.Generator, prob: float, kernel_size: int,
+                sigma_range: Tuple[float, float] = (0.1, 2.0)) -> np.ndarray:
+  """Gaussian blur with sigma ~ U(sigma_range), with probability `prob`."""
+  return _random_apply(lambda x: gaussian_blur(x, blur_sigma(rng, sigma_range), kernel_size),
+                       image, rng, prob)
+
+
+# ---- whole views -----------------------------------------------------------------------
+
+
+def make_eval_fn(image_size: int, channels: int) -> Callable[[np.ndarray], np.ndarray]:
+  """fn(image) -> float32 (image_size, image_size, channels) in [0, 1]; resize only."""
+
+  def eval_fn(image):
+    out = resize_bilinear(to_channels(image, channels), image_size, image_size)
+    return np.clip(out, 0.0, 1.0)
+
+  return eval_fn
+
+
+def make_view_fn(aug, image_size: int,
+                 channels: int) -> Callable[[np.ndarray, Sequence[int]], np.ndarray]:
+  """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
+
+  `aug` is any object with the attributes of configs/base.py's `aug` (crop, crop_area_min,
+  crop_area_max, crop_aspect_min, crop_aspect_max, flip, color_strength, color_prob,
+  grayscale_prob, blur_prob, rotation_degrees, additive_brightness, std_contrast). Ops in
+  order: crop + resize, rotation, flip, colour jitter, grayscale (3 channels only), App. A.2
+  brightness / contrast, blur; `seed` is a length-2 integer sequence (see `op_rngs`).
+  """
+  crop = bool(aug.crop)
+  area_range = (float(aug.crop_area_min), float(aug.crop_area_max))
+  aspect_range = (float(aug.crop_aspect_min), float(aug.crop_aspect_max))
+  rotation = float(aug.rotation_degrees)
+  flip = bool(aug.flip)
+  strength, color_prob = float(aug.color_strength), float(aug.color_prob)
+  gray_prob = float(aug.grayscale_prob)
+  brightness, contrast = float(aug.additive_brightness), float(aug.std_contrast)
+  blur_prob = float(aug.blur_prob)
+  kernel_size = blur_kernel_size(image_size)
+
+  def view_fn(image, seed):
+    rngs = op_rngs(seed)
+    x = np.asarray(image)
+    if x.ndim == 2:
+      x = x[..., None]
+    if crop:  # The box only depends on H, W: crop before converting (cheaper).
+      x = _crop(x, rngs[_CROP], area_range, aspect_range)
+    x = resize_bilinear(to_channels(x, channels), image_size, image_size)
+    if rotation > 0:
+      x = random_rotation(x, rngs[_ROTATE], rotation)
+    if flip:
+      x = random_flip(x, rngs[_FLIP], 0.5)
+    x = random_color_jitter(x, rngs[_COLOR], strength, color_prob)
+    if channels == 3:
+      x = random_grayscale(x, rngs[_GRAY], gray_prob)
+    if brightness > 0:
+      x = random_additive_brightness(x, rngs[_BRIGHT], brightness)
+    if contrast > 0:
+      x = random_std_contrast(x, rngs[_CONTRAST], contrast)
+    if brightness > 0 or contrast > 0:
+      x = np.clip(x, 0.0, 1.0)
+    if blur_prob > 0:
+      x = random_blur(x, rngs[_BLUR], blur_prob, kernel_size)
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+  return view_fn

@@ -1,0 +1,30 @@
+"""Picks the host pipeline: tf.data (`pipeline.py`) or its TensorFlow-free twin (`numpy_pipeline.py`).
+
+Both have `pretrain_iterator`, `supervised_iterator` and `make_eval_arrays`, and put the same
+images, pairs and view seeds in every batch (`indexing.py`).
+"""
+from absl import logging
+
+NAMES = ("auto", "tf", "numpy")
+
+
+def get(name: str = "auto"):
+  """The pipeline module for data.pipeline=`name`; 'auto' takes tf.data when TensorFlow imports."""
+  if name not in NAMES:
+    raise ValueError(f"data.pipeline={name!r}: expected one of {NAMES}")
+  if name in ("auto", "tf"):
+    try:
+      from input_pipeline import pipeline
+      return pipeline
+    except ImportError as e:
+      if name == "tf":
+        raise ImportError(f"data.pipeline='tf' needs TensorFlow ({e}); install tensorflow-cpu or set "
+                          f"data.pipeline='numpy'") from e
+      logging.info("TensorFlow is not importable (%s): using the NumPy host pipeline", e)
+  from input_pipeline import numpy_pipeline
+  return numpy_pipeline
+
+
+def short_name(module) -> str:
+  """'tf' or 'numpy', for results files."""
+  return "numpy" if module.__name__.endswith("numpy_pipeline") else "tf"

@@ -1,0 +1,97 @@
+"""Which examples go into which batch: the index streams shared by both host pipelines.
+
+Pure NumPy (no TensorFlow), so the tf.data pipeline (`pipeline.py`) and the NumPy pipeline
+(`numpy_pipeline.py`) put exactly the same images, pairs and augmentation seeds in every batch.
+
+The stream of units (images for SimCLR and fine-tuning, cases for MICLe) is, epoch after
+epoch, a seeded permutation of the units; epochs hold a whole number of global batches (the
+tail of a permutation that does not fill a batch is skipped, so no batch straddles two epochs
+and no unit appears twice in a batch). Global batch s holds stream positions [s*B, (s+1)*B);
+process p of P takes the contiguous slice [p*B/P, (p+1)*B/P). Every random choice of an
+example (which two images of a bag, every augmentation) is seeded by (seed, global stream
+position), so the batch at step s is a pure function of (seed, s).
+"""
+from typing import Iterator, Tuple
+
+import numpy as np
+
+METHODS = ("simclr", "micle")
+
+
+def check_split(global_batch: int, process_count: int, num_units: int, what: str) -> int:
+  """The per-process batch; ValueError when the global batch cannot be split or filled."""
+  if global_batch <= 0 or global_batch % process_count:
+    raise ValueError(f"global batch {global_batch} is not divisible by the {process_count} processes")
+  if global_batch > num_units:
+    raise ValueError(f"global batch {global_batch} is larger than the {num_units} {what} of the data set; "
+                     f"lower train.batch_size")
+  return global_batch // process_count
+
+
+def epoch_perm(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch, 104729]).permutation(n)
+
+
+def positions(num_units, global_batch, seed, start_step, process_index, process_count):
+  """Yields (global position, unit) for this process's share of steps start_step, start_step+1, ..."""
+  local = global_batch // process_count
+  steps_per_epoch = num_units // global_batch
+  step, cached = start_step, (None, None)
+  while True:
+    epoch, k = divmod(step, steps_per_epoch)
+    if cached[0] != epoch:
+      cached = (epoch, epoch_perm(seed, epoch, num_units))
+    lo = k * global_batch + process_index * local
+    for j in range(local):
+      yield step * global_batch + process_index * local + j, int(cached[1][lo + j])
+    step += 1
+
+
+def bag_table(source, max_bag_size: int):
+  """Sorted case ids, and per case its first `max_bag_size` image indices (padded with -1)."""
+  cases = source.cases()
+  case_ids = sorted(cases)
+  table = np.full((len(case_ids), max_bag_size), -1, np.int64)
+  sizes = np.zeros(len(case_ids), np.int64)
+  for c, cid in enumerate(case_ids):
+    idx = np.asarray(cases[cid])[:max_bag_size]
+    table[c, :len(idx)], sizes[c] = idx, len(idx)
+  return case_ids, table, sizes
+
+
+def pretrain_units(source, method: str, max_bag_size: int):
+  """(table (units, M) of image indices, bag sizes, case index per unit, what a unit is)."""
+  if method == "simclr":
+    table = np.arange(len(source), dtype=np.int64)[:, None]
+    sizes = np.ones(len(source), np.int64)
+    case_of_image = {cid: k for k, cid in enumerate(sorted(source.cases()))}
+    case_index = np.array([case_of_image[c] for c in source.case_ids], np.int64)
+    return table, sizes, case_index, "images"
+  if method == "micle":
+    _, table, sizes = bag_table(source, int(max_bag_size))
+    return table, sizes, np.arange(len(table), dtype=np.int64), "cases"
+  raise ValueError(f"method={method!r}: expected one of {METHODS}")
+
+
+def pair_stream(table, sizes, case_index, *, global_batch, seed, start_step, process_index,
+                process_count) -> Iterator[Tuple[int, int, int, np.ndarray, np.ndarray]]:
+  """(image a, image b, case, view seed a, view seed b) per example, in batch order.
+
+  For a bag of M >= 2 images, two DIFFERENT images, uniformly over ordered pairs; for M = 1
+  the same image twice (two views of it).
+  """
+  for pos, unit in positions(len(table), global_batch, seed, start_step, process_index, process_count):
+    m = sizes[unit]
+    if m >= 2:
+      a, b = np.random.default_rng([seed, pos, 15485863]).choice(m, size=2, replace=False)
+    else:
+      a = b = 0
+    yield (int(table[unit, a]), int(table[unit, b]), int(case_index[unit]), np.array([seed, 2 * pos], np.int64),
+           np.array([seed, 2 * pos + 1], np.int64))
+
+
+def supervised_stream(indices, labels, *, global_batch, seed, start_step, process_index, process_count):
+  """(image index, label, view seed) per example, in batch order."""
+  for pos, unit in positions(len(indices), global_batch, seed, start_step, process_index, process_count):
+    i = int(indices[unit])
+    yield i, labels[i], np.array([seed, pos], np.int64)

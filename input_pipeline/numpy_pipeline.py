@@ -1,0 +1,134 @@
+"""The TensorFlow-free host pipeline: the same batches as `pipeline.py`, built with NumPy.
+
+Same interface (`pretrain_iterator`, `supervised_iterator`, `make_eval_arrays`) and the same
+index streams (`indexing.py`): every batch holds the same images, pairs and view seeds as the
+tf.data pipeline's batch at that step; only the augmentation draws differ (`augment_np.py`
+follows the same distributions with NumPy generators). For machines with JAX but no
+TensorFlow (e.g. a GPU box); arrays come from memory (.npz, synthetic) or from image files
+decoded with Pillow. Examples are augmented on a thread pool and batches are built one ahead
+on a background thread, so the host works while the device trains.
+"""
+import concurrent.futures
+import os
+import queue
+import threading
+from typing import Callable, Iterator
+
+import numpy as np
+
+from input_pipeline import augment_np
+from input_pipeline import indexing
+
+
+def _decode(path: str) -> np.ndarray:
+  """uint8 (H, W, 1 or 3); 16-bit greys are scaled to 8 bits (x / 257), alpha is dropped."""
+  from PIL import Image
+  with Image.open(path) as im:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+      x = np.round(np.asarray(im, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+    elif im.mode in ("L", "1", "LA", "F"):
+      x = np.asarray(im.convert("L"))
+    else:
+      x = np.asarray(im.convert("RGB"))
+  return x[..., None] if x.ndim == 2 else x
+
+
+def _loader(source) -> Callable[[int], np.ndarray]:
+  """uint8 (H, W, 1 or 3) image for an index: from memory, or read and decoded with Pillow."""
+  if source.images is not None:
+    images = source.images
+    return lambda i: images[i]
+  paths = [str(p) for p in source.paths]
+  return lambda i: _decode(paths[i])
+
+
+def _batched(examples: Iterator, local: int, make: Callable, workers: int) -> Iterator[dict]:
+  """Groups `local` examples per batch, maps `make` over them on a pool, stacks dict fields."""
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+  try:
+    while True:
+      chunk = [next(examples) for _ in range(local)]
+      rows = list(pool.map(make, chunk))
+      yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+  finally:
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _background(it: Iterator[dict], depth: int = 2) -> Iterator[dict]:
+  """Runs `it` on a daemon thread, `depth` batches ahead; re-raises its errors here."""
+  q: queue.Queue = queue.Queue(maxsize=depth)
+  done = object()
+
+  def work():
+    try:
+      for item in it:
+        q.put(item)
+    except BaseException as e:  # handed to the consumer, which raises it
+      q.put(e)
+    q.put(done)
+
+  threading.Thread(target=work, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def _workers() -> int:
+  return max(1, min(8, os.cpu_count() or 1))
+
+
+def pretrain_iterator(source, *, data_cfg, aug_cfg, method: str, global_batch: int, seed: int,
+                      start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+  """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
+  table, sizes, case_index, what = indexing.pretrain_units(source, method, data_cfg.max_bag_size)
+  local = indexing.check_split(global_batch, process_count, len(table), what)
+  stream = indexing.pair_stream(table, sizes, case_index, global_batch=global_batch, seed=seed,
+                                start_step=start_step, process_index=process_index, process_count=process_count)
+  load = _loader(source)
+  view = augment_np.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels))
+
+  def make_pair(example):
+    ia, ib, case, sa, sb = example
+    out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": np.int32(case),
+           "image_a": np.int32(ia), "image_b": np.int32(ib)}
+    if method == "micle":
+      out["distinct"] = np.bool_(ia != ib)
+    return out
+
+  return _background(_batched(stream, local, make_pair, _workers()))
+
+
+def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
+                        start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                        indices=None) -> Iterator[dict]:
+  """Process-local batches {image, label, index} of one augmented view per labelled image."""
+  indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+  local = indexing.check_split(global_batch, process_count, len(indices), "labelled images")
+  labels = np.asarray(source.labels)
+  label_dtype = np.float32 if labels.dtype.kind == "f" else np.int32
+  stream = indexing.supervised_stream(indices, labels, global_batch=global_batch, seed=seed, start_step=start_step,
+                                      process_index=process_index, process_count=process_count)
+  load = _loader(source)
+  view = augment_np.make_view_fn(aug_cfg, int(image_size), int(channels))
+
+  def make(example):
+    i, y, s = example
+    return {"image": view(load(i), s), "label": np.asarray(y, label_dtype), "index": np.int32(i)}
+
+  return _background(_batched(stream, local, make, _workers()))
+
+
+def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256):
+  """(images float32 (N, S, S, C) in [0, 1], labels) without augmentation, in index order."""
+  del batch_size  # one pass over the indices; kept for the same signature as pipeline.make_eval_arrays
+  indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+  load = _loader(source)
+  fn = augment_np.make_eval_fn(int(image_size), int(channels))
+  with concurrent.futures.ThreadPoolExecutor(max_workers=_workers()) as pool:
+    rows = list(pool.map(lambda i: fn(load(int(i))), indices))
+  images = np.stack(rows) if rows else np.zeros((0, image_size, image_size, channels), np.float32)
+  return images, np.asarray(source.labels)[indices]
