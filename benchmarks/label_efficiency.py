@@ -92,10 +92,17 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   common.add_common_flags(p)
   p.add_argument("--datasets", default="", help="comma-separated subset (default: the scale's)")
+  p.add_argument("--recipe", default=None, help="MedMNIST-recipe runs as dataset:width,... (default: the "
+                 "scale's; '' for none), e.g. breastmnist:0.25,breastmnist:1")
   a = p.parse_args(argv)
   s = dict(common.SCALES[a.scale])
   if a.datasets:
     s["datasets"] = tuple(a.datasets.split(","))
+  if a.recipe is not None:
+    s["recipe"] = tuple((d, float(w)) for d, w in (item.split(":") for item in a.recipe.split(",") if item))
+    unknown = sorted({d for d, _ in s["recipe"]} - set(FILES))
+    if unknown:
+      raise SystemExit(f"--recipe: unknown data set(s) {unknown}; expected some of {sorted(FILES)}")
   t0 = time.time()
   root = common.study_dir(a.workdir, a.scale, STUDY)
   manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),

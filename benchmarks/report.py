@@ -85,10 +85,12 @@ def pretrain_line(name: str, r: dict) -> str:
           f"wall time {r['wall_time_sec']:.1f} s (`{r['workdir']}`)")
 
 
-def eval_runs(m: dict) -> list:
+def finished_runs(m: dict, role: str = "eval") -> list:
+  """The study's runs of one role ('eval', or 'recipe': random-init fine-tuning with the MedMNIST
+  v2 recipe), each with its results; ValueError for a run that has not finished."""
   runs = []
   for run in m["runs"]:
-    if run["role"] == "eval":
+    if run["role"] == role:
       r = load_json(os.path.join(run["workdir"], "results.json"))
       if not common.is_done(r):
         raise ValueError(f"{run['workdir']}: run is not finished")
@@ -110,7 +112,7 @@ def plot_lines(runs: list, metric: str, out_png: str, title: str, label_of) -> s
 def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, baseline_src: str) -> list:
   reps = m["settings"]["num_replicates"]
   lines = [f"## Study A: label efficiency ({m['scale']})", ""] + header_lines(m, manifest_path) + [""]
-  runs = eval_runs(m)
+  runs = finished_runs(m)
   pre = {r["dataset"]: load_json(os.path.join(r["workdir"], "results.json")) for r in m["runs"] if r["role"] == "pretrain"}
   for dataset in sorted(pre):
     lines += [f"### {NAMES.get(dataset, dataset)}", "", pretrain_line("SimCLR pretraining (train images, labels unused)", pre[dataset]), ""]
@@ -140,20 +142,8 @@ def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, 
                          lambda r: f"{r['mode']} / {'SimCLR' if r['init'] == 'pretrained' else 'random'}")
       lines += [f"Mean over draws ({k}; interval = mean of the draws' intervals):", "", table,
                 f"![{dataset} {k}]({png})", ""]
-  lines += published_section(m, runs, recipe_runs(m), baselines, baseline_src)
+  lines += published_section(m, runs, finished_runs(m, "recipe"), baselines, baseline_src)
   return lines
-
-
-def recipe_runs(m: dict) -> list:
-  """Random-init fine-tuning runs with the MedMNIST v2 recipe (role 'recipe'), with their results."""
-  out = []
-  for run in m["runs"]:
-    if run["role"] == "recipe":
-      r = load_json(os.path.join(run["workdir"], "results.json"))
-      if not common.is_done(r):
-        raise ValueError(f"{run['workdir']}: run is not finished")
-      out.append(dict(run, results=r))
-  return out
 
 
 def published_section(m: dict, runs: list, recipes: list, baselines: dict, baseline_src: str) -> list:
@@ -208,7 +198,7 @@ def study_b_section(m: dict, manifest_path: str, out_dir: str) -> list:
             "| label fraction | draw | labelled images | " + " | ".join(
                 f"MICLe {k} | SimCLR {k} | Δ {k} | start {k}" for k in METRICS)
             + " | wall time (s) |", "| --- | --- | --- | " + " | ".join(["---"] * 4 * len(METRICS)) + " | --- |"]
-  runs = eval_runs(m)
+  runs = finished_runs(m)
   keyed = {(r["arm"], r["fraction"], r["draw"]): r for r in runs}
   for (arm, fraction, draw), mi in sorted(keyed.items()):
     if arm != "micle" or ("simclr", fraction, draw) not in keyed:
