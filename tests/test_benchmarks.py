@@ -65,11 +65,12 @@ def test_report_on_fake_result_files(tmp_path):
           "+1.0000 [+1.0000, +1.0000] * | 0.9000 [0.8500, 0.9500] | 0.6250 [0.5000, 0.7500] |") in md
   assert "| 7.25 / 3.5" not in md and "| 7.2 / 3.5 |" in md
   assert "| linear_eval | 1 | 0 | 100 | 16 | 0.8125 [0.7500, 0.8750] |" in md
-  assert "| BreastMNIST | published ResNet-18 (28) | 0.863 | 0.901 | n/a (published) |" in md
+  assert "| BreastMNIST | published ResNet-18 (28) | 0.863 | 0.901 | | n/a (published) |" in md
   assert ("| BreastMNIST | ours, SimCLR init, study settings (smoke) | 0.8125 [0.7500, 0.8750] | "
-          "0.9000 [0.8500, 0.9500] | 7.2 |") in md
+          "0.9000 [0.8500, 0.9500] | within / within | 7.2 |") in md
   assert ("| BreastMNIST | ours, random init, MedMNIST v2 recipe (width 1, 0.2 epochs = 7 steps of batch 16) | "
-          "0.8750 [0.8000, 0.9000] | 0.7500 [0.7000, 0.8000] | 9.0 |") in md
+          "0.8750 [0.8000, 0.9000] | 0.7500 [0.7000, 0.8000] | within / below | 9.0 |") in md
+  assert "| ours, random init, study settings (smoke) | 0.5000 [0.4375, 0.5625] | 0.6250 [0.5000, 0.7500] | below / below |" in md
   # the recipe run is not an arm of the SimCLR-vs-random table or plot
   assert md.count("| finetune | 1 | 0 |") == 1
   assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
