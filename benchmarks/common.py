@@ -21,7 +21,7 @@ SCALES = {
                   datasets=("breastmnist",), val_split="", fractions_b=(1.0,),
                   recipe=(("breastmnist", 0.125),), recipe_epochs=0.2, recipe_batch=16),
     "small": dict(width=0.25, batch=128, pretrain_steps=500, eval_steps=300, continue_steps=300,
-                  covid_batch=32, num_replicates=1000, draws=3, fractions=(0.01, 0.1, 1.0),
+                  covid_batch=32, num_replicates=1000, draws=2, fractions=(0.01, 0.1, 1.0),
                   datasets=("pneumoniamnist", "breastmnist"), val_split="val",
                   fractions_b=(0.01, 0.1, 1.0),
                   recipe=(("breastmnist", 0.25),), recipe_epochs=100, recipe_batch=128),
@@ -106,6 +106,9 @@ def run_once(config, workdir: str, log=print) -> dict:
   log(f"  run: {workdir}")
   t0 = time.time()
   results = main_lib.run(config, workdir)
+  if not is_done(results):  # stopped early (SIGTERM / preemption): stop the study, do not go on
+    raise SystemExit(f"{workdir}: the run stopped at step {results.get('final_step')} of "
+                     f"{results.get('num_steps')}; re-run the same command to resume it")
   log(f"  done in {time.time() - t0:.1f} s")
   return results
 

@@ -113,3 +113,13 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   assert "28209eda62fecd6e6a2d98b1501bb15f" in md and "750601b1f35ba3300ea97c75c52ff8f6" in md
   assert (out / "smoke_micle_vs_simclr_top1.png").is_file()
   assert (out / "smoke_label_efficiency_breastmnist_auc.png").is_file()
+
+
+def test_a_run_stopped_early_stops_the_study(tmp_path, monkeypatch):
+  """A preempted run (SIGTERM: checkpoint saved, completed false) must not let the study go on."""
+  import pytest
+  from medssl_jax import main as main_lib
+  monkeypatch.setattr(main_lib, "run", lambda config, workdir: {"mode": "pretrain", "completed": False,
+                                                               "final_step": 2, "num_steps": 4})
+  with pytest.raises(SystemExit, match="stopped at step 2 of 4; re-run the same command"):
+    common.run_once(None, str(tmp_path / "run"), log=lambda *_: None)
