@@ -41,6 +41,9 @@ def add_common_flags(parser) -> None:
   parser.add_argument("--scale", choices=sorted(SCALES), default="smoke")
   parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help="root of all run outputs")
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with the real data files")
+  parser.add_argument("--only_finished", action="store_true",
+                      help="run nothing: write study.json from the runs that have finished (the rest are "
+                           "listed as missing), e.g. for a report while a long study is still going")
 
 
 def study_dir(workdir: str, scale: str, study: str) -> str:
@@ -96,12 +99,18 @@ def is_done(results) -> bool:
   return bool(results and results.get("completed")) and (results.get("mode") == "pretrain" or "test" in results)
 
 
-def run_once(config, workdir: str, log=print) -> dict:
-  """Runs the config in `workdir` unless a completed results.json is already there."""
+def run_once(config, workdir: str, log=print, run: bool = True):
+  """Runs the config in `workdir` unless a completed results.json is already there.
+
+  With run=False nothing is run: the finished results, or None.
+  """
   previous = read_results(workdir)
   if is_done(previous):
     log(f"  skip (done): {workdir}")
     return previous
+  if not run:
+    log(f"  not finished (left out): {workdir}")
+    return None
   from medssl_jax import main as main_lib
   log(f"  run: {workdir}")
   t0 = time.time()
@@ -111,6 +120,14 @@ def run_once(config, workdir: str, log=print) -> dict:
                      f"{results.get('num_steps')}; re-run the same command to resume it")
   log(f"  done in {time.time() - t0:.1f} s")
   return results
+
+
+def add_run(manifest: dict, entry: dict, results) -> None:
+  """Lists a run in the study's manifest, or under 'missing' when it has not finished."""
+  if results is None:
+    manifest.setdefault("missing", []).append(entry["workdir"])
+  else:
+    manifest["runs"].append(entry)
 
 
 def md5_file(path: str) -> str:

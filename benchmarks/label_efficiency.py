@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     unknown = sorted({d for d, _ in s["recipe"]} - set(FILES))
     if unknown:
       raise SystemExit(f"--recipe: unknown data set(s) {unknown}; expected some of {sorted(FILES)}")
-  t0 = time.time()
+  t0, run = time.time(), not a.only_finished
   root = common.study_dir(a.workdir, a.scale, STUDY)
   manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
               "machine": common.machine_record(), "settings": s, "runs": [],
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     path = os.path.join(a.data_dir, FILES[dataset])
     pre_dir = common.pretrain_dir(a.workdir, a.scale, dataset)
     print(f"[{STUDY}] {dataset}: SimCLR pretraining")
-    common.run_once(pretrain_config(path, s), pre_dir)
-    manifest["runs"].append({"role": "pretrain", "dataset": dataset, "workdir": os.path.abspath(pre_dir)})
+    done = common.run_once(pretrain_config(path, s), pre_dir, run=run)
+    common.add_run(manifest, {"role": "pretrain", "dataset": dataset, "workdir": os.path.abspath(pre_dir)}, done)
     for mode in MODES:
       for fraction in s["fractions"]:
         for draw in draws_for(fraction, s):
@@ -121,20 +121,20 @@ def main(argv=None) -> int:
             wd = os.path.join(root, dataset, run_name(mode, init, fraction, draw))
             print(f"[{STUDY}] {dataset}: {mode} from {init}, fraction {fraction:g}, draw {draw}")
             c = eval_config(path, s, mode=mode, init=init, checkpoint=pre_dir, fraction=fraction, draw=draw)
-            common.run_once(c, wd)
-            manifest["runs"].append({"role": "eval", "dataset": dataset, "mode": mode, "init": init,
-                                     "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
-                                     "pretrain": os.path.abspath(pre_dir), "workdir": os.path.abspath(wd)})
+            done = common.run_once(c, wd, run=run)
+            common.add_run(manifest, {"role": "eval", "dataset": dataset, "mode": mode, "init": init,
+                                      "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
+                                      "pretrain": os.path.abspath(pre_dir), "workdir": os.path.abspath(wd)}, done)
   for dataset, width in s["recipe"]:
     if dataset not in s["datasets"]:
       continue
     wd = os.path.join(root, dataset, f"finetune_random_medmnist_recipe_w{width:g}")
     print(f"[{STUDY}] {dataset}: MedMNIST v2 recipe from random init, width {width:g}")
     c = recipe_config(os.path.join(a.data_dir, FILES[dataset]), s, width)
-    common.run_once(c, wd)
-    manifest["runs"].append({"role": "recipe", "dataset": dataset, "mode": "finetune", "init": "random",
-                             "fraction": 1.0, "draw": 0, "width": width, "batch": c.train.batch_size,
-                             "steps": c.train.num_steps, "workdir": os.path.abspath(wd)})
+    done = common.run_once(c, wd, run=run)
+    common.add_run(manifest, {"role": "recipe", "dataset": dataset, "mode": "finetune", "init": "random",
+                              "fraction": 1.0, "draw": 0, "width": width, "batch": c.train.batch_size,
+                              "steps": c.train.num_steps, "workdir": os.path.abspath(wd)}, done)
   return common.finish_study(root, manifest, t0, STUDY)
 
 

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
   common.add_common_flags(p)
   a = p.parse_args(argv)
   s = dict(common.SCALES[a.scale])
-  t0 = time.time()
+  t0, run = time.time(), not a.only_finished
   root = common.study_dir(a.workdir, a.scale, STUDY)
   pneumonia = os.path.join(a.data_dir, study_a.FILES["pneumoniamnist"])
   covid = os.path.join(a.data_dir, "covid_cxr_multi")
@@ -64,17 +64,17 @@ def main(argv=None) -> int:
 
   base = common.pretrain_dir(a.workdir, a.scale, "pneumoniamnist")  # shared with Study A
   print(f"[{STUDY}] SimCLR pretraining on PneumoniaMNIST")
-  common.run_once(study_a.pretrain_config(pneumonia, s), base)
-  manifest["runs"].append({"role": "pretrain", "arm": "base", "workdir": os.path.abspath(base)})
+  done = common.run_once(study_a.pretrain_config(pneumonia, s), base, run=run)
+  common.add_run(manifest, {"role": "pretrain", "arm": "base", "workdir": os.path.abspath(base)}, done)
   arm_dirs = {"base": base}
   for method in ARMS:
     arm_dirs[method] = os.path.join(root, f"continue_{method}_covid")
     c = continue_config(covid, os.path.abspath(base), method, s)
     manifest.setdefault("bags", bag_counts(c))
     print(f"[{STUDY}] continued pretraining on covid_cxr_multi with method={method}")
-    common.run_once(c, arm_dirs[method])
-    manifest["runs"].append({"role": "pretrain", "arm": method, "workdir": os.path.abspath(arm_dirs[method]),
-                             "init_checkpoint": os.path.abspath(base)})
+    done = common.run_once(c, arm_dirs[method], run=run)
+    common.add_run(manifest, {"role": "pretrain", "arm": method, "workdir": os.path.abspath(arm_dirs[method]),
+                              "init_checkpoint": os.path.abspath(base)}, done)
   for fraction in s["fractions_b"]:
     for draw in study_a.draws_for(fraction, s):
       for method in EVAL_ARMS:
@@ -82,10 +82,10 @@ def main(argv=None) -> int:
         print(f"[{STUDY}] linear evaluation of {method} on PneumoniaMNIST, fraction {fraction:g}, draw {draw}")
         c = study_a.eval_config(pneumonia, s, mode="linear_eval", init="pretrained", checkpoint=arm_dirs[method],
                                 fraction=fraction, draw=draw)
-        common.run_once(c, wd)
-        manifest["runs"].append({"role": "eval", "arm": method, "dataset": "pneumoniamnist", "mode": "linear_eval",
-                                 "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
-                                 "pretrain": os.path.abspath(arm_dirs[method]), "workdir": os.path.abspath(wd)})
+        done = common.run_once(c, wd, run=run)
+        common.add_run(manifest, {"role": "eval", "arm": method, "dataset": "pneumoniamnist", "mode": "linear_eval",
+                                  "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
+                                  "pretrain": os.path.abspath(arm_dirs[method]), "workdir": os.path.abspath(wd)}, done)
   return common.finish_study(root, manifest, t0, STUDY)
 
 

@@ -72,6 +72,9 @@ def header_lines(m: dict, manifest_path: str) -> list:
   for d in m["data"]:
     extra = f", {d['files']} files, md5 over sorted (path, md5) lines" if d["kind"] == "folder" else ""
     lines.append(f"  - `{d['path']}`: {d['bytes']} bytes{extra}, md5 `{d['md5']}`")
+  if m.get("missing"):
+    lines.append(f"- **Not finished** when this report was made ({len(m['missing'])} runs, left out of the tables "
+                 "and plots): " + ", ".join(f"`{os.path.basename(w)}`" for w in m["missing"]))
   s = m["settings"]
   lines.append(f"- Settings: ResNet-{common.DEPTH} width {s['width']}, {common.IMAGE_SIZE} px, {common.CHANNELS} channel, "
                f"batch {s['batch']}, pretraining {s['pretrain_steps']} steps, evaluation {s['eval_steps']} steps, "

@@ -54,7 +54,7 @@ def test_report_on_fake_result_files(tmp_path):
   common.write_manifest(str(root / "study.json"), {
       "study": "label_efficiency", "scale": "smoke", "command": "python -m benchmarks.label_efficiency",
       "machine": MACHINE, "settings": dict(common.SCALES["smoke"]), "runs": runs, "data": data,
-      "wall_time_sec": 42.0})
+      "wall_time_sec": 42.0, "missing": ["/wd/smoke/label_efficiency/breastmnist/finetune_pretrained_f0.1_d0"]})
   baselines = tmp_path / "bench.md"
   baselines.write_text("| dataset | method | AUC | ACC |\n|---|---|---|---|\n"
                        "| BreastMNIST | ResNet-50 (28) | 0.111 | 0.222 |\n| BreastMNIST | ResNet-18 (28) | 0.901 | 0.863 |\n")
@@ -75,6 +75,8 @@ def test_report_on_fake_result_files(tmp_path):
   assert md.count("| finetune | 1 | 0 |") == 1
   assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
   assert "2 CPU cores" in md and "JAX 0.0" in md
+  assert "**Not finished** when this report was made (1 runs, left out of the tables and plots): " \
+         "`finetune_pretrained_f0.1_d0`" in md
   png = out / "smoke_label_efficiency_breastmnist_top1.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -123,3 +125,15 @@ def test_a_run_stopped_early_stops_the_study(tmp_path, monkeypatch):
                                                                "final_step": 2, "num_steps": 4})
   with pytest.raises(SystemExit, match="stopped at step 2 of 4; re-run the same command"):
     common.run_once(None, str(tmp_path / "run"), log=lambda *_: None)
+
+
+def test_only_finished_runs_nothing_and_lists_the_rest(tmp_path):
+  done_dir, todo_dir = str(tmp_path / "done"), str(tmp_path / "todo")
+  os.makedirs(done_dir)
+  with open(os.path.join(done_dir, "results.json"), "w") as f:
+    json.dump({"mode": "pretrain", "completed": True}, f)
+  quiet = lambda *_: None
+  manifest = {"runs": []}
+  for wd in (done_dir, todo_dir):   # config None: a run would fail, so nothing may be run
+    common.add_run(manifest, {"workdir": wd}, common.run_once(None, wd, log=quiet, run=False))
+  assert manifest == {"runs": [{"workdir": done_dir}], "missing": [todo_dir]}
