@@ -42,7 +42,7 @@ class NullWriter:
     del hparams
 
   def flush(self):
-    pass
+    """Nothing is buffered."""
 
   def close(self):
-    pass
+    """Nothing is open."""
