@@ -46,6 +46,7 @@ def eval_config(data_path: str, s: dict, *, mode: str, init: str, checkpoint: st
     common.set_architecture(c, s["width"])
     common.set_steps(c, s["eval_steps"])
     c.eval.init, c.eval.checkpoint = init, checkpoint if init != "random" else ""
+    c.eval.feature_norm = common.LINEAR_FEATURE_NORM if mode == "linear_eval" else "none"
     c.eval.label_fraction, c.eval.fraction_seed = float(fraction), int(draw)
     c.eval.num_replicates = s["num_replicates"]
     c.eval.val_split = s["val_split"]

@@ -107,6 +107,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.task = "multiclass"        # 'multiclass' (softmax) or 'multilabel' (sigmoid per label).
   c.eval.init = "pretrained"        # 'pretrained' | 'supervised' (encoder of a checkpoint) | 'random'.
   c.eval.checkpoint = ""            # workdir (or checkpoints/ folder) whose encoder is loaded.
+  c.eval.feature_norm = "none"      # 'batchnorm': standardise the features before the linear layer.
   c.eval.label_fraction = 1.0       # fraction of training CASES with labels, stratified, per case.
   c.eval.fraction_seed = 0          # which draw of the label fraction.
   c.eval.uncertain_policy = "ignore"  # CheXpert uncertain (-1) labels: 'ones' | 'zeros' | 'ignore'.

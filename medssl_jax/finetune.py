@@ -62,7 +62,8 @@ def _prepare_source(source, config):
 
 def create_state(config, mesh, num_outputs: int, rng) -> TrainState:
   linear = config.mode == "linear_eval"
-  model = classifier_from_config(config.model, num_outputs, frozen_encoder=linear)
+  model = classifier_from_config(config.model, num_outputs, frozen_encoder=linear,
+                                 feature_norm=config.eval.feature_norm)
   tx = optim.make_optimizer(config.optim, config.train.batch_size, config.train.num_steps)
   if linear:  # only the new head learns; the encoder's updates are zero.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
@@ -90,14 +91,13 @@ def load_encoder(state: TrainState, path: str) -> TrainState:
   return state.replace(params=new_params, batch_stats=new_bs, opt_state=jax.jit(state.tx.init)(new_params))
 
 
-def train_step(state: TrainState, batch: dict, *, task: str, frozen: bool):
+def train_step(state: TrainState, batch: dict, *, task: str):
+  """One SGD step. In linear evaluation the classifier runs its frozen encoder in inference mode
+  itself, so its batch statistics come back unchanged; only a feature norm's statistics move."""
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
-    if frozen:
-      logits, bs = state.apply_fn(variables, batch["image"], train=False), state.batch_stats
-    else:
-      logits, updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"])
-      bs = updates["batch_stats"]
+    logits, updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"])
+    bs = updates["batch_stats"]
     if task == "multiclass":
       loss = softmax_cross_entropy(logits, batch["label"])
       acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
@@ -178,8 +178,7 @@ def finetune(config, workdir: str) -> dict:
       process_index=jax.process_index(), process_count=jax.process_count(), indices=indices)
   batches = (dict(image=b["image"], label=b["label"]) for b in batches)
   writer = loop.make_writer(workdir)
-  step_fn = jax.jit(functools.partial(train_step, task=config.eval.task, frozen=config.mode == "linear_eval"),
-                    donate_argnums=(0,))
+  step_fn = jax.jit(functools.partial(train_step, task=config.eval.task), donate_argnums=(0,))
   logging.info("%s from %s init on %d of %d training images (fraction %g, draw %d), %d steps",
                config.mode, config.eval.init, len(indices), len(train_src), config.eval.label_fraction,
                config.eval.fraction_seed, num_steps)
@@ -197,6 +196,7 @@ def finetune(config, workdir: str) -> dict:
              "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps, "loss_history": out.loss_history,
              "train_metrics": out.metrics, "images_per_sec": out.images_per_sec,
              "base_lr": config.optim.base_lr, "weight_decay": config.optim.weight_decay,
+             "feature_norm": config.eval.feature_norm,
              "seed": config.seed, "host_pipeline": backends.short_name(pipeline),
              "workdir": os.path.abspath(workdir)}
   if out.step >= num_steps:

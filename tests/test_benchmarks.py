@@ -127,13 +127,46 @@ def test_a_run_stopped_early_stops_the_study(tmp_path, monkeypatch):
     common.run_once(None, str(tmp_path / "run"), log=lambda *_: None)
 
 
-def test_only_finished_runs_nothing_and_lists_the_rest(tmp_path):
-  done_dir, todo_dir = str(tmp_path / "done"), str(tmp_path / "todo")
-  os.makedirs(done_dir)
-  with open(os.path.join(done_dir, "results.json"), "w") as f:
+def _finished_run(workdir: str, config) -> None:
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump({"mode": "pretrain", "completed": True}, f)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort())
+
+
+def test_only_finished_runs_nothing_and_lists_the_rest(tmp_path, monkeypatch):
+  from medssl_jax import main as main_lib
+  monkeypatch.setattr(main_lib, "run", None)  # nothing may be run
+  done_dir, todo_dir = str(tmp_path / "done"), str(tmp_path / "todo")
+  config = study_a.pretrain_config("x.npz", common.SCALES["smoke"])
+  _finished_run(done_dir, config)
   quiet = lambda *_: None
   manifest = {"runs": []}
-  for wd in (done_dir, todo_dir):   # config None: a run would fail, so nothing may be run
-    common.add_run(manifest, {"workdir": wd}, common.run_once(None, wd, log=quiet, run=False))
+  for wd in (done_dir, todo_dir):
+    common.add_run(manifest, {"workdir": wd}, common.run_once(config, wd, log=quiet, run=False))
   assert manifest == {"runs": [{"workdir": done_dir}], "missing": [todo_dir]}
+
+
+def test_a_run_made_with_other_settings_is_refused_not_reused(shared_data, tmp_path):
+  import pytest
+  s, data = common.SCALES["smoke"], str(shared_data / "breastmnist.npz")
+  plain = study_a.eval_config(data, s, mode="linear_eval", init="random", checkpoint="", fraction=1.0, draw=0)
+  assert plain.eval.feature_norm == common.LINEAR_FEATURE_NORM == "batchnorm"
+  with plain.unlocked():
+    plain.eval.feature_norm = "none"
+  wd = str(tmp_path / "lin")
+  _finished_run(wd, plain)
+  wanted = study_a.eval_config(data, s, mode="linear_eval", init="random", checkpoint="", fraction=1.0, draw=0)
+  for run in (True, False):
+    with pytest.raises(SystemExit, match="eval.feature_norm: 'none' in the folder, 'batchnorm' now"):
+      common.run_once(wanted, wd, log=lambda *_: None, run=run)
+  # A key the saved run predates counts as its default: fine-tuning has no feature norm.
+  ft = study_a.eval_config(data, s, mode="finetune", init="random", checkpoint="", fraction=1.0, draw=0)
+  saved = json.loads(ft.to_json_best_effort())
+  del saved["eval"]["feature_norm"]
+  wd2 = str(tmp_path / "ft")
+  _finished_run(wd2, ft)
+  with open(os.path.join(wd2, "config.json"), "w") as f:
+    json.dump(saved, f)
+  assert common.run_once(ft, wd2, log=lambda *_: None)["completed"]

@@ -71,7 +71,9 @@ def test_short_finetune_beats_chance(tmp_path):
 def test_linear_eval_freezes_the_encoder_and_beats_chance(pretrained, tmp_path):
   c = ft_config(mode="linear_eval", init="pretrained", checkpoint=pretrained, steps=100)
   c.optim.base_lr = 0.1
+  c.eval.feature_norm = "batchnorm"  # the benchmarks' protocol; tests/test_feature_norm.py covers both
   results = main_lib.run(c, str(tmp_path / "lin"))
+  assert results["feature_norm"] == "batchnorm"
   # The head learns on the frozen features (the training loss falls by more than half) and the
   # test accuracy is above chance (4 classes). The encoder has had only 40 SimCLR steps, so the
   # margin over chance is small (0.34 on the 74 test images, on two x86 CPUs): no tighter bound.

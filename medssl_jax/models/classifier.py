@@ -4,6 +4,14 @@ The encoder sub-module is named 'encoder' exactly as in `ContrastiveModel`, so t
 weights of a pretraining checkpoint (or of another fine-tuning run) load by name.
 With `frozen_encoder=True` (linear evaluation) the encoder runs with its stored batch-norm
 statistics and no gradient flows into it.
+
+`feature_norm='batchnorm'` puts a batch norm without scale or offset between the encoder and
+the linear layer, so the head sees standardised features (per feature: zero mean, unit
+variance; batch statistics while training, running averages at test time). A linear head
+trained by SGD at a fixed learning rate otherwise depends on the scale of the features: the
+features of a randomly initialised encoder in inference mode are tiny (ResNet-18 0.25x at 28 px
+on PneumoniaMNIST: standard deviation across images about 0.004), and such a head stays at the
+majority class. He et al. 2021 (MAE, Sec. A.2 'linear probing') use the same normalisation.
 """
 from typing import Any
 
@@ -12,6 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from medssl_jax.models.resnet import ResNet
+
+FEATURE_NORMS = ("none", "batchnorm")
 
 
 class Classifier(nn.Module):
@@ -22,10 +32,15 @@ class Classifier(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   frozen_encoder: bool = False
+  feature_norm: str = "none"
 
   def setup(self):
+    if self.feature_norm not in FEATURE_NORMS:
+      raise ValueError(f"eval.feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}")
     self.encoder = ResNet(depth=self.depth, width=self.width, stem=self.stem, dtype=self.dtype,
                           bn_momentum=self.bn_momentum)
+    if self.feature_norm == "batchnorm":
+      self.norm = nn.BatchNorm(momentum=self.bn_momentum, use_scale=False, use_bias=False, dtype=jnp.float32)
     self.classifier = nn.Dense(self.num_outputs, dtype=jnp.float32,
                                kernel_init=nn.initializers.zeros if self.frozen_encoder else nn.initializers.lecun_normal())
 
@@ -34,13 +49,16 @@ class Classifier(nn.Module):
       h = jax.lax.stop_gradient(self.encoder(x, train=False))
     else:
       h = self.encoder(x, train=train)
+    if self.feature_norm == "batchnorm":  # learns its statistics in both modes
+      h = self.norm(h.astype(jnp.float32), use_running_average=not train)
     return self.classifier(h)
 
 
-def classifier_from_config(model_cfg, num_outputs: int, frozen_encoder: bool) -> Classifier:
+def classifier_from_config(model_cfg, num_outputs: int, frozen_encoder: bool,
+                           feature_norm: str = "none") -> Classifier:
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if model_cfg.dtype not in dtypes:
     raise ValueError(f"model.dtype={model_cfg.dtype!r}: expected one of {sorted(dtypes)}")
   return Classifier(num_outputs=num_outputs, depth=model_cfg.depth, width=model_cfg.width,
                     stem=model_cfg.stem, dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
-                    frozen_encoder=frozen_encoder)
+                    frozen_encoder=frozen_encoder, feature_norm=feature_norm)
