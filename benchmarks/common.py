@@ -129,16 +129,6 @@ def run_once(config, workdir: str, log=print, run: bool = True):
   return results
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def check_same_settings(config, workdir: str) -> None:
   """Refuses to reuse (skip or resume) a run made with other settings than `config`.
 
@@ -146,14 +136,15 @@ def check_same_settings(config, workdir: str) -> None:
   (the run predates the key and behaved as the default does).
   """
   from configs.base import get_base_config
+  from medssl_jax.loop import flatten
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise SystemExit(f"{workdir}: has results.json but no config.json; cannot tell which settings made it. "
                      f"Move the folder away to re-run it.")
   with open(path) as f:
-    saved = _flatten(json.load(f))
-  wanted = _flatten(json.loads(config.to_json_best_effort()))
-  defaults = _flatten(json.loads(get_base_config().to_json_best_effort()))
+    saved = flatten(json.load(f))
+  wanted = flatten(json.loads(config.to_json_best_effort()))
+  defaults = flatten(json.loads(get_base_config().to_json_best_effort()))
   diffs = []
   for key in sorted(set(saved) | set(wanted)):
     old = saved.get(key, defaults.get(key, "<absent>"))

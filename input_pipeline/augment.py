@@ -15,10 +15,8 @@ from typing import Callable, Sequence, Tuple
 import ml_collections
 import tensorflow as tf
 
-# One sub-seed per op, always split the same way, so switching one op on or off does
-# not change the random draws of the others.
-_NUM_OP_SEEDS = 8
-_CROP, _ROTATE, _FLIP, _COLOR, _GRAY, _BRIGHT, _CONTRAST, _BLUR = range(_NUM_OP_SEEDS)
+from input_pipeline import view_plan
+from input_pipeline.view_plan import blur_kernel_size  # noqa: F401  (part of this module's API)
 
 ImageFn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -248,12 +246,6 @@ def random_std_contrast(image: tf.Tensor, seed, max_delta: float) -> tf.Tensor:
 # ---- 7. Gaussian blur ------------------------------------------------------------------
 
 
-def blur_kernel_size(image_size: int) -> int:
-  """Odd kernel side of about 10% of the image side, at least 3."""
-  radius = max(1, (image_size // 10) // 2)
-  return 2 * radius + 1
-
-
 def gaussian_kernel_1d(sigma, size: int) -> tf.Tensor:
   """Normalised 1-D Gaussian of `size` taps centred on the middle tap."""
   sigma = tf.cast(sigma, tf.float32)
@@ -306,46 +298,23 @@ def make_eval_fn(image_size: int, channels: int) -> Callable[[tf.Tensor], tf.Ten
   return eval_fn
 
 
+TF_OPS = view_plan.Ops(crop=_crop, to_channels=to_channels, resize=resize, rotation=random_rotation,
+                       flip=random_flip, color_jitter=random_color_jitter, grayscale=random_grayscale,
+                       additive_brightness=random_additive_brightness, std_contrast=random_std_contrast,
+                       blur=random_blur, clip=lambda x: tf.clip_by_value(x, 0.0, 1.0))
+
+
 def make_view_fn(aug: ml_collections.ConfigDict, image_size: int,
                  channels: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
 
-  Ops in order: crop + resize, rotation, flip, colour jitter, grayscale, App. A.2
-  brightness / contrast, blur; each switched by `aug` (see configs/base.py).
+  The ops and their order are `view_plan.apply`'s (shared with the NumPy pipeline); each is
+  switched by `aug` (see configs/base.py) and draws from its own sub-seed of `seed`.
   """
-  crop = bool(aug.crop)
-  area_range = (float(aug.crop_area_min), float(aug.crop_area_max))
-  aspect_range = (float(aug.crop_aspect_min), float(aug.crop_aspect_max))
-  rotation = float(aug.rotation_degrees)
-  flip = bool(aug.flip)
-  strength, color_prob = float(aug.color_strength), float(aug.color_prob)
-  gray_prob = float(aug.grayscale_prob)
-  brightness, contrast = float(aug.additive_brightness), float(aug.std_contrast)
-  blur_prob = float(aug.blur_prob)
-  kernel_size = blur_kernel_size(image_size)
+  plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
 
   def view_fn(image, seed):
-    seeds = _split(seed, _NUM_OP_SEEDS)
-    x = image
-    if crop:  # The crop box only depends on H, W: crop before converting (cheaper).
-      x = _crop(x, seeds[_CROP], area_range, aspect_range)
-    x = resize(to_channels(x, channels), image_size)
-    if rotation > 0:
-      x = random_rotation(x, seeds[_ROTATE], rotation)
-    if flip:
-      x = random_flip(x, seeds[_FLIP], 0.5)
-    x = random_color_jitter(x, seeds[_COLOR], strength, color_prob)
-    if channels == 3:
-      x = random_grayscale(x, seeds[_GRAY], gray_prob)
-    if brightness > 0:
-      x = random_additive_brightness(x, seeds[_BRIGHT], brightness)
-    if contrast > 0:
-      x = random_std_contrast(x, seeds[_CONTRAST], contrast)
-    if brightness > 0 or contrast > 0:
-      x = tf.clip_by_value(x, 0.0, 1.0)
-    if blur_prob > 0:
-      x = random_blur(x, seeds[_BLUR], blur_prob, kernel_size)
-    x = tf.clip_by_value(x, 0.0, 1.0)
+    x = view_plan.apply(plan, TF_OPS, image, _split(seed, view_plan.NUM_OPS))
     return tf.ensure_shape(x, [image_size, image_size, channels])
 
   return view_fn

@@ -1,6 +1,6 @@
 """TensorFlow-free NumPy twin of `augment.py`, for machines where TensorFlow is absent.
 
-Same ops, same order and same switches as `augment.make_view_fn`, but the random draws come
+The same ops as `augment.py`, in `view_plan`'s shared order and switches, but the random draws come
 from NumPy generators, so a view is NOT bit-equal to the TF pipeline's view for the same
 seed; it follows the same distributions. A view is a pure function of (image, seed): each op
 gets its own `np.random.default_rng([seed[0], seed[1], op_index])`, so switching one op on or
@@ -20,9 +20,9 @@ from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
-# One generator per op, keyed by (seed[0], seed[1], op index), in this order.
-_NUM_OPS = 8
-_CROP, _ROTATE, _FLIP, _COLOR, _GRAY, _BRIGHT, _CONTRAST, _BLUR = range(_NUM_OPS)
+from input_pipeline import view_plan
+from input_pipeline.view_plan import blur_kernel_size  # noqa: F401  (part of this module's API)
+
 
 _LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
@@ -33,9 +33,10 @@ ImageFn = Callable[[np.ndarray], np.ndarray]
 
 
 def op_rngs(seed: Sequence[int]) -> Sequence[np.random.Generator]:
-  """The 8 per-op generators of a length-2 seed (negative entries taken mod 2**64)."""
+  """The per-op generators of a length-2 seed, keyed by (seed[0], seed[1], op index) in
+  `view_plan`'s op order (negative entries taken mod 2**64)."""
   s0, s1 = (int(v) % 2**64 for v in np.asarray(seed).reshape(2))
-  return [np.random.default_rng([s0, s1, i]) for i in range(_NUM_OPS)]
+  return [np.random.default_rng([s0, s1, i]) for i in range(view_plan.NUM_OPS)]
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -325,12 +326,6 @@ def random_std_contrast(image: np.ndarray, rng: np.random.Generator,
 # ---- 7. Gaussian blur ------------------------------------------------------------------
 
 
-def blur_kernel_size(image_size: int) -> int:
-  """Odd kernel side of about 10% of the image side, at least 3."""
-  radius = max(1, (image_size // 10) // 2)
-  return 2 * radius + 1
-
-
 def gaussian_kernel_1d(sigma: float, size: int) -> np.ndarray:
   """Normalised float32 1-D Gaussian of `size` taps centred on the middle tap."""
   x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
@@ -378,50 +373,27 @@ def make_eval_fn(image_size: int, channels: int) -> Callable[[np.ndarray], np.nd
   return eval_fn
 
 
+NUMPY_OPS = view_plan.Ops(crop=_crop, to_channels=to_channels,
+                          resize=lambda x, side: resize_bilinear(x, side, side), rotation=random_rotation,
+                          flip=random_flip, color_jitter=random_color_jitter, grayscale=random_grayscale,
+                          additive_brightness=random_additive_brightness, std_contrast=random_std_contrast,
+                          blur=random_blur, clip=lambda x: np.clip(x, 0.0, 1.0))
+
+
 def make_view_fn(aug, image_size: int,
                  channels: int) -> Callable[[np.ndarray, Sequence[int]], np.ndarray]:
   """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
 
-  `aug` is any object with the attributes of configs/base.py's `aug` (crop, crop_area_min,
-  crop_area_max, crop_aspect_min, crop_aspect_max, flip, color_strength, color_prob,
-  grayscale_prob, blur_prob, rotation_degrees, additive_brightness, std_contrast). Ops in
-  order: crop + resize, rotation, flip, colour jitter, grayscale (3 channels only), App. A.2
-  brightness / contrast, blur; `seed` is a length-2 integer sequence (see `op_rngs`).
+  `aug` is any object with the attributes of configs/base.py's `aug`; the ops and their order
+  are `view_plan.apply`'s (shared with the tf.data pipeline). `seed` is a length-2 integer
+  sequence (see `op_rngs`).
   """
-  crop = bool(aug.crop)
-  area_range = (float(aug.crop_area_min), float(aug.crop_area_max))
-  aspect_range = (float(aug.crop_aspect_min), float(aug.crop_aspect_max))
-  rotation = float(aug.rotation_degrees)
-  flip = bool(aug.flip)
-  strength, color_prob = float(aug.color_strength), float(aug.color_prob)
-  gray_prob = float(aug.grayscale_prob)
-  brightness, contrast = float(aug.additive_brightness), float(aug.std_contrast)
-  blur_prob = float(aug.blur_prob)
-  kernel_size = blur_kernel_size(image_size)
+  plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
 
   def view_fn(image, seed):
-    rngs = op_rngs(seed)
     x = np.asarray(image)
     if x.ndim == 2:
       x = x[..., None]
-    if crop:  # The box only depends on H, W: crop before converting (cheaper).
-      x = _crop(x, rngs[_CROP], area_range, aspect_range)
-    x = resize_bilinear(to_channels(x, channels), image_size, image_size)
-    if rotation > 0:
-      x = random_rotation(x, rngs[_ROTATE], rotation)
-    if flip:
-      x = random_flip(x, rngs[_FLIP], 0.5)
-    x = random_color_jitter(x, rngs[_COLOR], strength, color_prob)
-    if channels == 3:
-      x = random_grayscale(x, rngs[_GRAY], gray_prob)
-    if brightness > 0:
-      x = random_additive_brightness(x, rngs[_BRIGHT], brightness)
-    if contrast > 0:
-      x = random_std_contrast(x, rngs[_CONTRAST], contrast)
-    if brightness > 0 or contrast > 0:
-      x = np.clip(x, 0.0, 1.0)
-    if blur_prob > 0:
-      x = random_blur(x, rngs[_BLUR], blur_prob, kernel_size)
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+    return view_plan.apply(plan, NUMPY_OPS, x, op_rngs(seed)).astype(np.float32)
 
   return view_fn
