@@ -80,16 +80,16 @@ def num_devices() -> int:
 
 
 def labelled_batch(data_cfg, fraction: float, draw: int, batch: int) -> tuple:
-  """(global batch, labelled images): the library refuses a batch above the labelled images."""
+  """(global batch, labelled images): the scale's batch, lowered to the largest multiple of the
+  device count that the labelled images fill; where they cannot fill one image per device
+  (5 images on 8 devices), one image per device, with the images repeated within the batch."""
   from input_pipeline import fractions, sources
   src = sources.load_source(data_cfg, data_cfg.train_split)
   n = len(src.labels) if fraction >= 1.0 else len(
       fractions.sample_fraction(src.labels, src.case_ids, fraction, draw))
   ndev = num_devices()
   b = min(batch, n // ndev * ndev)
-  if b <= 0:
-    raise ValueError(f"{n} labelled images cannot fill a batch on {ndev} devices")
-  return b, n
+  return (b if b > 0 else ndev), n
 
 
 def read_results(workdir: str):

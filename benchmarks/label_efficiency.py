@@ -50,7 +50,8 @@ def eval_config(data_path: str, s: dict, *, mode: str, init: str, checkpoint: st
     c.eval.label_fraction, c.eval.fraction_seed = float(fraction), int(draw)
     c.eval.num_replicates = s["num_replicates"]
     c.eval.val_split = s["val_split"]
-    c.train.batch_size, _ = common.labelled_batch(c.data, fraction, draw, s["batch"])
+    c.train.batch_size, labelled = common.labelled_batch(c.data, fraction, draw, s["batch"])
+    c.eval.repeat_to_fill_batch = c.train.batch_size > labelled
   return c
 
 

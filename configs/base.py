@@ -110,6 +110,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.feature_norm = "none"      # 'batchnorm': standardise the features before the linear layer.
   c.eval.label_fraction = 1.0       # fraction of training CASES with labels, stratified, per case.
   c.eval.fraction_seed = 0          # which draw of the label fraction.
+  c.eval.repeat_to_fill_batch = False  # fewer labelled images than train.batch_size: repeat them
+                                       # within a batch (True) instead of refusing the batch.
   c.eval.uncertain_policy = "ignore"  # CheXpert uncertain (-1) labels: 'ones' | 'zeros' | 'ignore'.
   c.eval.val_split = "val"          # model selection split ('' = none).
   c.eval.eval_every = 0             # steps between validation evaluations (0 = at the end only).

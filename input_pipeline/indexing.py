@@ -18,14 +18,32 @@ import numpy as np
 METHODS = ("simclr", "micle")
 
 
-def check_split(global_batch: int, process_count: int, num_units: int, what: str) -> int:
+def check_split(global_batch: int, process_count: int, num_units: int, what: str,
+                hint: str = "lower train.batch_size") -> int:
   """The per-process batch; ValueError when the global batch cannot be split or filled."""
   if global_batch <= 0 or global_batch % process_count:
     raise ValueError(f"global batch {global_batch} is not divisible by the {process_count} processes")
   if global_batch > num_units:
-    raise ValueError(f"global batch {global_batch} is larger than the {num_units} {what} of the data set; "
-                     f"lower train.batch_size")
+    raise ValueError(f"global batch {global_batch} is larger than the {num_units} {what} of the data set; {hint}")
   return global_batch // process_count
+
+
+def supervised_units(indices, global_batch: int, process_count: int, repeat_to_fill: bool):
+  """(stream units, per-process batch) of the labelled images `indices`.
+
+  Each image is one unit. With `repeat_to_fill`, a labelled set smaller than the global batch
+  is repeated ceil(B / n) times, so that an epoch holds a whole batch: an image then appears
+  more than once in a batch, as different augmented views (e.g. 5 labelled images on 8
+  devices). Without it such a batch is refused.
+  """
+  indices = np.asarray(indices, np.int64)
+  if len(indices) == 0:
+    raise ValueError("no labelled images to train on (check eval.label_fraction and the training split)")
+  if repeat_to_fill and global_batch > len(indices):
+    indices = np.tile(indices, -(-global_batch // len(indices)))
+  local = check_split(global_batch, process_count, len(indices), "labelled images",
+                      "lower train.batch_size, or set eval.repeat_to_fill_batch=True to repeat them within a batch")
+  return indices, local
 
 
 def epoch_perm(seed: int, epoch: int, n: int) -> np.ndarray:

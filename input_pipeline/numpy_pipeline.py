@@ -104,10 +104,11 @@ def pretrain_iterator(source, *, data_cfg, aug_cfg, method: str, global_batch: i
 
 def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
                         start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                        indices=None) -> Iterator[dict]:
-  """Process-local batches {image, label, index} of one augmented view per labelled image."""
+                        indices=None, repeat_to_fill: bool = False) -> Iterator[dict]:
+  """Process-local batches {image, label, index} of one augmented view per labelled image
+  (`repeat_to_fill`: see `indexing.supervised_units`)."""
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
-  local = indexing.check_split(global_batch, process_count, len(indices), "labelled images")
+  indices, local = indexing.supervised_units(indices, global_batch, process_count, repeat_to_fill)
   labels = np.asarray(source.labels)
   label_dtype = np.float32 if labels.dtype.kind == "f" else np.int32
   stream = indexing.supervised_stream(indices, labels, global_batch=global_batch, seed=seed, start_step=start_step,

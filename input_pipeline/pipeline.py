@@ -66,10 +66,11 @@ def pretrain_iterator(source, **kwargs) -> Iterator[dict]:
 
 def make_supervised_dataset(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
                             start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                            indices=None) -> tf.data.Dataset:
-  """Process-local batches {image, label, index} of one augmented view per labelled image."""
+                            indices=None, repeat_to_fill: bool = False) -> tf.data.Dataset:
+  """Process-local batches {image, label, index} of one augmented view per labelled image
+  (`repeat_to_fill`: see `indexing.supervised_units`)."""
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
-  local = indexing.check_split(global_batch, process_count, len(indices), "labelled images")
+  indices, local = indexing.supervised_units(indices, global_batch, process_count, repeat_to_fill)
   labels = np.asarray(source.labels)
 
   def examples():

@@ -175,7 +175,8 @@ def finetune(config, workdir: str) -> dict:
   batches = pipeline.supervised_iterator(
       train_src, aug_cfg=config.aug, image_size=config.data.image_size, channels=config.data.channels,
       global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count(), indices=indices)
+      process_index=jax.process_index(), process_count=jax.process_count(), indices=indices,
+      repeat_to_fill=config.eval.repeat_to_fill_batch)
   batches = (dict(image=b["image"], label=b["label"]) for b in batches)
   writer = loop.make_writer(workdir)
   step_fn = jax.jit(functools.partial(train_step, task=config.eval.task), donate_argnums=(0,))

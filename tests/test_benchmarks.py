@@ -183,3 +183,18 @@ def test_feature_scale_diagnostic_on_real_data(shared_data):
   assert 0 < r["feature_std_across_images_mean"] < 0.05  # a random encoder's features are tiny
   for k in ("logreg_raw", "logreg_standardised"):
     assert 0.0 <= r[k]["test_auc"] <= 1.0
+
+
+def test_every_config_of_the_full_scale_builds(shared_data, tmp_path):
+  """`full` (meant for a GPU) is not run here: plan it with --only_finished, which builds every
+  run's config (batches checked against the labelled images) and runs nothing."""
+  args = ["--scale=full", "--only_finished", f"--workdir={tmp_path}", f"--data_dir={shared_data}"]
+  assert study_a.main(args) == 0
+  a = json.load(open(tmp_path / "full" / "label_efficiency" / "study.json"))
+  s = common.SCALES["full"]
+  evals = 2 * 2 * (s["draws"] * (len(s["fractions"]) - 1) + 1)   # modes x inits x (draws x fractions < 1, + 100%)
+  assert a["runs"] == [] and len(a["missing"]) == len(s["datasets"]) * (1 + evals) + len(s["recipe"])
+  assert study_b.main(args) == 0
+  b = json.load(open(tmp_path / "full" / "micle_vs_simclr" / "study.json"))
+  arms = len(study_b.EVAL_ARMS)
+  assert len(b["missing"]) == 3 + arms * (s["draws"] * (len(s["fractions_b"]) - 1) + 1)

@@ -108,3 +108,25 @@ def test_errors_in_the_background_thread_reach_the_caller(tmp_path):
   it = numpy_pipeline.pretrain_iterator(src, data_cfg=c.data, aug_cfg=c.aug, method="simclr", global_batch=2, seed=0)
   with pytest.raises(Exception, match="bad.png|cannot identify"):
     next(it)
+
+
+def test_a_labelled_set_smaller_than_the_batch_is_repeated_only_when_asked():
+  src, c = _source(SIZES), _cfg()
+  noise = np.random.default_rng(0).integers(0, 256, src.images.shape, dtype=np.uint8)  # views can differ
+  src = sources.Source("toy", src.labels, src.case_ids, src.image_ids, 2, images=noise)
+  kw = dict(aug_cfg=c.aug, image_size=8, channels=1, global_batch=8, seed=0, indices=np.array([0, 3, 6, 10, 11]))
+  for it in (pipeline.supervised_iterator, numpy_pipeline.supervised_iterator):
+    with pytest.raises(ValueError, match="larger than the 5 labelled images.*eval.repeat_to_fill_batch=True"):
+      it(src, **kw)
+  tf_batches = _take(pipeline.supervised_iterator(src, **kw, repeat_to_fill=True), 3)
+  np_batches = _take(numpy_pipeline.supervised_iterator(src, **kw, repeat_to_fill=True), 3)
+  labelled = [0, 3, 6, 10, 11]
+  for r, g in zip(tf_batches, np_batches):
+    np.testing.assert_array_equal(g["index"], r["index"])
+    # 5 images tiled twice = 10 units, one batch of 8 per epoch: no image more than twice,
+    # and a repeated image as two different views.
+    counts = np.bincount(g["index"], minlength=13)[labelled]
+    assert counts.max() == 2 and counts.sum() == 8 and set(g["index"]) <= set(labelled)
+    rows = np.flatnonzero(g["index"] == labelled[int(np.argmax(counts))])
+    assert not np.array_equal(g["image"][rows[0]], g["image"][rows[1]])
+  assert set(np.concatenate([g["index"] for g in np_batches])) == set(labelled)
