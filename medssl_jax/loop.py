@@ -23,13 +23,25 @@ class StopFlag:
   One process: set by SIGTERM. Several processes: they must all stop at the same step, so JAX's
   preemption sync point decides (the distributed runtime spreads the notice to every host and
   picks the step); where that service is not running, the local SIGTERM flag is used.
+  A context manager: the SIGTERM handler is this loop's only while the loop runs, and the
+  previous one is back afterwards, so a SIGTERM after training (during evaluation, or between
+  the runs of a study) is not swallowed by a loop that has already returned.
   """
 
   def __init__(self):
     self.signum = None
     self._multi = jax.process_count() > 1
+    self._previous = None
+
+  def __enter__(self):
+    self._previous = signal.getsignal(signal.SIGTERM)
     if not self._multi:
       signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous)
+    return False
 
   def _handle(self, signum, frame):
     del frame
@@ -98,7 +110,14 @@ class LoopResult:
 def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int, num_steps: int,
         images_per_step: int, lr_fn, writer, ckpt, log_every: int, checkpoint_every: int,
         num_devices: int, on_log: Callable | None = None) -> LoopResult:
-  stop = StopFlag()
+  with StopFlag() as stop:
+    return _run(state, batches, train_step, stop, start_step=start_step, num_steps=num_steps,
+                images_per_step=images_per_step, lr_fn=lr_fn, writer=writer, ckpt=ckpt, log_every=log_every,
+                checkpoint_every=checkpoint_every, num_devices=num_devices, on_log=on_log)
+
+
+def _run(state, batches, train_step, stop, *, start_step, num_steps, images_per_step, lr_fn, writer, ckpt,
+         log_every, checkpoint_every, num_devices, on_log) -> LoopResult:
   pending, metrics, history = [], {}, []
   t_log, step_log, images_per_sec = time.time(), start_step, float("nan")
   step = start_step

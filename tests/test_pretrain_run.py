@@ -68,8 +68,12 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch)
     return wrapped
 
   monkeypatch.setattr(contrastive, "jit_train_step", interrupting)
+  outside = signal.getsignal(signal.SIGTERM)
   first = main_lib.run(c, str(tmp_path / "resumed"))
   assert first["preempted"] and first["final_step"] == 3
+  # The loop's handler is gone once it returns: a later SIGTERM (evaluation, the next run of a
+  # study) meets the process's own handler again instead of a flag nobody reads.
+  assert signal.getsignal(signal.SIGTERM) is outside
   assert _params(tmp_path / "resumed")[1] == 3
   monkeypatch.setattr(contrastive, "jit_train_step", real)
   second = main_lib.run(c, str(tmp_path / "resumed"))
