@@ -79,6 +79,12 @@ def header_lines(m: dict, manifest_path: str) -> list:
   lines.append(f"- Settings: ResNet-{common.DEPTH} width {s['width']}, {common.IMAGE_SIZE} px, {common.CHANNELS} channel, "
                f"batch {s['batch']}, pretraining {s['pretrain_steps']} steps, evaluation {s['eval_steps']} steps, "
                f"{s['num_replicates']} bootstrap replicates")
+  linear = [load_json(os.path.join(r["workdir"], "results.json")) for r in m["runs"] if r.get("mode") == "linear_eval"]
+  if linear:
+    norms = sorted({r.get("feature_norm", "none") for r in linear})
+    lrs = sorted({r["base_lr"] for r in linear if "base_lr" in r})
+    lines.append(f"- Linear evaluation (read from its runs' results.json): frozen encoder, feature norm "
+                 f"{' / '.join(norms)} (`eval.feature_norm`), base learning rate {' / '.join(f'{v:g}' for v in lrs)}")
   return lines
 
 

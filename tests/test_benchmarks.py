@@ -18,7 +18,7 @@ def _metric(v, lo, hi):
   return {"value": v, "ci_low": lo, "ci_high": hi}
 
 
-def _fake_eval(workdir, *, mode, init, top1, auc, wall, correct):
+def _fake_eval(workdir, *, mode, init, top1, auc, wall, correct, extra=None):
   os.makedirs(workdir)
   labels = np.array([0, 1] * 10)
   probs = np.eye(2)[labels if correct else 1 - labels].astype(np.float32)
@@ -26,7 +26,7 @@ def _fake_eval(workdir, *, mode, init, top1, auc, wall, correct):
                            case_ids=np.arange(20), labels=labels, probs=probs, task="multiclass")
   r = {"mode": mode, "init": init, "label_fraction": 1.0, "fraction_seed": 0, "num_train_images": 100,
        "completed": True, "final_step": 3, "num_steps": 3, "wall_time_sec": wall, "workdir": workdir,
-       "test": {"top1": _metric(*top1), "auc": _metric(*auc)}}
+       "test": {"top1": _metric(*top1), "auc": _metric(*auc)}} | (extra or {})
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(r, f)
 
@@ -43,7 +43,8 @@ def test_report_on_fake_result_files(tmp_path):
     for init, top1, auc, wall, correct in (("pretrained", (0.8125, 0.75, 0.875), (0.9, 0.85, 0.95), 7.25, True),
                                            ("random", (0.5, 0.4375, 0.5625), (0.625, 0.5, 0.75), 3.5, False)):
       wd = str(root / "breastmnist" / f"{mode}_{init}")
-      _fake_eval(wd, mode=mode, init=init, top1=top1, auc=auc, wall=wall, correct=correct)
+      _fake_eval(wd, mode=mode, init=init, top1=top1, auc=auc, wall=wall, correct=correct,
+                 extra={"feature_norm": "batchnorm" if mode == "linear_eval" else "none", "base_lr": 0.05})
       runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": init, "fraction": 1.0,
                    "draw": 0, "batch": 16, "pretrain": pre, "workdir": wd})
   wd = str(root / "breastmnist" / "finetune_random_medmnist_recipe_w1")
@@ -75,6 +76,8 @@ def test_report_on_fake_result_files(tmp_path):
   assert md.count("| finetune | 1 | 0 |") == 1
   assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
   assert "2 CPU cores" in md and "JAX 0.0" in md
+  assert ("- Linear evaluation (read from its runs' results.json): frozen encoder, feature norm batchnorm "
+          "(`eval.feature_norm`), base learning rate 0.05") in md
   assert "**Not finished** when this report was made (1 runs, left out of the tables and plots): " \
          "`finetune_pretrained_f0.1_d0`" in md
   png = out / "smoke_label_efficiency_breastmnist_top1.png"
