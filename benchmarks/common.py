@@ -130,30 +130,18 @@ def run_once(config, workdir: str, log=print, run: bool = True):
 
 
 def check_same_settings(config, workdir: str) -> None:
-  """Refuses to reuse (skip or resume) a run made with other settings than `config`.
-
-  A key the saved config lacks counts as equal when the new value is the library's default
-  (the run predates the key and behaved as the default does).
-  """
-  from configs.base import get_base_config
-  from medssl_jax.loop import flatten
+  """Refuses to reuse (skip or resume) a run made with other settings than `config`."""
+  from medssl_jax import workdir as workdir_lib
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise SystemExit(f"{workdir}: has results.json but no config.json; cannot tell which settings made it. "
                      f"Move the folder away to re-run it.")
   with open(path) as f:
-    saved = flatten(json.load(f))
-  wanted = flatten(json.loads(config.to_json_best_effort()))
-  defaults = flatten(json.loads(get_base_config().to_json_best_effort()))
-  diffs = []
-  for key in sorted(set(saved) | set(wanted)):
-    old = saved.get(key, defaults.get(key, "<absent>"))
-    new = wanted.get(key, "<absent>")
-    if old != new:
-      diffs.append(f"{key}: {old!r} in the folder, {new!r} now")
+    diffs = workdir_lib.config_differences(json.load(f), config, ignore=())
   if diffs:
-    raise SystemExit(f"{workdir} holds a run with other settings ({'; '.join(diffs)}). Its results would not "
-                     f"answer this study's question: move the folder away (or use another --workdir) to re-run it.")
+    raise SystemExit(f"{workdir} holds a run with other settings ({'; '.join(diffs)}; folder -> now). Its results "
+                     f"would not answer this study's question: move the folder away (or use another --workdir) "
+                     f"to re-run it.")
 
 
 def add_run(manifest: dict, entry: dict, results) -> None:

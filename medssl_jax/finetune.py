@@ -11,7 +11,6 @@ Workdir: config.json, checkpoints/, TensorBoard scalars, and at the end
 """
 import dataclasses
 import functools
-import json
 import os
 import time
 
@@ -24,6 +23,7 @@ import optax
 from medssl_jax import checkpoint as ckpt_lib
 from medssl_jax import loop
 from medssl_jax import optim
+from medssl_jax import workdir as workdir_lib
 from medssl_jax.inference import batched_apply
 from medssl_jax.losses import masked_sigmoid_cross_entropy, softmax_cross_entropy
 from medssl_jax.models import classifier_from_config
@@ -148,7 +148,7 @@ def finetune(config, workdir: str) -> dict:
     raise ValueError(f"eval.init={config.eval.init!r} needs eval.checkpoint (a workdir of a pretraining "
                      f"or fine-tuning run); use eval.init='random' to start from scratch")
   os.makedirs(workdir, exist_ok=True)
-  loop.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
   check_global_batch(config.train.batch_size, mesh)
   num_steps = int(config.train.num_steps)

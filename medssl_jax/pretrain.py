@@ -9,7 +9,6 @@ Workdir layout:
 Re-running with the same workdir resumes from the latest checkpoint; the data stream is a
 pure function of (seed, step), so a resumed run sees the batches an uninterrupted run would.
 """
-import json
 import os
 import time
 
@@ -20,6 +19,7 @@ from medssl_jax import checkpoint as ckpt_lib
 from medssl_jax import contrastive
 from medssl_jax import loop
 from medssl_jax import optim
+from medssl_jax import workdir as workdir_lib
 from medssl_jax.sharding import check_global_batch, make_mesh, prefetch_to_mesh
 
 
@@ -43,7 +43,7 @@ def pretrain(config, workdir: str) -> dict:
 
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
-  loop.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+  workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
   check_global_batch(config.train.batch_size, mesh)
   num_steps = int(config.train.num_steps)

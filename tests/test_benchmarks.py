@@ -162,7 +162,7 @@ def test_a_run_made_with_other_settings_is_refused_not_reused(shared_data, tmp_p
   _finished_run(wd, plain)
   wanted = study_a.eval_config(data, s, mode="linear_eval", init="random", checkpoint="", fraction=1.0, draw=0)
   for run in (True, False):
-    with pytest.raises(SystemExit, match="eval.feature_norm: 'none' in the folder, 'batchnorm' now"):
+    with pytest.raises(SystemExit, match="eval.feature_norm: 'none' -> 'batchnorm'"):
       common.run_once(wanted, wd, log=lambda *_: None, run=run)
   # A key the saved run predates counts as its default: fine-tuning has no feature norm.
   ft = study_a.eval_config(data, s, mode="finetune", init="random", checkpoint="", fraction=1.0, draw=0)

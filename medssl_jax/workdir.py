@@ -1,0 +1,56 @@
+"""A run's workdir: its saved settings, and refusing to resume a run with other settings.
+
+A workdir holds one run. Re-running the same command resumes it from its last checkpoint;
+re-running with other settings would continue one run under another's settings (a different
+learning-rate schedule, data set or model from step N on), so it is refused with the differing
+keys named, unless `train.resume_with_changes=True` says it is meant. Keys that do not change
+what is computed (logging, prefetch, checkpoints kept) may change freely.
+"""
+import json
+import os
+
+from absl import logging
+
+from medssl_jax import loop
+
+# Keys a resumed run may change: they do not change the trained weights.
+FREE_KEYS = ("train.log_every", "train.prefetch", "train.keep_checkpoints", "train.resume_with_changes")
+
+
+def config_differences(saved: dict, config, ignore=FREE_KEYS) -> list:
+  """'key: saved -> now' for each setting that differs. A key the saved config lacks counts as
+  the library's default (the run predates the key and behaved as the default does)."""
+  from configs.base import get_base_config
+  saved = loop.flatten(saved)
+  wanted = loop.flatten(json.loads(config.to_json_best_effort()))
+  defaults = loop.flatten(json.loads(get_base_config().to_json_best_effort()))
+  diffs = []
+  for key in sorted(set(saved) | set(wanted)):
+    if key in ignore:
+      continue
+    old, new = saved.get(key, defaults.get(key, "<absent>")), wanted.get(key, "<absent>")
+    if old != new:
+      diffs.append(f"{key}: {old!r} -> {new!r}")
+  return diffs
+
+
+def has_checkpoint(workdir: str) -> bool:
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+
+
+def save_config(workdir: str, config) -> None:
+  """Writes config.json; ValueError when the workdir holds a checkpoint made with other settings."""
+  path = os.path.join(workdir, "config.json")
+  if has_checkpoint(workdir) and os.path.isfile(path):
+    with open(path) as f:
+      diffs = config_differences(json.load(f), config)
+    if diffs and not config.train.resume_with_changes:
+      raise ValueError(
+          f"{workdir} holds a run made with other settings ({'; '.join(diffs)}). Resuming it would continue "
+          f"that run under these settings. Use a new --workdir, restore the settings, or set "
+          f"--config.train.resume_with_changes=True if continuing it this way is meant.")
+    if diffs:
+      logging.warning("Resuming %s with changed settings: %s", workdir, "; ".join(diffs))
+      os.replace(path, os.path.join(workdir, "config.previous.json"))
+  loop.write_json(path, json.loads(config.to_json_best_effort()))
