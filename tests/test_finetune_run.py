@@ -58,34 +58,44 @@ def test_finetune_starts_from_exactly_the_pretrained_encoder(pretrained, tmp_pat
   assert "classifier" in state.params
 
 
-def test_short_finetune_beats_chance(tmp_path):
-  results = main_lib.run(ft_config(steps=80), str(tmp_path / "ft"))
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+  """A short supervised fine-tune from random init: its encoder separates the classes."""
+  workdir = str(tmp_path_factory.mktemp("ft") / "ft")
+  return workdir, main_lib.run(ft_config(steps=80), workdir)
+
+
+def test_short_finetune_beats_chance(finetuned):
+  workdir, results = finetuned
   top1 = results["test"]["top1"]
   assert top1["ci_low"] <= top1["value"] <= top1["ci_high"]
   assert top1["value"] > 0.25 + 0.15, results["test"]      # 4 balanced classes: chance 0.25
-  saved = np.load(tmp_path / "ft" / "predictions_test.npz", allow_pickle=False)
+  saved = np.load(f"{workdir}/predictions_test.npz", allow_pickle=False)
   assert saved["probs"].shape[1] == 4 and len(saved["case_ids"]) == len(saved["labels"])
-  assert json.load(open(tmp_path / "ft" / "results.json"))["test"]["top1"]["value"] == top1["value"]
+  assert json.load(open(f"{workdir}/results.json"))["test"]["top1"]["value"] == top1["value"]
 
 
-def test_linear_eval_freezes_the_encoder_and_beats_chance(pretrained, tmp_path):
-  c = ft_config(mode="linear_eval", init="pretrained", checkpoint=pretrained, steps=100)
-  c.optim.base_lr = 0.1
+def test_linear_eval_freezes_the_encoder_and_learns_a_head(finetuned, tmp_path):
+  # Linear evaluation of an encoder whose features separate the classes (the fine-tune above,
+  # 0.65 top-1): a new head on the frozen, standardised features must reach well above chance
+  # (0.61 on the 74 test images here), and the encoder and its statistics must not move. An
+  # encoder of a few SimCLR steps gives too weak a signal for a bound that holds across CPUs
+  # (its head reached 0.34-0.43; the loss stayed near ln 4).
+  source, _ = finetuned
+  c = ft_config(mode="linear_eval", init="pretrained", checkpoint=source, steps=60)
   c.eval.feature_norm = "batchnorm"  # the benchmarks' protocol; tests/test_feature_norm.py covers both
   results = main_lib.run(c, str(tmp_path / "lin"))
   assert results["feature_norm"] == "batchnorm"
-  # The head learns on the frozen features (the training loss falls by more than half) and the
-  # test accuracy is above chance (4 classes). The encoder has had only 40 SimCLR steps, so the
-  # margin over chance is small (0.34 on the 74 test images, on two x86 CPUs): no tighter bound.
   losses = [loss for _, loss in results["loss_history"]]
-  assert losses[-1] < 0.5 * losses[0], losses
-  assert results["test"]["top1"]["value"] > 0.25, results["test"]
-  before, before_bs, _ = ckpt_lib.restore_weights(pretrained)
+  assert losses[-1] < losses[0], losses
+  assert results["test"]["top1"]["value"] > 0.25 + 0.15, results["test"]
+  before, before_bs, _ = ckpt_lib.restore_weights(source)
   after, after_bs, _ = ckpt_lib.restore_weights(str(tmp_path / "lin"))
   for a, b in zip(jax.tree_util.tree_leaves(after["encoder"]), jax.tree_util.tree_leaves(before["encoder"])):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(jax.tree_util.tree_leaves(after_bs["encoder"]), jax.tree_util.tree_leaves(before_bs["encoder"])):
     np.testing.assert_array_equal(a, b)
+  assert np.abs(after["classifier"]["kernel"]).max() > 0  # the head starts at zero in linear evaluation
 
 
 def test_label_fraction_uses_fewer_cases(tmp_path):
