@@ -37,6 +37,12 @@ def fmt_diff(d: dict) -> str:
   return f"{d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]{mark}"
 
 
+def fmt_wall(r: dict) -> str:
+  """A run's wall time; '≥' when part of it was not recorded (a run resumed after being killed
+  before it wrote its results: see medssl_jax.workdir.wall_time)."""
+  return ("" if r.get("wall_time_complete", True) else "≥") + f"{r['wall_time_sec']:.1f}"
+
+
 def paired(run_a: dict, run_b: dict, num_replicates: int) -> dict:
   a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
   b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
@@ -91,7 +97,7 @@ def header_lines(m: dict, manifest_path: str) -> list:
 def pretrain_line(name: str, r: dict) -> str:
   loss = r.get("metrics", {}).get("loss", float("nan"))
   return (f"- {name}: {r['final_step']}/{r['num_steps']} steps, final loss {loss:.4f}, "
-          f"wall time {r['wall_time_sec']:.1f} s (`{r['workdir']}`)")
+          f"wall time {fmt_wall(r)} s (`{r['workdir']}`)")
 
 
 def finished_runs(m: dict, role: str = "eval") -> list:
@@ -127,7 +133,8 @@ def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, 
     lines += [f"### {NAMES.get(dataset, dataset)}", "", pretrain_line("SimCLR pretraining (train images, labels unused)", pre[dataset]), ""]
     lines += ["Test metrics with bootstrap 95% intervals; Δ = SimCLR init − random init, paired bootstrap "
               f"({reps} replicates, same test images; * = interval excludes 0). Wall times are of the two "
-              "evaluation runs (SimCLR / random); the pretraining time is above.", ""]
+              "evaluation runs (SimCLR / random); the pretraining time is above; ≥: a run resumed after an "
+              "interruption whose time was not recorded (a lower bound).", ""]
     lines += ["| mode | label fraction | draw | labelled images | batch | " + " | ".join(
         f"SimCLR {k} | random {k} | Δ {k}" for k in METRICS) + " | wall time (s) |",
               "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * 3 * len(METRICS)) + " | --- |"]
@@ -142,7 +149,7 @@ def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, 
       for k in METRICS:
         cells += [fmt_ci(pt["results"]["test"][k]), fmt_ci(rd["results"]["test"][k]), fmt_diff(diff[k])]
       lines.append(f"| {mode} | {fraction:g} | {draw} | {pt['results']['num_train_images']} | {pt['batch']} | "
-                   + " | ".join(cells) + f" | {pt['results']['wall_time_sec']:.1f} / {rd['results']['wall_time_sec']:.1f} |")
+                   + " | ".join(cells) + f" | {fmt_wall(pt['results'])} / {fmt_wall(rd['results'])} |")
     lines.append("")
     for k in METRICS:
       png = f"{m['scale']}_label_efficiency_{dataset}_{k}.png"
@@ -190,7 +197,7 @@ def published_section(m: dict, runs: list, recipes: list, baselines: dict, basel
       t = r["results"]["test"]
       vs = f"{versus(t['top1'], b['ACC'])} / {versus(t['auc'], b['AUC'])}" if b else "n/a"
       lines.append(f"| {name} | {label} | {fmt_ci(t['top1'])} | {fmt_ci(t['auc'])} | {vs} | "
-                   f"{r['results']['wall_time_sec']:.1f} |")
+                   f"{fmt_wall(r['results'])} |")
     if b:
       lines.append(f"| {name} | published {BASELINE} | {b['ACC']:.3f} | {b['AUC']:.3f} | | n/a (published) |")
   return lines + [""]
@@ -213,7 +220,8 @@ def study_b_section(m: dict, manifest_path: str, out_dir: str) -> list:
       lines.append(pretrain_line(name, res) + (f", distinct_pairs {extra:.3f}" if extra is not None else ""))
   lines += ["", f"Linear evaluation on PneumoniaMNIST (test split). Δ = MICLe − SimCLR, paired bootstrap ({reps} "
             "replicates; * = interval excludes 0); 'start' = the starting SimCLR checkpoint itself, before "
-            "continued pretraining. Wall times: MICLe / SimCLR evaluation runs.", "",
+            "continued pretraining. Wall times: MICLe / SimCLR evaluation runs (≥: part of the run's time "
+            "was not recorded, a lower bound).", "",
             "| label fraction | draw | labelled images | " + " | ".join(
                 f"MICLe {k} | SimCLR {k} | Δ {k} | start {k}" for k in METRICS)
             + " | wall time (s) |", "| --- | --- | --- | " + " | ".join(["---"] * 4 * len(METRICS)) + " | --- |"]
@@ -230,7 +238,7 @@ def study_b_section(m: dict, manifest_path: str, out_dir: str) -> list:
       cells += [fmt_ci(mi["results"]["test"][k]), fmt_ci(si["results"]["test"][k]), fmt_diff(diff[k]),
                 fmt_ci(base["results"]["test"][k]) if base else "n/a"]
     lines.append(f"| {fraction:g} | {draw} | {mi['results']['num_train_images']} | " + " | ".join(cells)
-                 + f" | {mi['results']['wall_time_sec']:.1f} / {si['results']['wall_time_sec']:.1f} |")
+                 + f" | {fmt_wall(mi['results'])} / {fmt_wall(si['results'])} |")
   lines.append("")
   for k in METRICS:
     png = f"{m['scale']}_micle_vs_simclr_{k}.png"

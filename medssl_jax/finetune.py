@@ -207,6 +207,6 @@ def finetune(config, workdir: str) -> dict:
     scalars = {f"test/{k}": v["value"] for k, v in results["test"].items() if isinstance(v, dict)}
     writer.write_scalars(out.step, scalars)
   writer.flush()
-  results["wall_time_sec"] = time.time() - t_start
+  results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   loop.write_json(os.path.join(workdir, "results.json"), results)
   return results

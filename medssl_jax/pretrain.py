@@ -78,9 +78,10 @@ def pretrain(config, workdir: str) -> dict:
 
   results = {"mode": "pretrain", "method": config.method, "final_step": out.step, "num_steps": num_steps,
              "completed": out.step >= num_steps, "loss_history": out.loss_history, "preempted": out.preempted, "metrics": out.metrics,
-             "wall_time_sec": time.time() - t_start, "images_per_sec": out.images_per_sec,
+             "images_per_sec": out.images_per_sec,
              "devices": mesh.devices.size, "platform": jax.devices()[0].platform,
              "host_pipeline": backends.short_name(pipeline), "workdir": os.path.abspath(workdir)}
+  results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   if out.step >= num_steps and config.probe.enabled:
     from medssl_jax.evaluation import linear_probe
     results["linear_probe"] = linear_probe.probe_pretrained(config, out.state, mesh, sources, pipeline)

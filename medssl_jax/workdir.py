@@ -54,3 +54,26 @@ def save_config(workdir: str, config) -> None:
       logging.warning("Resuming %s with changed settings: %s", workdir, "; ".join(diffs))
       os.replace(path, os.path.join(workdir, "config.previous.json"))
   loop.write_json(path, json.loads(config.to_json_best_effort()))
+
+
+def wall_time(workdir: str, start_step: int, this_invocation_sec: float) -> dict:
+  """The run's wall time over all its invocations, for results.json.
+
+  A resumed run adds the time of the invocation that wrote the previous results.json when that
+  invocation stopped exactly where this one starts (a preemption, a SIGTERM). When it cannot be
+  known (a run killed before it wrote its results), `wall_time_complete` is False and the total
+  is a lower bound; a report should say so rather than quote it as the run's time.
+  """
+  out = {"wall_time_sec": this_invocation_sec, "wall_time_this_invocation_sec": this_invocation_sec,
+         "resumed_from_step": int(start_step), "wall_time_complete": start_step == 0}
+  path = os.path.join(workdir, "results.json")
+  if start_step > 0 and os.path.isfile(path):
+    try:
+      with open(path) as f:
+        previous = json.load(f)
+    except (OSError, ValueError):
+      previous = {}
+    if previous.get("final_step") == start_step and "wall_time_sec" in previous:
+      out["wall_time_sec"] += float(previous["wall_time_sec"])
+      out["wall_time_complete"] = bool(previous.get("wall_time_complete", previous.get("resumed_from_step", 0) == 0))
+  return out

@@ -78,6 +78,9 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch)
   monkeypatch.setattr(contrastive, "jit_train_step", real)
   second = main_lib.run(c, str(tmp_path / "resumed"))
   assert second["completed"] and second["final_step"] == 6
+  # The run's wall time covers both invocations.
+  assert second["resumed_from_step"] == 3 and second["wall_time_complete"]
+  assert second["wall_time_sec"] == pytest.approx(first["wall_time_sec"] + second["wall_time_this_invocation_sec"])
   got, step = _params(tmp_path / "resumed")
   assert step == 6
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):

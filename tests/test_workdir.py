@@ -60,3 +60,27 @@ def test_a_key_newer_than_the_saved_run_counts_as_its_default(tmp_path):
   newer = tiny_config()
   newer.eval.feature_norm = "batchnorm"
   assert workdir_lib.config_differences(saved, newer) == ["eval.feature_norm: 'none' -> 'batchnorm'"]
+
+
+def _results(wd, **r):
+  with open(os.path.join(wd, "results.json"), "w") as f:
+    json.dump(r, f)
+
+
+def test_wall_time_adds_up_over_resumes_and_says_when_a_part_is_unknown(tmp_path):
+  wd = str(tmp_path)
+  fresh = workdir_lib.wall_time(wd, 0, 5.0)
+  assert fresh["wall_time_sec"] == 5.0 and fresh["wall_time_complete"]
+  _results(wd, final_step=30, wall_time_sec=5.0, wall_time_complete=True)      # stopped at 30 (SIGTERM)
+  resumed = workdir_lib.wall_time(wd, 30, 2.5)
+  assert resumed == {"wall_time_sec": 7.5, "wall_time_this_invocation_sec": 2.5, "resumed_from_step": 30,
+                     "wall_time_complete": True}
+  # Killed after step 30 without writing results; the checkpoint of step 40 is where it resumes:
+  # the time from 30 to 40 is unknown, so the total is only this invocation's, and says so.
+  lost = workdir_lib.wall_time(wd, 40, 2.5)
+  assert lost["wall_time_sec"] == 2.5 and not lost["wall_time_complete"]
+  # An incomplete total stays incomplete on the next resume.
+  _results(wd, final_step=50, wall_time_sec=2.5, wall_time_complete=False)
+  assert not workdir_lib.wall_time(wd, 50, 1.0)["wall_time_complete"]
+  os.remove(os.path.join(wd, "results.json"))
+  assert not workdir_lib.wall_time(wd, 50, 1.0)["wall_time_complete"]
