@@ -217,7 +217,12 @@ def study_b_section(m: dict, manifest_path: str, out_dir: str) -> list:
       name = {"base": "SimCLR on PneumoniaMNIST train images (shared starting point)",
               "micle": "continued with MICLe on covid_cxr_multi", "simclr": "continued with SimCLR on covid_cxr_multi"}[r["arm"]]
       extra = res.get("metrics", {}).get("distinct_pairs")
-      lines.append(pretrain_line(name, res) + (f", distinct_pairs {extra:.3f}" if extra is not None else ""))
+      line = pretrain_line(name, res) + (f", distinct_pairs {extra:.3f}" if extra is not None else "")
+      if "base_lr" in r:
+        line += f"; LARS base lr {r['base_lr']:g} ({r['lr_scaling']} scaling) at batch {r['batch']}"
+      if "encoder_change" in r:
+        line += f"; encoder weights moved by {100 * r['encoder_change']:.2f}% (relative L2 from the start)"
+      lines.append(line)
   lines += ["", f"Linear evaluation on PneumoniaMNIST (test split). Δ = MICLe − SimCLR, paired bootstrap ({reps} "
             "replicates; * = interval excludes 0); 'start' = the starting SimCLR checkpoint itself, before "
             "continued pretraining. Wall times: MICLe / SimCLR evaluation runs (≥: part of the run's time "

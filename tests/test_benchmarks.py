@@ -103,6 +103,8 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
       if run["role"] == "eval":
         assert os.path.isfile(os.path.join(run["workdir"], "predictions_test.npz"))
   assert m["bags"]["patients_all_splits"] == 127
+  moved = [r["encoder_change"] for r in m["runs"] if r["role"] == "pretrain" and r["arm"] != "base"]
+  assert len(moved) == 2 and all(0 < x < 1 for x in moved), moved
   assert {r["arm"] for r in m["runs"] if r["role"] == "eval"} == {"micle", "simclr", "base"}
   a = json.load(open(os.path.join(wd, "smoke", "label_efficiency", "study.json")))
   assert [r["width"] for r in a["runs"] if r["role"] == "recipe"] == [0.125]
@@ -117,6 +119,7 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
                       "--baselines", str(shared_data / "medmnist_v2_benchmark.md")]) == 0
   md = (out / "report.md").read_text()
   assert "## Study A" in md and "## Study B" in md and "127 patients" in md
+  assert md.count("LARS base lr 0.5 (sqrt scaling) at batch 16; encoder weights moved by") == 2
   assert "28209eda62fecd6e6a2d98b1501bb15f" in md and "750601b1f35ba3300ea97c75c52ff8f6" in md
   assert (out / "smoke_micle_vs_simclr_top1.png").is_file()
   assert (out / "smoke_label_efficiency_breastmnist_auc.png").is_file()
@@ -203,3 +206,17 @@ def test_every_config_of_the_full_scale_builds(shared_data, tmp_path):
   b = json.load(open(tmp_path / "full" / "micle_vs_simclr" / "study.json"))
   arms = len(study_b.EVAL_ARMS)
   assert len(b["missing"]) == 3 + arms * (s["draws"] * (len(s["fractions_b"]) - 1) + 1)
+
+
+def test_continued_pretraining_takes_the_pretraining_step_size():
+  """Study B continues at the step size of the SimCLR run it starts from (the paper's MICLe lr
+  over a few hundred steps left the encoder where it was: a comparison of nothing)."""
+  from medssl_jax import optim
+  s = common.SCALES["small"]
+  pre = study_a.pretrain_config("unused", s)
+  for method in study_b.ARMS:
+    cont = study_b.continue_config("unused", "ckpt", method, s)
+    assert (cont.optim.name, cont.optim.base_lr, cont.optim.lr_scaling) == ("lars", 0.5, "sqrt")
+    assert (pre.optim.name, pre.optim.base_lr, pre.optim.lr_scaling) == ("lars", 0.5, "sqrt")
+    peak = optim.scaled_learning_rate(cont.optim.base_lr, s["covid_batch"], cont.optim.lr_scaling)
+    assert abs(peak - 0.5 * np.sqrt(32)) < 1e-9 and peak > 100 * 0.1 * 32 / 256
