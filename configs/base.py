@@ -109,6 +109,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.init = "pretrained"        # 'pretrained' | 'supervised' (encoder of a checkpoint) | 'random'.
   c.eval.checkpoint = ""            # workdir (or checkpoints/ folder) whose encoder is loaded.
   c.eval.feature_norm = "none"      # 'batchnorm': standardise the features before the linear layer.
+  c.eval.head_init = "auto"         # linear head's kernel: 'auto' (zeros in linear_eval, LeCun normal
+                                    # in finetune) | 'zeros' | 'lecun_normal'.
   c.eval.label_fraction = 1.0       # fraction of training CASES with labels, stratified, per case.
   c.eval.fraction_seed = 0          # which draw of the label fraction.
   c.eval.repeat_to_fill_batch = False  # fewer labelled images than train.batch_size: repeat them

@@ -63,7 +63,7 @@ def _prepare_source(source, config):
 def create_state(config, mesh, num_outputs: int, rng) -> TrainState:
   linear = config.mode == "linear_eval"
   model = classifier_from_config(config.model, num_outputs, frozen_encoder=linear,
-                                 feature_norm=config.eval.feature_norm)
+                                 feature_norm=config.eval.feature_norm, head_init=config.eval.head_init)
   tx = optim.make_optimizer(config.optim, config.train.batch_size, config.train.num_steps)
   if linear:  # only the new head learns; the encoder's updates are zero.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
@@ -197,7 +197,7 @@ def finetune(config, workdir: str) -> dict:
              "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps, "loss_history": out.loss_history,
              "train_metrics": out.metrics, "images_per_sec": out.images_per_sec,
              "base_lr": config.optim.base_lr, "weight_decay": config.optim.weight_decay,
-             "feature_norm": config.eval.feature_norm,
+             "feature_norm": config.eval.feature_norm, "head_init": config.eval.head_init,
              "seed": config.seed, "host_pipeline": backends.short_name(pipeline),
              "workdir": os.path.abspath(workdir)}
   if out.step >= num_steps:

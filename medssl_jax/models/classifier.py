@@ -22,6 +22,10 @@ import jax.numpy as jnp
 from medssl_jax.models.resnet import ResNet
 
 FEATURE_NORMS = ("none", "batchnorm")
+# 'auto': zeros in linear evaluation, LeCun normal when fine-tuning. 'zeros' in fine-tuning starts
+# from logits 0 whatever the scale of the pretrained features (the encoder gets no gradient on
+# the first step, the head does).
+HEAD_INITS = {"zeros": nn.initializers.zeros, "lecun_normal": nn.initializers.lecun_normal()}
 
 
 class Classifier(nn.Module):
@@ -33,6 +37,7 @@ class Classifier(nn.Module):
   bn_momentum: float = 0.9
   frozen_encoder: bool = False
   feature_norm: str = "none"
+  head_init: str = "auto"
 
   def setup(self):
     if self.feature_norm not in FEATURE_NORMS:
@@ -41,8 +46,12 @@ class Classifier(nn.Module):
                           bn_momentum=self.bn_momentum)
     if self.feature_norm == "batchnorm":
       self.norm = nn.BatchNorm(momentum=self.bn_momentum, use_scale=False, use_bias=False, dtype=jnp.float32)
-    self.classifier = nn.Dense(self.num_outputs, dtype=jnp.float32,
-                               kernel_init=nn.initializers.zeros if self.frozen_encoder else nn.initializers.lecun_normal())
+    head_init = self.head_init
+    if head_init == "auto":
+      head_init = "zeros" if self.frozen_encoder else "lecun_normal"
+    if head_init not in HEAD_INITS:
+      raise ValueError(f"eval.head_init={self.head_init!r}: expected 'auto' or one of {sorted(HEAD_INITS)}")
+    self.classifier = nn.Dense(self.num_outputs, dtype=jnp.float32, kernel_init=HEAD_INITS[head_init])
 
   def __call__(self, x, train: bool = True):
     if self.frozen_encoder:
@@ -55,10 +64,10 @@ class Classifier(nn.Module):
 
 
 def classifier_from_config(model_cfg, num_outputs: int, frozen_encoder: bool,
-                           feature_norm: str = "none") -> Classifier:
+                           feature_norm: str = "none", head_init: str = "auto") -> Classifier:
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if model_cfg.dtype not in dtypes:
     raise ValueError(f"model.dtype={model_cfg.dtype!r}: expected one of {sorted(dtypes)}")
   return Classifier(num_outputs=num_outputs, depth=model_cfg.depth, width=model_cfg.width,
                     stem=model_cfg.stem, dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
-                    frozen_encoder=frozen_encoder, feature_norm=feature_norm)
+                    frozen_encoder=frozen_encoder, feature_norm=feature_norm, head_init=head_init)
