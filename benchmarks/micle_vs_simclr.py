@@ -91,8 +91,7 @@ def main(argv=None) -> int:
     print(f"[{STUDY}] continued pretraining on covid_cxr_multi with method={method}")
     done = common.run_once(c, arm_dirs[method], run=run)
     entry = {"role": "pretrain", "arm": method, "workdir": os.path.abspath(arm_dirs[method]),
-             "init_checkpoint": os.path.abspath(base), "base_lr": c.optim.base_lr, "lr_scaling": c.optim.lr_scaling,
-             "batch": c.train.batch_size}
+             "init_checkpoint": os.path.abspath(base)}
     if common.is_done(done):
       entry["encoder_change"] = encoder_change(base, arm_dirs[method])
     common.add_run(manifest, entry, done)

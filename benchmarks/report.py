@@ -218,8 +218,10 @@ def study_b_section(m: dict, manifest_path: str, out_dir: str) -> list:
               "micle": "continued with MICLe on covid_cxr_multi", "simclr": "continued with SimCLR on covid_cxr_multi"}[r["arm"]]
       extra = res.get("metrics", {}).get("distinct_pairs")
       line = pretrain_line(name, res) + (f", distinct_pairs {extra:.3f}" if extra is not None else "")
-      if "base_lr" in r:
-        line += f"; LARS base lr {r['base_lr']:g} ({r['lr_scaling']} scaling) at batch {r['batch']}"
+      if r["arm"] != "base":  # the continued run's optimiser, from its own config.json
+        cfg = load_json(os.path.join(r["workdir"], "config.json"))
+        line += (f"; {cfg['optim']['name'].upper()} base lr {cfg['optim']['base_lr']:g} "
+                 f"({cfg['optim']['lr_scaling']} scaling) at batch {cfg['train']['batch_size']}")
       if "encoder_change" in r:
         line += f"; encoder weights moved by {100 * r['encoder_change']:.2f}% (relative L2 from the start)"
       lines.append(line)
