@@ -119,7 +119,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.val_split = "val"          # model selection split ('' = none).
   c.eval.eval_every = 0             # steps between validation evaluations (0 = at the end only).
   c.eval.case_level = False         # average the predictions of a case's images before metrics.
-  c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity (e.g. Derm 'Other').
+  c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity: names (e.g. ('Other',),
+                                    # looked up in the data's class names) or indices (checked to exist).
   c.eval.num_replicates = 1000      # bootstrap replicates for the 95% intervals.
   c.eval.bootstrap_seed = 0
 

@@ -7,6 +7,15 @@ SGD momentum 0.9, batch 256, 30,000 steps, lr/weight decay from the Azizi grid. 
 brightness U(-0.2, 0.2), contrast U(-0.2, 0.2) on the per-channel standard deviation, clip to
 [0, 1]. Metric: mean AUC over the 5 labels (and per label), bootstrap 95% intervals.
 
+Splits: the paper re-splits CheXpert's training set ("67,429 training images, 22,240
+validation and 33,745 test images") because the official validation set has 234 images. Those
+counts sum to 123,414, not to the 223,414 images of the training set they split; 167,429 does,
+exactly, so "67,429" is read as a dropped leading 1. The fractions of the training set are
+therefore 167,429 / 22,240 / 33,745 out of 223,414 (74.9% / 10.0% / 15.1%), drawn by patient
+with a fixed seed (splits `resplit_train` / `resplit_val` / `resplit_test` of the chexpert
+source; patient-disjoint, each within a patient's images of its fraction). The validation part
+is what `launch/select_best.py` selects on; the test part gives the reported metrics.
+
 Variants:
 - `:mococxr`: the MoCo-CXR protocol (Sowrirajan et al. 2021): rotation 10 degrees + flip only,
   Adam lr 3e-5 (the CheXpert baseline's optimiser, which MoCo-CXR reuses), batch 16,
@@ -28,8 +37,9 @@ def get_config(variant: str = ""):
   c.mode = "finetune"
   c.data.source, c.data.tfds_name = "tfds", "chexpert"
   c.data.image_size, c.data.channels = 224, 3
-  c.data.eval_split = "validation"
-  c.eval.val_split = ""
+  # Azizi et al.'s re-split of the official training set by patient (input_pipeline/sources.py,
+  # CHEXPERT_RESPLIT); the official 234-image validation set is not used.
+  c.data.train_split, c.eval.val_split, c.data.eval_split = "resplit_train", "resplit_val", "resplit_test"
   c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"
   c.model.dtype = "bfloat16"
   c.aug.crop, c.aug.crop_area_min, c.aug.crop_area_max = True, 0.875 ** 2, 0.875 ** 2
@@ -52,7 +62,7 @@ def get_config(variant: str = ""):
     c.data.source = "npz"
     c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
     c.data.image_size, c.data.channels = 28, 1
-    c.data.eval_split, c.eval.val_split = "test", "val"
+    c.data.train_split, c.data.eval_split, c.eval.val_split = "train", "test", "val"
     c.model.depth, c.model.width, c.model.stem, c.model.dtype = 18, 0.25, "small", "float32"
     c.eval.task = "multiclass"
     c.eval.init = "random"

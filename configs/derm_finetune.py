@@ -5,8 +5,13 @@ Full scale: ResNet-50 (1x) at 448 px from a pretraining workdir, SGD momentum 0.
 rate and weight decay come from the paper's grid (launch/sweep.py --preset azizi_finetune:
 7 log-spaced lr in [10^-3.5, 10^-0.5] x weight decay {1e-5, 1e-4, 1e-3, 0}); the defaults here
 are the grid's middle. Metrics: top-1/top-3 accuracy, top-k sensitivity over the 26 conditions
-('Other' = class 26 left out), AUC, each with a 1,000-replicate bootstrap 95% interval, with
-the predictions of a case's images averaged (case level).
+(the class named 'Other' left out), AUC, each with a 1,000-replicate bootstrap 95% interval,
+with the predictions of a case's images averaged (case level).
+
+`eval.exclude_classes=('Other',)` names the class: it is looked up in the manifest's label
+strings (sorted, so 'Other' is not necessarily index 26), and a name the data does not have is
+an error listing the classes it has. A manifest with integer labels has no class names: give
+the index instead, e.g. `--config.eval.exclude_classes='(26,)'` (checked to exist).
 
   python -m medssl_jax.main --config=configs/derm_finetune.py --workdir=DIR \
       --config.eval.checkpoint=PRETRAIN_WORKDIR --config.data.path=/data/derm/manifest.csv
@@ -37,7 +42,7 @@ def get_config(variant: str = ""):
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   c.eval.task, c.eval.init = "multiclass", "pretrained"
   c.eval.case_level = True
-  c.eval.exclude_classes = (26,)
+  c.eval.exclude_classes = ("Other",)
   if variant in ("linear", "local_linear"):
     c.mode = "linear_eval"
     c.aug.color_prob, c.aug.blur_prob, c.aug.rotation_degrees = 0.0, 0.0, 0.0

@@ -30,6 +30,13 @@ COVID_MERGED_PATIENTS = {"339": "285"}  # PROVENANCE.md: one patient entered twi
 COVID_UNLABELLED_FINDINGS = ("todo",)   # upstream placeholder for "not yet labelled"
 CHEXPERT_DIR = "CheXpert-v1.0-small"
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+# Azizi et al. 2021 (Sec. 4.1, App. A.2) re-split CheXpert's training set into 67,429 / 22,240 /
+# 33,745 train / validation / test images. Those sum to 123,414, while the "full training set"
+# they re-split has 223,414 images (train.csv of v1.0), which 167,429 + 22,240 + 33,745 gives
+# exactly: the reading here is that "67,429" lost its leading 1. Fractions of the training set:
+CHEXPERT_RESPLIT = {"resplit_train": 167_429 / 223_414, "resplit_val": 22_240 / 223_414,
+                    "resplit_test": 33_745 / 223_414}
+CHEXPERT_RESPLIT_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,6 +110,27 @@ class Source:
   @property
   def num_cases(self) -> int:
     return len(np.unique(self.case_ids))
+
+
+def patient_split(case_ids, fractions, seed: int) -> np.ndarray:
+  """Split index (into `fractions`) of every image, drawn per patient: patient-disjoint.
+
+  The patients are put in a random order (seeded) and laid end to end by their image counts;
+  a patient goes to the split whose share of the images holds the middle of its images. Each
+  split so gets its fraction of the *images*, within about one patient's images at each cut,
+  and the result depends only on (the set of case ids and their image counts, fractions, seed),
+  not on the order of the rows.
+  """
+  fractions = np.asarray(fractions, np.float64)
+  if fractions.ndim != 1 or not len(fractions) or np.any(fractions < 0) or abs(fractions.sum() - 1) > 1e-6:
+    raise ValueError(f"split fractions {fractions.tolist()} must be >= 0 and sum to 1")
+  uniq, inverse, counts = np.unique(np.asarray(case_ids).astype(str), return_inverse=True, return_counts=True)
+  order = np.random.default_rng(seed).permutation(len(uniq))
+  end = np.cumsum(counts[order])
+  middle = (end - counts[order] / 2) / max(len(inverse), 1)
+  split_of = np.empty(len(uniq), np.int64)
+  split_of[order] = np.minimum(np.searchsorted(np.cumsum(fractions), middle, side="right"), len(fractions) - 1)
+  return split_of[inverse.reshape(-1)]
 
 
 def check_no_leakage(sources: dict) -> None:
@@ -392,9 +420,13 @@ def _chexpert(data_cfg, split):
 
   Read directly rather than through the builder, which would copy 224k images into
   TFRecords and drop the file paths and patient ids this library splits and groups by.
-  Splits 'train' and 'validation' (alias 'valid', 'val'); labels (N, L) float32 with 1, 0,
-  -1 = uncertain and NaN = not mentioned, for the columns in data.label_column when it names
-  CheXpert columns, else the 5 competition tasks.
+  Splits 'train' and 'validation' (alias 'valid', 'val'), the official ones; and 'resplit_train',
+  'resplit_val', 'resplit_test': Azizi et al.'s re-split of the official training set by patient
+  (fractions CHEXPERT_RESPLIT, seed `data.resplit_seed` if the config has it, else
+  CHEXPERT_RESPLIT_SEED; see `patient_split`), for fine-tuning with a validation split while the
+  234-image official validation set stays out. Labels (N, L) float32 with 1, 0, -1 = uncertain
+  and NaN = not mentioned, for the columns in data.label_column when it names CheXpert columns,
+  else the 5 competition tasks.
   """
   import pandas as pd
   roots = _manual_dirs(data_cfg)
@@ -408,12 +440,20 @@ def _chexpert(data_cfg, split):
   files = {"train": "train.csv", "validation": "valid.csv"}
   aliases = {"valid": "validation", "val": "validation"}
   name = aliases.get(split, split)
-  if name not in files:
-    raise _unknown_split("chexpert", split, files)
+  if name not in files and name not in CHEXPERT_RESPLIT:
+    raise _unknown_split(f"chexpert (and its re-split {' / '.join(CHEXPERT_RESPLIT)})", split, files)
   tables = {s: pd.read_csv(os.path.join(root, CHEXPERT_DIR, f), dtype=str, keep_default_na=False)
             for s, f in files.items()}
   patient = lambda t: t["Path"].str.extract(r"(patient\d+)", expand=False).to_numpy()
   check_no_leakage({s: patient(t) for s, t in tables.items()})
+  if name in CHEXPERT_RESPLIT:
+    train = tables["train"]
+    which = patient_split(patient(train), list(CHEXPERT_RESPLIT.values()),
+                          int(data_cfg.get("resplit_seed", CHEXPERT_RESPLIT_SEED)))
+    parts = {s: train[which == k] for k, s in enumerate(CHEXPERT_RESPLIT)}
+    check_no_leakage({"validation": patient(tables["validation"])} | {s: patient(t) for s, t in parts.items()})
+    tables[name] = parts[name].reset_index(drop=True)
+    files[name] = f"train.csv ({name})"
   t = tables[name]
   wanted = [c.strip() for c in data_cfg.label_column.split(",")]
   cols = wanted if all(c in t.columns for c in wanted) else list(CHEXPERT_TASKS)

@@ -119,20 +119,33 @@ def predict(state: TrainState, images: np.ndarray, mesh, task: str, batch_size: 
   return batched_apply(fn, images, mesh, batch_size)
 
 
-def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str) -> dict:
-  """Metrics with bootstrap intervals on one split; saves its predictions next to results.json."""
+def excluded_classes(config, source) -> tuple:
+  """`eval.exclude_classes` (class names and/or indices) as class indices of `source`."""
+  from medssl_jax.evaluation import metrics
+  spec = tuple(config.eval.exclude_classes)
+  if spec and config.eval.task != "multiclass":
+    raise ValueError(f"eval.exclude_classes={spec} applies to the multi-class top-k sensitivity only; "
+                     f"set it to () for eval.task={config.eval.task!r}")
+  return metrics.resolve_classes(spec, source.class_names, source.num_classes)
+
+
+def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exclude_classes=()) -> dict:
+  """Metrics with bootstrap intervals on one split; saves its predictions next to results.json,
+  with the settings that define the metric (so that `compare` scores them the same way)."""
   from medssl_jax.evaluation import bootstrap, compare, metrics
   images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels)
   labels = np.asarray(source.labels)  # the policy-applied labels of the prepared source
-  probs = predict(state, images, mesh, config.eval.task)
+  probs = np.asarray(predict(state, images, mesh, config.eval.task), np.float32)  # as saved: scored == stored
   if jax.process_index() == 0:
     compare.save_predictions(os.path.join(workdir, f"predictions_{name}.npz"), image_ids=source.image_ids,
-                             case_ids=source.case_ids, labels=labels, probs=probs, task=config.eval.task)
+                             case_ids=source.case_ids, labels=labels, probs=probs, task=config.eval.task,
+                             case_level=config.eval.case_level, exclude_classes=exclude_classes,
+                             class_names=source.class_names)
   case_ids = source.case_ids
   if config.eval.case_level:
     case_ids, labels, probs = metrics.aggregate_by_case(source.case_ids, labels, probs)
   return bootstrap.bootstrap_all(labels, probs, config.eval.task, num_replicates=config.eval.num_replicates,
-                                 seed=config.eval.bootstrap_seed, exclude_classes=tuple(config.eval.exclude_classes))
+                                 seed=config.eval.bootstrap_seed, exclude_classes=tuple(exclude_classes))
 
 
 def finetune(config, workdir: str) -> dict:
@@ -162,6 +175,7 @@ def finetune(config, workdir: str) -> dict:
     indices = fractions.sample_fraction(train_src.labels, train_src.case_ids, config.eval.label_fraction,
                                         config.eval.fraction_seed)
   num_outputs = train_src.num_classes if config.eval.task == "multiclass" else train_src.labels.shape[1]
+  exclude = excluded_classes(config, train_src)  # before training: an unknown class fails early
 
   state = create_state(config, mesh, num_outputs, jax.random.key(config.seed))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
@@ -199,11 +213,13 @@ def finetune(config, workdir: str) -> dict:
              "base_lr": config.optim.base_lr, "weight_decay": config.optim.weight_decay,
              "feature_norm": config.eval.feature_norm, "head_init": config.eval.head_init,
              "seed": config.seed, "host_pipeline": backends.short_name(pipeline),
+             "case_level": bool(config.eval.case_level), "exclude_classes": list(exclude),
+             "excluded_class_names": [train_src.class_names[i] for i in exclude] if train_src.class_names else [],
              "workdir": os.path.abspath(workdir)}
   if out.step >= num_steps:
-    results["test"] = evaluate(config, out.state, mesh, test_src, pipeline, "test", workdir)
+    results["test"] = evaluate(config, out.state, mesh, test_src, pipeline, "test", workdir, exclude)
     if val_src is not None:
-      results["val"] = evaluate(config, out.state, mesh, val_src, pipeline, "val", workdir)
+      results["val"] = evaluate(config, out.state, mesh, val_src, pipeline, "val", workdir, exclude)
     scalars = {f"test/{k}": v["value"] for k, v in results["test"].items() if isinstance(v, dict)}
     writer.write_scalars(out.step, scalars)
   writer.flush()

@@ -6,18 +6,50 @@
 For every metric: the difference A - B on the test set, its 95% interval over 1,000 paired
 bootstrap replicates (the same resampled examples for both models), and whether the interval
 excludes zero. Prediction files are written by fine-tuning / linear-evaluation runs.
+
+The metric is the one the runs report: each prediction file records the settings that define
+it (task, `eval.case_level`, `eval.exclude_classes` as class indices, the class names), and
+compare applies them, so its values of A and of B equal the `test` values of the two runs'
+results.json exactly. Case-level files are compared on the case-averaged predictions with the
+cases as the resampled units. Two files scored with different settings are refused. A file
+from before these settings were recorded takes them from the config.json beside it.
 """
 import argparse
 import json
+import os
 
 import numpy as np
 
 from medssl_jax.evaluation import bootstrap, metrics
 
 
-def save_predictions(path, *, image_ids, case_ids, labels, probs, task) -> None:
+SETTINGS = ("task", "case_level", "exclude_classes", "class_names")
+
+
+def save_predictions(path, *, image_ids, case_ids, labels, probs, task, case_level=False, exclude_classes=(),
+                     class_names=()) -> None:
+  """Predictions plus the settings of the metric computed from them (see the module docstring)."""
   np.savez(path, image_ids=np.asarray(image_ids).astype(str), case_ids=np.asarray(case_ids).astype(str),
-           labels=np.asarray(labels), probs=np.asarray(probs, np.float32), task=np.asarray(task))
+           labels=np.asarray(labels), probs=np.asarray(probs, np.float32), task=np.asarray(task),
+           case_level=np.asarray(bool(case_level)),
+           exclude_classes=np.asarray([int(c) for c in exclude_classes], np.int64),
+           class_names=np.asarray([str(c) for c in class_names], dtype=str))
+
+
+def _settings_from_config(path) -> dict:
+  """Metric settings of a prediction file written before they were recorded: its run's config.json."""
+  cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+  if not os.path.isfile(cfg_path):
+    raise ValueError(f"{path} does not record the settings of its metric (case_level, exclude_classes) and "
+                     f"has no config.json beside it; re-run the run's evaluation to rewrite it")
+  with open(cfg_path) as f:
+    ev = json.load(f).get("eval", {})
+  exclude = list(ev.get("exclude_classes", []))
+  if any(not isinstance(c, int) for c in exclude):
+    raise ValueError(f"{path} predates class names in prediction files and {cfg_path} excludes classes by name "
+                     f"({exclude}); re-run the run's evaluation to rewrite it")
+  return {"case_level": bool(ev.get("case_level", False)), "exclude_classes": tuple(sorted(exclude)),
+          "class_names": ()}
 
 
 def load_predictions(path) -> dict:
@@ -25,7 +57,40 @@ def load_predictions(path) -> dict:
     missing = {"image_ids", "case_ids", "labels", "probs", "task"} - set(f.files)
     if missing:
       raise ValueError(f"{path} is not a prediction file (missing {sorted(missing)})")
-    return {k: f[k] for k in f.files} | {"task": str(f["task"])}
+    out = {k: f[k] for k in f.files} | {"task": str(f["task"])}
+  if "case_level" in out:
+    out.update(case_level=bool(out["case_level"]), exclude_classes=tuple(int(c) for c in out["exclude_classes"]),
+               class_names=tuple(str(c) for c in out["class_names"]))
+  else:
+    out.update(_settings_from_config(path))
+  return out
+
+
+def metric_settings(pred: dict) -> dict:
+  return {k: pred.get(k, default) for k, default in zip(SETTINGS, ("", False, (), ()))}
+
+
+def check_same_metric(a: dict, b: dict, name_a="A", name_b="B") -> None:
+  """ValueError when two prediction files were scored with different metric settings."""
+  sa, sb = metric_settings(a), metric_settings(b)
+  diffs = [f"{k}: {sa[k]!r} vs {sb[k]!r}" for k in SETTINGS if sa[k] != sb[k]]
+  if diffs:
+    raise ValueError(f"{name_a} and {name_b} report different metrics ({'; '.join(diffs)}); compare runs "
+                     f"evaluated with the same eval settings")
+
+
+def scored_arrays(pred: dict):
+  """(labels, probs) exactly as the run scored them: case-averaged when the run was case-level."""
+  labels, probs = np.asarray(pred["labels"]), np.asarray(pred["probs"])
+  if pred.get("case_level", False):
+    _, labels, probs = metrics.aggregate_by_case(pred["case_ids"], labels, probs)
+  return labels, probs
+
+
+def point_metrics(pred: dict) -> dict:
+  """Each metric's value as the run's results.json reports it."""
+  labels, probs = scored_arrays(pred)
+  return metrics.compute_metrics(labels, probs, pred["task"], tuple(pred.get("exclude_classes", ())))
 
 
 def align(a: dict, b: dict, name_a="A", name_b="B"):
@@ -41,15 +106,29 @@ def align(a: dict, b: dict, name_a="A", name_b="B"):
   b = {k: (v[order] if isinstance(v, np.ndarray) and v.ndim and len(v) == len(order) else v) for k, v in b.items()}
   if not np.array_equal(a["labels"], b["labels"], equal_nan=a["labels"].dtype.kind == "f"):
     raise ValueError(f"{name_a} and {name_b} disagree on the labels of the same images")
+  if not np.array_equal(a["case_ids"], b["case_ids"]):
+    raise ValueError(f"{name_a} and {name_b} disagree on the case ids of the same images")
   return a, b
 
 
 def compare(a: dict, b: dict, num_replicates=1000, seed=0, groups=None) -> dict:
+  """name -> {"a", "b" (each model's value, as its results.json reports it), "difference" (a - b),
+  "ci_low", "ci_high", "excludes_zero"}. `groups` (one per image of a) resamples groups of
+  images; case-level files resample their cases and ignore it."""
+  check_same_metric(a, b)
+  value_a, value_b = point_metrics(a), point_metrics(b)  # each in its own file's order, as its run did
   a, b = align(a, b)
-  fns = metrics.metric_functions(a["task"], a["probs"].shape[1])
-  return {name: bootstrap.paired_bootstrap_difference(a["labels"], a["probs"], b["probs"], fn,
-                                                      num_replicates=num_replicates, seed=seed, groups=groups)
-          for name, fn in fns.items()}
+  if a.get("case_level", False):
+    (labels, probs_a), (_, probs_b), groups = scored_arrays(a), scored_arrays(b), None
+  else:
+    labels, probs_a, probs_b = a["labels"], a["probs"], b["probs"]
+  fns = metrics.metric_functions(a["task"], probs_a.shape[1], tuple(a.get("exclude_classes", ())))
+  out = {}
+  for name, fn in fns.items():
+    r = bootstrap.paired_bootstrap_difference(labels, probs_a, probs_b, fn, num_replicates=num_replicates,
+                                              seed=seed, groups=groups)
+    out[name] = {"a": value_a[name], "b": value_b[name], **r, "difference": value_a[name] - value_b[name]}
+  return out
 
 
 def main(argv=None) -> int:
@@ -64,12 +143,17 @@ def main(argv=None) -> int:
   a, b = load_predictions(args.a), load_predictions(args.b)
   groups = a["case_ids"] if args.by_case else None
   result = compare(a, b, args.num_replicates, args.seed, groups)
-  print(f"A = {args.a}\nB = {args.b}\n{'metric':20s} {'A - B':>9s}  95% CI                excludes 0")
+  s = metric_settings(a)
+  print(f"A = {args.a}\nB = {args.b}\nmetric: {s['task']}, {'case' if s['case_level'] else 'image'} level"
+        + (f", classes {list(s['exclude_classes'])} left out of the sensitivity" if s["exclude_classes"] else ""))
+  print(f"{'metric':20s} {'A':>8s} {'B':>8s} {'A - B':>9s}  95% CI                excludes 0")
   for name, r in result.items():
-    print(f"{name:20s} {r['difference']:+9.4f}  [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  {r['excludes_zero']}")
+    print(f"{name:20s} {r['a']:8.4f} {r['b']:8.4f} {r['difference']:+9.4f}  [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+          f"  {r['excludes_zero']}")
   if args.out:
     with open(args.out, "w") as f:
       json.dump({"a": args.a, "b": args.b, "num_replicates": args.num_replicates, "seed": args.seed,
+                 "metric_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
                  "metrics": result}, f, indent=2)
   return 0
 

@@ -97,6 +97,35 @@ def metric_functions(task: str, num_outputs: int, exclude_classes=()) -> dict:
   raise ValueError(f"task={task!r}: expected 'multiclass' or 'multilabel'")
 
 
+def resolve_classes(spec, class_names=(), num_classes: int | None = None, key: str = "eval.exclude_classes") -> tuple:
+  """Class indices for `spec`, a sequence of class names (str) and/or class indices (int).
+
+  A name is looked up in `class_names` (the source's, e.g. a manifest's sorted label strings);
+  an index must lie in [0, num_classes). Either kind that does not exist is a ValueError naming
+  it and the known classes, so a class is never silently left in or the wrong one left out.
+  """
+  class_names = tuple(str(c) for c in class_names)
+  out = []
+  for c in tuple(spec):
+    if isinstance(c, str):
+      if not class_names:
+        raise ValueError(f"{key} names class {c!r} but the data has no class names (integer labels); "
+                         f"give class indices instead, e.g. {key}=(26,)")
+      if c not in class_names:
+        raise ValueError(f"{key}: unknown class {c!r}; the data's classes are {list(class_names)}")
+      out.append(class_names.index(c))
+    elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+      n = len(class_names) if class_names else num_classes
+      if n is not None and not 0 <= int(c) < n:
+        known = f"the data's classes are {list(class_names)}" if class_names else f"the data has {n} classes"
+        raise ValueError(f"{key}: class index {int(c)} does not exist ({known}); give an index in [0, {n}) "
+                         f"or a class name")
+      out.append(int(c))
+    else:
+      raise ValueError(f"{key}: {c!r} is neither a class name nor a class index")
+  return tuple(sorted(set(out)))
+
+
 def compute_metrics(labels, probs, task: str, exclude_classes=()) -> dict:
   return {k: fn(labels, probs) for k, fn in metric_functions(task, np.shape(probs)[1], exclude_classes).items()}
 
