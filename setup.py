@@ -25,7 +25,7 @@ HOST_DATA = [
 setuptools.setup(
     name="medssl-jax",
     version="0.1.0",
-    description="SimCLR / MICLe / MoCo pretraining and transfer evaluation for medical images in JAX/Flax",
+    description="SimCLR / MICLe pretraining and transfer evaluation (fine-tuning, linear evaluation) for medical images in JAX/Flax",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["medssl_jax", "medssl_jax.*", "input_pipeline", "input_pipeline.*", "configs"]),
     install_requires=CORE + HOST_DATA,

@@ -37,7 +37,8 @@ def continue_config(covid_dir: str, init_checkpoint: str, method: str, s: dict, 
     common.set_steps(c, s["continue_steps"])
     c.train.init_checkpoint = init_checkpoint
     # The step size of the pretraining it continues (LARS base lr and its batch scaling rule, from
-    # chexpert_simclr:local), not the paper's MICLe lr (0.1 at batch 128, for 100,000 steps): in the
+    # chexpert_simclr:local: 0.075 x sqrt(batch), SimCLR's small-batch pairing; 0.42 at batch 32),
+    # not the paper's MICLe lr (0.1 at batch 128, for 100,000 steps): in the
     # few hundred steps a study here can afford, that lr (0.0125 at batch 32) moved the encoder
     # weights by 0.5% (relative L2, measured on the first small run), and neither arm changed what
     # linear evaluation reads; the comparison then said nothing about the methods.

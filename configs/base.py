@@ -29,7 +29,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.image_size = 32       # side of the square images fed to the network.
   c.data.channels = 3          # 1 = grey, 3 = colour; sources are converted to this.
   c.data.max_bag_size = 6      # MICLe: cap on images per case considered.
-  c.data.shuffle_buffer = 0    # unused by the index-based pipeline; kept 0.
   c.data.verify_images = True  # manifest: open every image once at start (fail early).
   # Host pipeline: 'tf' (tf.data), 'numpy' (no TensorFlow needed; same batches, NumPy augmentation
   # draws) or 'auto' (tf when TensorFlow imports, else numpy).

@@ -9,7 +9,11 @@ manual download in `data.path`:
   python -m medssl_jax.main --config=configs/chexpert_simclr.py --workdir=gs://bucket/cxr_simclr \
       --config.data.path=/data/tfds
 
-`:local` runs on PneumoniaMNIST (../shared/data/pneumoniamnist.npz, 28 px chest X-rays).
+`:local` runs on PneumoniaMNIST (../shared/data/pneumoniamnist.npz, 28 px chest X-rays) at batch
+128 with LARS base lr 0.075 under the square-root rule (0.075 x sqrt(128) = 0.85 at the peak):
+the SimCLR reference's pairing for small batches (paper App. B.1; its README recommends the
+square-root rule below batch 4096). The full config's 0.5 is a linear-rule
+value (x batch/256); under the square-root rule it gave 5.66 (see medssl_jax/optim.py).
 
 Readings where the paper is silent: temperature 0.1 (the reference default; their sweep's best is
 not stated), weight decay 1e-6, warm-up of 10 epochs of CheXpert's 223,414 training images at
@@ -18,6 +22,8 @@ batch 1024 (2,182 steps), grey images repeated to 3 channels.
 import os
 
 from configs.base import finalize, get_base_config
+
+LOCAL_WARMUP_STEPS = 50  # :local, 10% of its 500 steps; covid_cxr_micle (MICLe from it) reuses it
 
 _SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -45,8 +51,8 @@ def get_config(variant: str = ""):
     c.model.depth, c.model.width, c.model.stem = 18, 0.25, "small"
     c.model.dtype = "float32"
     c.aug.crop_area_min = 0.2
-    c.optim.warmup_steps = 50
-    c.optim.lr_scaling = "sqrt"
+    c.optim.warmup_steps = LOCAL_WARMUP_STEPS
+    c.optim.base_lr, c.optim.lr_scaling = 0.075, "sqrt"  # SimCLR's small-batch pairing (docstring)
     c.train.batch_size, c.train.num_steps = 128, 500
     c.train.log_every, c.train.checkpoint_every = 25, 250
     c.probe.enabled = True

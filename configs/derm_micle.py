@@ -11,8 +11,16 @@ ResNet-50 (1x) at 224 px, up to 6 images per case.
 
 Variants: `:partial` = partial augmentation (random crop only), the other arm of Table B.2;
 `:local` = synthetic multi-image cases, small ResNet, CPU-sized.
-Readings: warm-up 10 epochs of the 15,340 training cases at batch 128 (1,198 steps).
+Warm-up: the paper keeps "optimizer, weight decay, and warmup step" of its SimCLR pretraining
+(Sec. 4.2), so this config takes the warm-up steps of configs/derm_simclr.py, the run it
+continues: 8,873 steps (10 epochs of the 454,295 unlabeled images at batch 512), not 10 epochs of
+MICLe's own 15,340 cases at batch 128 (1,198 steps, which an earlier version used).
+Readings: lr 0.1 is read as a base lr under the linear rule like the paper's SimCLR 0.3 (0.05 at
+the peak at batch 128; the paper lowers it for the smaller batch, citing SimCLR). `:local`
+warms up for 20 of its 200 steps, the share derm_simclr:local uses (50 of 500), since the
+full-scale 8,873 exceed its length.
 """
+from configs import derm_simclr
 from configs.base import finalize, get_base_config
 
 
@@ -28,7 +36,7 @@ def get_config(variant: str = ""):
   c.aug.color_strength, c.aug.color_prob, c.aug.grayscale_prob = 1.0, 0.8, 0.2
   c.aug.blur_prob, c.aug.flip = 0.5, True
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.1, "linear"
-  c.optim.weight_decay, c.optim.warmup_steps = 1e-6, 1198
+  c.optim.weight_decay, c.optim.warmup_steps = 1e-6, derm_simclr.WARMUP_STEPS  # = SimCLR's (docstring)
   c.train.batch_size, c.train.num_steps, c.train.temperature = 128, 100_000, 0.1
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   variants = set(variant.split(",")) - {""}

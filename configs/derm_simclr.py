@@ -7,13 +7,22 @@ flip), 2-layer projection head to 128-d. Point it at a manifest of the unlabeled
   python -m medssl_jax.main --config=configs/derm_simclr.py --workdir=gs://bucket/derm_simclr \
       --config.data.path=/data/derm/manifest.csv --config.data.image_dir=/data/derm
 
-`:local` is a small variant that runs on one CPU/GPU on the synthetic colour data.
+`:local` is a small variant that runs on one CPU/GPU on the synthetic colour data; it keeps the
+full config's pairing, LARS base lr 0.3 under the linear rule (SimCLR's default; 0.075 at the
+peak at batch 64).
 
 Readings where the paper is silent (PROTOCOLS.md, "Facts from the public reference"):
 temperature 0.1, weight decay 1e-6, warm-up of 10 epochs of the 454,295 unlabeled images at
 batch 512 (8,873 steps), cosine decay to 0.
 """
+import math
+
 from configs.base import finalize, get_base_config
+
+UNLABELED_IMAGES = 454_295  # Azizi et al. Sec. 4.1: unlabeled Derm images for pretraining
+BATCH = 512
+WARMUP_EPOCHS = 10          # SimCLR reference default
+WARMUP_STEPS = math.ceil(WARMUP_EPOCHS * UNLABELED_IMAGES / BATCH)  # 8,873; MICLe reuses it
 
 
 def get_config(variant: str = ""):
@@ -27,8 +36,8 @@ def get_config(variant: str = ""):
   c.aug.color_strength, c.aug.color_prob, c.aug.grayscale_prob = 1.0, 0.8, 0.2
   c.aug.blur_prob, c.aug.flip, c.aug.rotation_degrees = 0.5, True, 0.0
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.3, "linear"
-  c.optim.weight_decay, c.optim.warmup_steps = 1e-6, 8873
-  c.train.batch_size, c.train.num_steps, c.train.temperature = 512, 150_000, 0.1
+  c.optim.weight_decay, c.optim.warmup_steps = 1e-6, WARMUP_STEPS
+  c.train.batch_size, c.train.num_steps, c.train.temperature = BATCH, 150_000, 0.1
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   c.model.dtype = "bfloat16"
   if variant == "local":

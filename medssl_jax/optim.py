@@ -4,11 +4,39 @@ LARS as in SimCLR: momentum 0.9, trust coefficient 0.001, weight decay; biases a
 parameters (every parameter with fewer than 2 dimensions) are excluded from both the weight
 decay and the trust ratio. Learning rate = base_lr * batch/256 ('linear') or
 base_lr * sqrt(batch) ('sqrt'), linear warm-up then cosine decay to zero.
+
+A LARS base learning rate only means something with its scaling rule: 0.3 under 'linear' and
+0.075 under 'sqrt' give the same peak at SimCLR's batch of 4096 (4.8), but 0.3 under 'sqrt' is
+4x the reference's square-root rate at every batch (3.39 instead of 0.85 at batch 128).
+`check_lr_pairing` (called by `make_optimizer`) refuses a LARS base rate outside the values the
+SimCLR reference and the Azizi et al. runs built on it pair with its rule (`SIMCLR_BASE_LR`);
+`lr_scaling='none'` takes base_lr as the peak itself and is not checked.
 """
 import math
 
 import jax
 import optax
+
+# Range (lowest, highest) of the LARS base learning rates used with each scaling rule by:
+# - 'linear' (x batch/256): SimCLR (Chen et al. 2020) paper and run.py default 0.3, its README's
+#   CIFAR-10 command 1.0 (batch 512); Azizi et al. 2021: Derm 0.3, CheXpert sweep {0.5, 1.0, 1.5},
+#   MICLe 0.1 (batch 128).
+# - 'sqrt' (x sqrt(batch)): 0.075, the SimCLR paper's square-root rule (0.075 x sqrt(batch)) and
+#   its README's ImageNet command (recommended there for batches below 4096); the reference gives
+#   no other value for this rule.
+SIMCLR_BASE_LR = {"linear": (0.1, 1.5), "sqrt": (0.075, 0.075)}
+
+
+def check_lr_pairing(name: str, base_lr: float, scaling: str) -> None:
+  """Raises (one line) if a LARS base_lr is not one the SimCLR reference pairs with `scaling`."""
+  if name != "lars" or scaling not in SIMCLR_BASE_LR:
+    return
+  lo, hi = SIMCLR_BASE_LR[scaling]
+  if not lo * (1 - 1e-9) <= base_lr <= hi * (1 + 1e-9):
+    supported = "; ".join(f"{rule}: {a:g}" + (f"-{b:g}" if b != a else "") for rule, (a, b) in SIMCLR_BASE_LR.items())
+    raise ValueError(f"optim.base_lr={base_lr:g} with optim.lr_scaling={scaling!r} is not a pairing the SimCLR "
+                     f"reference uses for LARS (base lr {supported}); pick a value for the rule, or give the "
+                     f"peak itself with optim.lr_scaling='none'")
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, scaling: str) -> float:
@@ -49,6 +77,7 @@ def decay_mask(params):
 
 
 def make_optimizer(optim_cfg, batch_size: int, num_steps: int) -> optax.GradientTransformation:
+  check_lr_pairing(optim_cfg.name, optim_cfg.base_lr, optim_cfg.lr_scaling)
   schedule = learning_rate_schedule(optim_cfg, batch_size, num_steps)
   if optim_cfg.name == "lars":
     return optax.lars(schedule, weight_decay=optim_cfg.weight_decay, weight_decay_mask=decay_mask,

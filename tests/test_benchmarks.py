@@ -216,7 +216,7 @@ def test_continued_pretraining_takes_the_pretraining_step_size():
   pre = study_a.pretrain_config("unused", s)
   for method in study_b.ARMS:
     cont = study_b.continue_config("unused", "ckpt", method, s)
-    assert (cont.optim.name, cont.optim.base_lr, cont.optim.lr_scaling) == ("lars", 0.5, "sqrt")
-    assert (pre.optim.name, pre.optim.base_lr, pre.optim.lr_scaling) == ("lars", 0.5, "sqrt")
+    assert (cont.optim.name, cont.optim.base_lr, cont.optim.lr_scaling) == ("lars", 0.075, "sqrt")
+    assert (pre.optim.name, pre.optim.base_lr, pre.optim.lr_scaling) == ("lars", 0.075, "sqrt")
     peak = optim.scaled_learning_rate(cont.optim.base_lr, s["covid_batch"], cont.optim.lr_scaling)
-    assert abs(peak - 0.5 * np.sqrt(32)) < 1e-9 and peak > 100 * 0.1 * 32 / 256
+    assert abs(peak - 0.075 * np.sqrt(32)) < 1e-9 and peak > 30 * 0.1 * 32 / 256

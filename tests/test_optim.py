@@ -75,3 +75,19 @@ def test_bad_settings_are_errors():
     optim.make_optimizer(_cfg(name="adagrad"), 256, 10)
   with pytest.raises(ValueError, match="warmup_steps"):
     optim.learning_rate_schedule(_cfg(warmup_steps=20), 256, 10)
+
+
+def test_lars_base_lr_must_suit_its_scaling_rule():
+  """Issue 18 item 2: a linear-rule base lr (0.5) under the square-root rule is refused, in one line,
+  naming the key and the supported values; the SimCLR reference's pairs and 'none' pass."""
+  for base_lr, scaling in ((0.5, "sqrt"), (0.3, "sqrt"), (0.075, "linear"), (2.0, "linear")):
+    with pytest.raises(ValueError, match=rf"optim.base_lr={base_lr:g} with optim.lr_scaling='{scaling}'") as e:
+      optim.make_optimizer(_cfg(name="lars", base_lr=base_lr, lr_scaling=scaling), 128, 10)
+    assert "\n" not in str(e.value) and "linear: 0.1-1.5; sqrt: 0.075" in str(e.value)
+  for base_lr, scaling in ((0.075, "sqrt"), (0.3, "linear"), (0.1, "linear"), (1.5, "linear"), (5.0, "none")):
+    optim.make_optimizer(_cfg(name="lars", base_lr=base_lr, lr_scaling=scaling), 128, 10)
+  # Only LARS (SimCLR's optimiser) is checked: fine-tuning optimisers take any rate.
+  optim.make_optimizer(_cfg(name="sgd", base_lr=0.5, lr_scaling="sqrt"), 128, 10)
+  optim.make_optimizer(_cfg(name="adam", base_lr=3e-5, lr_scaling="linear"), 128, 10)
+  # The pair fixed here: 0.075 x sqrt(128) = 0.85 where 0.5 x sqrt(128) was 5.66.
+  np.testing.assert_allclose(optim.scaled_learning_rate(0.075, 128, "sqrt"), 0.8485, rtol=1e-4)
