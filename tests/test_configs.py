@@ -1,18 +1,26 @@
 """Every shipped config loads, is locked, and carries the papers' numbers it claims."""
 import glob
+import math
 import os
 
 import pytest
 
-from configs import (chexpert_finetune, chexpert_simclr, demo, derm_finetune, derm_micle, derm_simclr,
-                     truong_linear)
+from configs import (chexpert_finetune, chexpert_simclr, covid_cxr_micle, demo, derm_finetune, derm_micle,
+                     derm_simclr, truong_linear)
 from medssl_jax import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {"demo": [""], "derm_simclr": ["", "local"], "chexpert_simclr": ["", "local"],
             "derm_micle": ["", "partial", "local", "local,partial"], "covid_cxr_micle": ["", "simclr"],
             "derm_finetune": ["", "linear", "local", "local_linear"],
-            "chexpert_finetune": ["", "mococxr", "local"], "truong_linear": ["", "finetune"]}
+            "chexpert_finetune": ["", "mococxr", "mococxr,fraction=0.001", "mococxr,fraction=0.01",
+                                  "mococxr,fraction=0.1", "mococxr,fraction=1", "local"],
+            "truong_linear": ["", "finetune"]}
+
+
+def _config(name, variant):
+  module = __import__(f"configs.{name}", fromlist=["get_config"])
+  return module.get_config(variant) if variant else module.get_config()
 
 
 def test_every_config_file_is_covered():
@@ -55,3 +63,114 @@ def test_paper_numbers():
 def test_unknown_variant_is_an_error():
   with pytest.raises(ValueError, match="unknown variant"):
     derm_simclr.get_config("huge")
+
+
+# SimCLR's own peak learning rate: 0.3 x 4096/256 = 4.8 at its batch of 4096, the largest batch
+# its defaults train at. No shipped LARS run should step harder.
+SIMCLR_PEAK_LR = 4.8
+
+
+def _study_pretraining_configs():
+  """The LARS runs of both studies at every scale (built without touching the data)."""
+  from benchmarks import common
+  from benchmarks import label_efficiency as study_a
+  from benchmarks import micle_vs_simclr as study_b
+  for scale, s in common.SCALES.items():
+    yield f"study A pretrain ({scale})", study_a.pretrain_config("unused", s), s["batch"]
+    for arm in study_b.ARMS:
+      yield f"study B {arm} ({scale})", study_b.continue_config("unused", "ckpt", arm, s), s["covid_batch"]
+
+
+def test_lars_base_lr_is_paired_with_its_scaling_rule_as_in_simclr():
+  """Issue 18 item 2: base lr 0.5 (a linear-rule value) under the square-root rule gave a peak of
+  5.66 at batch 128. Every LARS config and study run uses a base lr the SimCLR reference pairs
+  with its rule, and a peak no higher than SimCLR's own."""
+  runs = [(f"{n}:{v}", _config(n, v)) for n, vs in VARIANTS.items() for v in vs]
+  runs += [(label, c) for label, c, _ in _study_pretraining_configs()]
+  lars = [(label, c) for label, c in runs if c.optim.name == "lars"]
+  assert len(lars) >= 15, [label for label, _ in lars]
+  for label, c in lars:
+    assert c.optim.lr_scaling in optim.SIMCLR_BASE_LR, label   # LARS pretraining scales with the batch
+    lo, hi = optim.SIMCLR_BASE_LR[c.optim.lr_scaling]
+    assert lo <= c.optim.base_lr <= hi, (label, c.optim.base_lr, c.optim.lr_scaling)
+    optim.check_lr_pairing(c.optim.name, c.optim.base_lr, c.optim.lr_scaling)
+    peak = optim.scaled_learning_rate(c.optim.base_lr, c.train.batch_size, c.optim.lr_scaling)
+    assert 0 < peak <= SIMCLR_PEAK_LR, (label, peak)
+  # The pairs chosen (docstrings say why): square-root rule at the small batches, linear at full scale.
+  assert (lambda o: (o.base_lr, o.lr_scaling))(chexpert_simclr.get_config("local").optim) == (0.075, "sqrt")
+  assert (lambda o: (o.base_lr, o.lr_scaling))(demo.get_config().optim) == (0.075, "sqrt")
+  assert (lambda o: (o.base_lr, o.lr_scaling))(chexpert_simclr.get_config().optim) == (0.5, "linear")
+  assert (lambda o: (o.base_lr, o.lr_scaling))(derm_simclr.get_config("local").optim) == (0.3, "linear")
+  # Study runs at their own batch: 0.075 x sqrt(128) for study A's small-scale pretraining.
+  small = {label: (c, batch) for label, c, batch in _study_pretraining_configs() if "(small)" in label}
+  c, batch = small["study A pretrain (small)"]
+  assert math.isclose(optim.scaled_learning_rate(c.optim.base_lr, batch, c.optim.lr_scaling), 0.075 * math.sqrt(128))
+
+
+def test_micle_warms_up_like_the_simclr_run_it_continues():
+  """Issue 18 item 3: Azizi et al. Sec. 4.2 keep "optimizer, weight decay, and warmup step" of the
+  SimCLR pretraining for MICLe; 10 epochs of MICLe's own cases (1,198 steps) was not that."""
+  simclr = derm_simclr.get_config()
+  assert simclr.optim.warmup_steps == math.ceil(10 * 454_295 / 512) == 8873
+  for variant in ("", "partial"):
+    micle = derm_micle.get_config(variant)
+    assert micle.optim.warmup_steps == simclr.optim.warmup_steps, variant
+    assert (micle.optim.name, micle.optim.weight_decay, micle.optim.lr_scaling, micle.optim.schedule) == \
+        (simclr.optim.name, simclr.optim.weight_decay, simclr.optim.lr_scaling, simclr.optim.schedule)
+  # The CPU-sized MICLe continues chexpert_simclr:local, and takes its warm-up.
+  start, cont = chexpert_simclr.get_config("local"), covid_cxr_micle.get_config()
+  assert cont.optim.warmup_steps == start.optim.warmup_steps == 50
+  assert (cont.optim.name, cont.optim.weight_decay) == (start.optim.name, start.optim.weight_decay)
+
+
+# MoCo-CXR Sec. 3.3: epochs per label fraction; steps = ceil(epochs x labelled images / 16) over the
+# 167,429 training images of the CheXpert re-split (hand-computed: 167 x 220 / 16 = 2,296.25 -> 2,297).
+MOCOCXR_STEPS = {0.001: 2297, 0.01: 9940, 0.1: 42904, 1.0: 188358}
+
+
+@pytest.mark.parametrize("fraction", sorted(MOCOCXR_STEPS))
+def test_mococxr_variant_is_the_papers_protocol(fraction):
+  c = chexpert_finetune.get_config(f"mococxr,fraction={fraction:g}")
+  assert c.eval.label_fraction == fraction
+  assert c.train.num_steps == MOCOCXR_STEPS[fraction]
+  epochs = {0.001: 220, 0.01: 95, 0.1: 41, 1.0: 18}[fraction]
+  assert c.train.num_steps * 16 >= epochs * round(fraction * 167_429) > (c.train.num_steps - 1) * 16
+  assert (c.model.depth, c.model.width, c.model.stem) == (18, 1.0, "imagenet")    # ResNet-18
+  assert (c.data.label_column, c.eval.task) == ("Pleural Effusion", "multilabel")  # one sigmoid output
+  assert (c.optim.name, c.optim.base_lr, c.optim.schedule, c.train.batch_size) == ("adam", 3e-5, "constant", 16)
+  assert c.data.image_size == 224 and c.aug.rotation_degrees == 10.0 and c.aug.flip
+  assert c.data.train_split == chexpert_finetune.get_config().data.train_split  # same training set as the default
+
+
+def test_mococxr_default_fraction_and_unsupported_fractions():
+  assert chexpert_finetune.get_config("mococxr").to_dict() == chexpert_finetune.get_config("mococxr,fraction=1").to_dict()
+  for bad in ("0.05", "0.5", "0"):
+    with pytest.raises(ValueError, match=r"supported fractions: 0\.001, 0\.01, 0\.1, 1$"):
+      chexpert_finetune.get_config(f"mococxr,fraction={bad}")
+  for bad in ("mococxr,frac=0.1", "mococxr,fraction=ten", "mococxr,fraction=0.1,fraction=1"):
+    with pytest.raises(ValueError, match="unknown variant option"):
+      chexpert_finetune.get_config(bad)
+  with pytest.raises(ValueError, match="unknown variant"):
+    chexpert_finetune.get_config("local,fraction=0.1")
+
+
+def test_mococxr_label_column_reads_one_chexpert_label(tmp_path):
+  """The variant's data.label_column makes the CheXpert source return pleural effusion alone."""
+  import pandas as pd
+  from input_pipeline import sources
+  root = tmp_path / sources.CHEXPERT_DIR
+  columns = ["Path", "Sex", *sources.CHEXPERT_TASKS]
+  for csv, split, n in (("train.csv", "train", 6), ("valid.csv", "valid", 2)):
+    rows = []
+    for i in range(n):
+      rel = f"{sources.CHEXPERT_DIR}/{split}/patient{(split == 'valid') * 900 + i:05d}/study1/view1_frontal.jpg"
+      (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+      (tmp_path / rel).write_bytes(b"")
+      rows.append([rel, "Male", "1.0", "", "0.0", "-1.0", ["1.0", "-1.0", "0.0"][i % 3]])
+    pd.DataFrame(rows, columns=columns).to_csv(root / csv, index=False)
+  c = chexpert_finetune.get_config("mococxr")
+  with c.unlocked():
+    c.data.path, c.data.verify_images = str(tmp_path), False
+  src = sources.load_source(c.data, "train")
+  assert src.labels.shape == (6, 1) and tuple(src.class_names) == ("Pleural Effusion",)
+  assert src.labels[:, 0].tolist() == [1.0, -1.0, 0.0] * 2
