@@ -50,9 +50,22 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.colour = True
   c.data.synthetic.seed = 0    # the data set's own seed (independent of the training seed)
 
-  # ---- augmentation (host side, tf.data) ----------------------------------------------------
+  # ---- augmentation (host side, tf.data and NumPy) -----------------------------------------
   c.aug = ml_collections.ConfigDict()
-  c.aug.crop = True
+  c.aug.crop = True            # False: no crop (the whole image is resized).
+  # 'inception': random resized crop, area fraction U(crop_area_min, max), aspect (w/h) in
+  # [crop_aspect_min, max] (SimCLR); a draw that finds no box uses the whole image and is counted
+  # and logged as a fallback. 'fixed': a square of fixed_crop_fraction x the SHORT side at a
+  # uniformly random offset (anywhere in a non-square image), resized to data.image_size; e.g.
+  # 0.875 = "resize to 256, random crop 224". Its box is the same in both host pipelines.
+  c.aug.crop_mode = "inception"
+  c.aug.fixed_crop_fraction = 0.875
+  # Evaluation / feature extraction: 1.0 = the whole image resized to data.image_size (aspect not
+  # kept); < 1 = its centred square of this fraction of the short side, resized (SimCLR code:
+  # 0.875). Default 1.0: the papers do not state their test transform, pretraining probes and the
+  # MedMNIST studies see whole 28 px images, and earlier results stay comparable; configs that
+  # train on fixed crops set 0.875, so test images are seen at the training crops' scale.
+  c.aug.eval_crop_fraction = 1.0
   c.aug.crop_area_min = 0.08
   c.aug.crop_area_max = 1.0
   c.aug.crop_aspect_min = 3.0 / 4.0

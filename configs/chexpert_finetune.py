@@ -34,8 +34,15 @@ Variants:
   of pleural effusion counts images "labeled as positive or uncertain"); label fractions of the
   re-split training set (MoCo-CXR's are of the whole CheXpert training set).
 - `:local`: PneumoniaMNIST (../shared/data, 28 px, 2 classes, multi-class) with the App. A.2 ops.
-Readings: "random crop 224" as a crop of 87.5% of the side (224 of 256) at a random place,
-resized to the input size.
+Readings: "random crop 224" as the fixed-size random crop (`aug.crop_mode='fixed'`): a square of
+87.5% of the short side (224 of 256) at a uniformly random place, resized to the input size; a
+non-square CheXpert image (e.g. 390 x 320) gives a 280 x 280 square anywhere inside it, what
+resizing its short side to 256 and cropping 224 would take. (It was an Inception crop of exactly
+0.875^2 of the area at aspect 1, which tf.data cannot draw on non-square or 28 px images, so it
+silently used the whole image.) Evaluation: the App. A.2 text is silent; we take the SimCLR
+code's centre crop of 87.5% of the short side, resized (`aug.eval_crop_fraction=0.875`), so
+test images are seen at the training crops' scale; `:mococxr` trains without crops and
+evaluates the whole image (1.0).
 """
 import math
 import os
@@ -88,8 +95,8 @@ def get_config(variant: str = ""):
   c.data.train_split, c.eval.val_split, c.data.eval_split = "resplit_train", "resplit_val", "resplit_test"
   c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"
   c.model.dtype = "bfloat16"
-  c.aug.crop, c.aug.crop_area_min, c.aug.crop_area_max = True, 0.875 ** 2, 0.875 ** 2
-  c.aug.crop_aspect_min = c.aug.crop_aspect_max = 1.0
+  c.aug.crop, c.aug.crop_mode, c.aug.fixed_crop_fraction = True, "fixed", 0.875
+  c.aug.eval_crop_fraction = 0.875
   c.aug.color_prob, c.aug.grayscale_prob, c.aug.blur_prob = 0.0, 0.0, 0.0
   c.aug.flip, c.aug.rotation_degrees = True, 20.0
   c.aug.additive_brightness, c.aug.std_contrast = 0.2, 0.2
@@ -105,7 +112,7 @@ def get_config(variant: str = ""):
     c.data.label_column = MOCOCXR_TASK  # one label: pleural effusion
     c.eval.uncertain_policy = "ones"
     c.aug.rotation_degrees, c.aug.additive_brightness, c.aug.std_contrast = 10.0, 0.0, 0.0
-    c.aug.crop = False
+    c.aug.crop, c.aug.eval_crop_fraction = False, 1.0
     c.optim.name, c.optim.base_lr, c.optim.weight_decay = "adam", 3e-5, 0.0
     c.optim.schedule = "constant"
     c.train.batch_size = MOCOCXR_BATCH

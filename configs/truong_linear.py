@@ -8,6 +8,14 @@ APTOS-style tasks report quadratic Cohen's kappa (in results.json as `kappa`).
       --config.eval.checkpoint=PRETRAIN_WORKDIR --config.data.path=manifest.csv \
       --config.train.num_steps=<epochs * images / 64>
 
+Readings: "resized to 256 then cropped to 224" as the fixed-size random crop
+(`aug.crop_mode='fixed'`): a square of 87.5% (224/256) of the short side at a uniformly random
+place, resized to 224 (the same square as resizing the short side to 256 first, resampled once);
+evaluation takes the centred square of 87.5% of the short side, resized
+(`aug.eval_crop_fraction=0.875`, as the SimCLR code evaluates), so test images match the
+training crops' scale. (The crop was an Inception crop of exactly 0.875^2 of the area, which
+tf.data cannot draw on non-square images and silently replaced by the whole image.)
+
 Variant `:finetune`: all layers trained (their fine-tuning arm), same optimiser.
 Difference from the paper: they reduce the learning rate by 10x when the validation loss stalls
 for 5 epochs (ReduceLROnPlateau) and stop early after 10; this config keeps the learning rate
@@ -23,8 +31,8 @@ def get_config(variant: str = ""):
   c.data.source = "manifest"
   c.data.image_size, c.data.channels = 224, 3
   c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"
-  c.aug.crop, c.aug.crop_area_min, c.aug.crop_area_max = True, 0.875 ** 2, 0.875 ** 2
-  c.aug.crop_aspect_min = c.aug.crop_aspect_max = 1.0
+  c.aug.crop, c.aug.crop_mode, c.aug.fixed_crop_fraction = True, "fixed", 0.875
+  c.aug.eval_crop_fraction = 0.875
   c.aug.flip = True
   c.aug.color_prob, c.aug.grayscale_prob, c.aug.blur_prob = 0.0, 0.0, 0.0
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "adam", 1e-3, "none"

@@ -6,13 +6,17 @@ state. All functions trace inside `tf.data.Dataset.map`, accept images of any H 
 work with 1 (grey) or 3 (colour) channels.
 
 Choices: resizes are bicubic with antialiasing (then clipped to [0, 1]); rotation is
-bilinear with REFLECT fill (no black corners); blur pads with REFLECT.
+bilinear with REFLECT fill (no black corners); blur pads with REFLECT. The fixed-size crop and
+the evaluation centre crop take `view_plan`'s boxes (integer arithmetic on the view seed), the
+same boxes as the NumPy pipeline; the Inception crop's fallbacks to the whole image are counted
+(`view_plan.CROP_FALLBACKS`).
 """
 import functools
 import math
 from typing import Callable, Sequence, Tuple
 
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
 from input_pipeline import view_plan
@@ -119,8 +123,78 @@ def crop_box(image_shape, seed, area_range: Tuple[float, float] = (0.08, 1.0),
   return begin[0], begin[1], size[0], size[1]
 
 
+def _record_fallback(area_range, aspect_range):
+  """A numpy_function body: counts (view_plan.CROP_FALLBACKS) a whole-image box of an h x w
+  image that the ranges do not allow; returns 1 if it was such a fallback, else 0."""
+
+  def record(h, w):
+    h, w = int(h), int(w)
+    if view_plan.inception_crop_fell_back(h, w, (0, 0, h, w), area_range, aspect_range):
+      view_plan.CROP_FALLBACKS.record(h, w, area_range, aspect_range)
+      return np.int64(1)
+    return np.int64(0)
+
+  return record
+
+
 def _crop(image, seed, area_range, aspect_range):
-  oy, ox, h, w = crop_box(tf.shape(image), seed, area_range, aspect_range)
+  """The `crop_box` region; a whole-image box is checked (in Python, so only then) and counted
+  when it is a fallback (`view_plan.inception_crop_fell_back`)."""
+  shape = tf.shape(image)
+  oy, ox, h, w = crop_box(shape, seed, area_range, aspect_range)
+  whole = tf.reduce_all(tf.equal(tf.stack([oy, ox, h, w]), tf.stack([0, 0, shape[0], shape[1]])))
+  counted = tf.cond(
+      whole,
+      lambda: tf.numpy_function(_record_fallback(tuple(area_range), tuple(aspect_range)),
+                                [shape[0], shape[1]], tf.int64, stateful=True),
+      lambda: tf.constant(0, tf.int64))
+  with tf.control_dependencies([counted]):
+    return tf.identity(image[oy:oy + h, ox:ox + w])
+
+
+# ---- 1b. fixed-size random crop and centre crop (shared boxes, see view_plan) ----------
+
+
+def _crop_side(short, fraction: float) -> tf.Tensor:
+  """view_plan.crop_side in TF: floor(fraction x short + 1e-9) in float64, at least 1 (int64)."""
+  side = tf.floor(float(fraction) * tf.cast(short, tf.float64) + 1e-9)
+  return tf.maximum(tf.cast(side, tf.int64), 1)
+
+
+def _hw(image_shape):
+  shape = tf.cast(tf.convert_to_tensor(image_shape), tf.int64)
+  return shape[0], shape[1]
+
+
+def fixed_crop_box(image_shape, seed, fraction: float):
+  """The fixed crop's (offset_y, offset_x, side, side), int32 scalars: a square of side
+  floor(fraction x short side) at offsets hashed from the view seed
+  (`view_plan.fixed_crop_offsets`), equal to `view_plan.fixed_crop_box` (and so to the NumPy
+  pipeline's box) for the same seed. It never falls back: the square always fits."""
+  h, w = _hw(image_shape)
+  side = _crop_side(tf.minimum(h, w), fraction)
+  s = _as_seed(seed)
+  oy, ox = view_plan.fixed_crop_offsets(h, w, side, s[0], s[1])
+  return tuple(tf.cast(v, tf.int32) for v in (oy, ox, side, side))
+
+
+def fixed_crop(image: tf.Tensor, seed, fraction: float) -> tf.Tensor:
+  """The `fixed_crop_box` square of `image` (not resized)."""
+  oy, ox, h, w = fixed_crop_box(tf.shape(image), seed, fraction)
+  return image[oy:oy + h, ox:ox + w]
+
+
+def center_crop_box(image_shape, fraction: float):
+  """view_plan.center_crop_box in TF, int32 scalars (fraction < 1: the centred square)."""
+  h, w = _hw(image_shape)
+  side = _crop_side(tf.minimum(h, w), fraction)
+  oy, ox = view_plan.center_crop_offsets(h, w, side)
+  return tuple(tf.cast(v, tf.int32) for v in (oy, ox, side, side))
+
+
+def center_crop(image: tf.Tensor, fraction: float) -> tf.Tensor:
+  """The centred square of `fraction` of the short side (not resized)."""
+  oy, ox, h, w = center_crop_box(tf.shape(image), fraction)
   return image[oy:oy + h, ox:ox + w]
 
 
@@ -288,17 +362,22 @@ def random_blur(image: tf.Tensor, seed, prob: float, kernel_size: int,
 # ---- whole views -----------------------------------------------------------------------
 
 
-def make_eval_fn(image_size: int, channels: int) -> Callable[[tf.Tensor], tf.Tensor]:
-  """fn(image) -> float32 (image_size, image_size, channels) in [0, 1]; resize only."""
+def make_eval_fn(image_size: int, channels: int,
+                 crop_fraction: float = 1.0) -> Callable[[tf.Tensor], tf.Tensor]:
+  """fn(image) -> float32 (image_size, image_size, channels) in [0, 1], no random op:
+  `view_plan.apply_eval` (crop_fraction 1.0: the whole image resized; < 1: its centred square
+  of crop_fraction x the short side, resized; aug.eval_crop_fraction)."""
+  view_plan.check_fraction("aug.eval_crop_fraction", crop_fraction)
 
   def eval_fn(image):
-    out = resize(to_channels(image, channels), image_size)
+    out = view_plan.apply_eval(TF_OPS, image, image_size, channels, crop_fraction)
     return tf.ensure_shape(out, [image_size, image_size, channels])
 
   return eval_fn
 
 
-TF_OPS = view_plan.Ops(crop=_crop, to_channels=to_channels, resize=resize, rotation=random_rotation,
+TF_OPS = view_plan.Ops(crop=_crop, fixed_crop=fixed_crop, center_crop=center_crop, to_channels=to_channels,
+                       resize=resize, rotation=random_rotation,
                        flip=random_flip, color_jitter=random_color_jitter, grayscale=random_grayscale,
                        additive_brightness=random_additive_brightness, std_contrast=random_std_contrast,
                        blur=random_blur, clip=lambda x: tf.clip_by_value(x, 0.0, 1.0))
@@ -314,7 +393,7 @@ def make_view_fn(aug: ml_collections.ConfigDict, image_size: int,
   plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
 
   def view_fn(image, seed):
-    x = view_plan.apply(plan, TF_OPS, image, _split(seed, view_plan.NUM_OPS))
+    x = view_plan.apply(plan, TF_OPS, image, _split(seed, view_plan.NUM_OPS), seed=seed)
     return tf.ensure_shape(x, [image_size, image_size, channels])
 
   return view_fn

@@ -8,8 +8,9 @@ off does not change the draws of the others. Images are float32 (H, W, C) with C
 
 Differences from `augment.py`, all deliberate (plain NumPy, no scipy / PIL):
   * resizes are bilinear with half-pixel centres (no antialiasing), not antialiased bicubic;
-  * the crop box is drawn directly (area fraction uniform, aspect ratio log-uniform), with no
-    `min_object_covered` constraint;
+  * the Inception crop box is drawn directly (area fraction uniform, aspect ratio log-uniform),
+    with no `min_object_covered` constraint (the fixed crop, crop_mode='fixed', and the
+    evaluation centre crop take exactly the tf.data pipeline's boxes: `view_plan`);
   * saturation blends with the luma (gray + f * (x - gray)) instead of scaling HSV saturation;
   * none for rotation: it fills as TF's ImageProjectiveTransform "REFLECT" does, which is
     half-sample symmetric (dcba|abcd|dcba), here fill_mode="symmetric" (the default);
@@ -142,7 +143,30 @@ def crop_box(h: int, w: int, rng: np.random.Generator,
 
 
 def _crop(image, rng, area_range, aspect_range):
-  oy, ox, ch, cw = crop_box(image.shape[0], image.shape[1], rng, area_range, aspect_range)
+  """The `crop_box` region; a fallback box (`view_plan.inception_crop_fell_back`) is counted in
+  `view_plan.CROP_FALLBACKS`, as in the tf.data pipeline."""
+  h, w = image.shape[0], image.shape[1]
+  box = crop_box(h, w, rng, area_range, aspect_range)
+  if view_plan.inception_crop_fell_back(h, w, box, area_range, aspect_range):
+    view_plan.CROP_FALLBACKS.record(h, w, area_range, aspect_range)
+  oy, ox, ch, cw = box
+  return image[oy:oy + ch, ox:ox + cw]
+
+
+# ---- 1b. fixed-size random crop and centre crop (shared boxes, see view_plan) ----------
+
+
+def fixed_crop(image: np.ndarray, seed, fraction: float) -> np.ndarray:
+  """The `view_plan.fixed_crop_box` square of `image` (not resized): side floor(fraction x
+  short side), offsets hashed from the view seed, the very box augment.fixed_crop takes."""
+  oy, ox, ch, cw = view_plan.fixed_crop_box(image.shape[0], image.shape[1],
+                                            np.asarray(seed).reshape(2), fraction)
+  return image[oy:oy + ch, ox:ox + cw]
+
+
+def center_crop(image: np.ndarray, fraction: float) -> np.ndarray:
+  """The centred square of `fraction` of the short side (`view_plan.center_crop_box`)."""
+  oy, ox, ch, cw = view_plan.center_crop_box(image.shape[0], image.shape[1], fraction)
   return image[oy:oy + ch, ox:ox + cw]
 
 
@@ -363,17 +387,24 @@ def random_blur(image: np.ndarray, rng: np.random.Generator, prob: float, kernel
 # ---- whole views -----------------------------------------------------------------------
 
 
-def make_eval_fn(image_size: int, channels: int) -> Callable[[np.ndarray], np.ndarray]:
-  """fn(image) -> float32 (image_size, image_size, channels) in [0, 1]; resize only."""
+def make_eval_fn(image_size: int, channels: int,
+                 crop_fraction: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
+  """fn(image) -> float32 (image_size, image_size, channels) in [0, 1], no random op:
+  `view_plan.apply_eval` (crop_fraction 1.0: the whole image resized; < 1: its centred square
+  of crop_fraction x the short side, resized; aug.eval_crop_fraction). The box is the tf.data
+  pipeline's; only the resize differs (bilinear here)."""
+  view_plan.check_fraction("aug.eval_crop_fraction", crop_fraction)
 
   def eval_fn(image):
-    out = resize_bilinear(to_channels(image, channels), image_size, image_size)
-    return np.clip(out, 0.0, 1.0)
+    x = np.asarray(image)
+    if x.ndim == 2:
+      x = x[..., None]
+    return view_plan.apply_eval(NUMPY_OPS, x, image_size, channels, crop_fraction).astype(np.float32)
 
   return eval_fn
 
 
-NUMPY_OPS = view_plan.Ops(crop=_crop, to_channels=to_channels,
+NUMPY_OPS = view_plan.Ops(crop=_crop, fixed_crop=fixed_crop, center_crop=center_crop, to_channels=to_channels,
                           resize=lambda x, side: resize_bilinear(x, side, side), rotation=random_rotation,
                           flip=random_flip, color_jitter=random_color_jitter, grayscale=random_grayscale,
                           additive_brightness=random_additive_brightness, std_contrast=random_std_contrast,
@@ -394,6 +425,6 @@ def make_view_fn(aug, image_size: int,
     x = np.asarray(image)
     if x.ndim == 2:
       x = x[..., None]
-    return view_plan.apply(plan, NUMPY_OPS, x, op_rngs(seed)).astype(np.float32)
+    return view_plan.apply(plan, NUMPY_OPS, x, op_rngs(seed), seed=seed).astype(np.float32)
 
   return view_fn

@@ -123,12 +123,18 @@ def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, glob
   return _background(_batched(stream, local, make, _workers()))
 
 
-def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256):
-  """(images float32 (N, S, S, C) in [0, 1], labels) without augmentation, in index order."""
+def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256,
+                     crop_fraction: float = 1.0):
+  """(images float32 (N, S, S, C) in [0, 1], labels) without augmentation, in index order.
+
+  `crop_fraction` (aug.eval_crop_fraction): 1.0 resizes the whole image; < 1 resizes its
+  centred square of that fraction of the short side (the SimCLR code's 0.875), the same box in
+  both host pipelines.
+  """
   del batch_size  # one pass over the indices; kept for the same signature as pipeline.make_eval_arrays
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   load = _loader(source)
-  fn = augment_np.make_eval_fn(int(image_size), int(channels))
+  fn = augment_np.make_eval_fn(int(image_size), int(channels), float(crop_fraction))
   with concurrent.futures.ThreadPoolExecutor(max_workers=_workers()) as pool:
     rows = list(pool.map(lambda i: fn(load(int(i))), indices))
   images = np.stack(rows) if rows else np.zeros((0, image_size, image_size, channels), np.float32)

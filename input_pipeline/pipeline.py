@@ -91,11 +91,17 @@ def supervised_iterator(source, **kwargs) -> Iterator[dict]:
   return make_supervised_dataset(source, **kwargs).as_numpy_iterator()
 
 
-def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256):
-  """(images float32 (N, S, S, C) in [0, 1], labels) without augmentation, in index order."""
+def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256,
+                     crop_fraction: float = 1.0):
+  """(images float32 (N, S, S, C) in [0, 1], labels) without augmentation, in index order.
+
+  `crop_fraction` (aug.eval_crop_fraction): 1.0 resizes the whole image; < 1 resizes its
+  centred square of that fraction of the short side (the SimCLR code's 0.875), the same box in
+  both host pipelines.
+  """
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   load = _loader(source)
-  fn = augment.make_eval_fn(int(image_size), int(channels))
+  fn = augment.make_eval_fn(int(image_size), int(channels), float(crop_fraction))
   ds = tf.data.Dataset.from_tensor_slices(indices).map(lambda i: fn(load(i)), num_parallel_calls=AUTOTUNE,
                                                        deterministic=True)
   images = np.concatenate(list(ds.batch(batch_size).as_numpy_iterator())) if len(indices) else \
