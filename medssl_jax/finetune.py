@@ -133,7 +133,8 @@ def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exc
   """Metrics with bootstrap intervals on one split; saves its predictions next to results.json,
   with the settings that define the metric (so that `compare` scores them the same way)."""
   from medssl_jax.evaluation import bootstrap, compare, metrics
-  images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels)
+  images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
+                                             crop_fraction=config.aug.eval_crop_fraction)
   labels = np.asarray(source.labels)  # the policy-applied labels of the prepared source
   probs = np.asarray(predict(state, images, mesh, config.eval.task), np.float32)  # as saved: scored == stored
   if jax.process_index() == 0:

@@ -269,3 +269,24 @@ def test_configs_use_the_fixed_crop_and_the_centre_crop_at_evaluation():
     assert (aug.crop, aug.crop_mode, aug.fixed_crop_fraction, aug.eval_crop_fraction) == (True, "fixed", 0.875, 0.875)
   moco = chexpert_finetune.get_config("mococxr").aug   # MoCo-CXR: no crop, so the whole image at test
   assert (moco.crop, moco.eval_crop_fraction) == (False, 1.0)
+
+
+def test_finetune_evaluation_reads_the_eval_crop_fraction(monkeypatch, tmp_path):
+  """The runs' test metrics use aug.eval_crop_fraction (else the configs' 0.875 would be inert)."""
+  from medssl_jax import finetune
+  seen = []
+
+  class Recording:
+    @staticmethod
+    def make_eval_arrays(source, image_size, channels, indices=None, batch_size=256, crop_fraction=1.0):
+      seen.append(crop_fraction)
+      return np.zeros((len(source), image_size, image_size, channels), np.float32), np.asarray(source.labels)
+
+  monkeypatch.setattr(finetune, "predict", lambda state, images, mesh, task, *a, **k: np.tile([0.6, 0.4], (len(images), 1)))
+  src = _big_source(28, 28, n=6)
+  for config, expected in [(chexpert_finetune.get_config("local"), 0.875), (get_base_config(), 1.0)]:
+    with config.unlocked():
+      config.eval.num_replicates, config.eval.task = 5, "multiclass"
+      config.data.image_size, config.data.channels = 28, 1
+    finetune.evaluate(config, None, None, src, Recording, "test", str(tmp_path))
+    assert seen[-1] == expected

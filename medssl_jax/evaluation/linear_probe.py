@@ -42,8 +42,11 @@ def probe_pretrained(config, state, mesh, sources, pipeline) -> dict:
   idx = np.arange(len(train_src))
   if len(idx) > config.probe.max_train_examples:
     idx = np.sort(rng.choice(idx, config.probe.max_train_examples, replace=False))
-  train_x, train_y = pipeline.make_eval_arrays(train_src, config.data.image_size, config.data.channels, indices=idx)
-  test_x, test_y = pipeline.make_eval_arrays(test_src, config.data.image_size, config.data.channels)
+  crop = config.aug.eval_crop_fraction
+  train_x, train_y = pipeline.make_eval_arrays(train_src, config.data.image_size, config.data.channels, indices=idx,
+                                                crop_fraction=crop)
+  test_x, test_y = pipeline.make_eval_arrays(test_src, config.data.image_size, config.data.channels,
+                                              crop_fraction=crop)
   encoders = {"pretrained": state}
   if config.probe.compare_random_init:
     encoders["random_init"] = contrastive.create_state(config, mesh, jax.random.key(config.seed))

@@ -106,7 +106,9 @@ def run(finetuned: str, target_config, label_map: str, subgroups: str, subgroup_
   put = lambda new, old: jax.device_put(new, jax.tree_util.tree_map(lambda x: x.sharding, old))
   state = state.replace(params=put(params, state.params), batch_stats=put(batch_stats, state.batch_stats))
   pipeline = backends.get(target_config.data.pipeline)
-  images, _ = pipeline.make_eval_arrays(source, ft.data.image_size, ft.data.channels)
+  # The fine-tuned run's own test transform (runs saved before the key existed: whole image).
+  images, _ = pipeline.make_eval_arrays(source, ft.data.image_size, ft.data.channels,
+                                       crop_fraction=ft.aug.get("eval_crop_fraction", 1.0))
   probs = finetune.predict(state, images, mesh, ft.eval.task)
   labels = np.asarray(source.labels)
   if ft.eval.task == "multiclass":
