@@ -1,0 +1,332 @@
+"""One-shot accelerator check: our SimCLR step against a PyTorch SimCLR step, plus the host input rate.
+
+  bash launch/gpu_check.sh [--batch_sizes=256,512] [--out=gpu_check.json]
+  python -m benchmarks.accelerator_check --depth=18 --width=0.25 --image_size=32 \
+      --batch_sizes=8 --steps=2 --torch_batch=8            # the CPU dry run the tests do
+
+Each part runs in its own subprocess (JAX and PyTorch must not share the accelerator's memory
+pool, and one part failing, e.g. out of memory, must not lose the others' numbers):
+
+- `jax`:   this project's SimCLR train step (`medssl_jax.contrastive`: ResNet + 2-layer projection
+           head, NT-Xent over the global batch, LARS, bf16 compute) at each batch size of
+           `--batch_sizes`, ascending, until one does not fit; pairs/s on views already on the device.
+- `torch`: the same step written in PyTorch: torchvision ResNet of the same depth, the same head
+           (Linear-BN-ReLU-Linear-BN, no bias on the last), the same NT-Xent (all 2N-1 other views),
+           LARS with 1-D parameters excluded from weight decay and trust ratio, bf16 autocast,
+           channels_last; eager, then `torch.compile` where it works. Skipped, saying so, where
+           torch or torchvision is not installed.
+- `host`:  the TensorFlow-free NumPy host pipeline (`input_pipeline/numpy_pipeline.py`) reading real
+           image files with the full SimCLR augmentation at `--image_size`, with 1 and with all
+           worker threads: pairs/s, and pairs/s per worker thread.
+
+It prints one table (the last lines of the output) and writes every number, the card and the
+library versions to `--out` (JSON). Pairs/s counts positive pairs (2 views each) per second.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_IMAGES = os.path.join(ROOT, "..", "shared", "data", "covid_cxr_multi")
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--part", default="all", choices=("all", "jax", "torch", "host"))
+  p.add_argument("--depth", type=int, default=50)
+  p.add_argument("--width", type=float, default=1.0)
+  p.add_argument("--image_size", type=int, default=224)
+  p.add_argument("--batch_sizes", default="128,256,512", help="JAX global batches (pairs), ascending.")
+  p.add_argument("--torch_batch", type=int, default=0, help="PyTorch batch (pairs); 0 = the largest JAX batch that ran.")
+  p.add_argument("--steps", type=int, default=20, help="Timed steps per measurement (after 3 warm-up steps).")
+  p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+  p.add_argument("--torch_compile", default="auto", choices=("auto", "off"))
+  p.add_argument("--images", default=DEFAULT_IMAGES,
+                 help="Folder for the host part: a covid_cxr_multi-style folder or any folder of JPEG/PNG files.")
+  p.add_argument("--host_batches", type=int, default=6)
+  p.add_argument("--host_batch", type=int, default=32, help="Pairs per host batch.")
+  p.add_argument("--part_timeout", type=int, default=400, help="Seconds before a part is abandoned.")
+  p.add_argument("--out", default="")
+  return p.parse_args(argv)
+
+
+# ---- JAX ------------------------------------------------------------------------------------------
+def jax_part(args) -> dict:
+  import jax
+  from configs import derm_simclr
+  from medssl_jax import benchmark
+
+  rows = []
+  for b in [int(x) for x in args.batch_sizes.split(",") if x]:
+    c = derm_simclr.get_config()
+    with c.unlocked():
+      c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
+      c.data.image_size, c.train.batch_size = args.image_size, b
+    try:
+      r = benchmark.time_step(c, args.steps)
+    except Exception as e:  # noqa: BLE001 - out of memory ends the sweep, reported as such
+      msg = str(e).splitlines()[0][:300]
+      rows.append({"batch": b, "error": msg})
+      if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+        break
+      continue
+    rows.append({"batch": b, "pairs_per_sec": r["images_per_sec"] / 2, "compile_s": r["compile_and_warmup_seconds"],
+                 "step_ms": 1000 * r["seconds"] / r["steps"], "loss_finite": r["loss_finite"]})
+    print(f"jax batch {b}: {rows[-1]['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
+  return {"rows": rows, "jax": jax.__version__, "device": jax.devices()[0].device_kind,
+          "platform": jax.devices()[0].platform, "device_count": jax.device_count()}
+
+
+# ---- PyTorch ------------------------------------------------------------------------------------
+def _torch_lars(params, lr, momentum=0.9, weight_decay=1e-6, trust=0.001):
+  """LARS as in the SimCLR code and `medssl_jax.optim`: 1-D params skip decay and trust ratio."""
+  import torch
+  mats = [p for p in params if p.ndim > 1]
+  vecs = [p for p in params if p.ndim <= 1]
+  bufs = {p: torch.zeros_like(p) for p in params}
+
+  @torch.no_grad()
+  def step():
+    if mats:
+      g = [p.grad for p in mats]
+      torch._foreach_add_(g, mats, alpha=weight_decay)
+      pn = torch._foreach_norm(mats)
+      gn = torch._foreach_norm(g)
+      ratios = [torch.where((a > 0) & (b > 0), trust * a / b, torch.ones_like(a)) for a, b in zip(pn, gn)]
+      torch._foreach_mul_(g, ratios)
+      m = [bufs[p] for p in mats]
+      torch._foreach_mul_(m, momentum)
+      torch._foreach_add_(m, g)
+      torch._foreach_add_(mats, m, alpha=-lr)
+    if vecs:
+      m = [bufs[p] for p in vecs]
+      torch._foreach_mul_(m, momentum)
+      torch._foreach_add_(m, [p.grad for p in vecs])
+      torch._foreach_add_(vecs, m, alpha=-lr)
+  return step
+
+
+def torch_part(args, batch: int) -> dict:
+  try:
+    import torch
+    import torchvision
+  except ImportError as e:
+    return {"skipped": f"PyTorch/torchvision not installed ({e}); pip install torch torchvision"}
+  from torch import nn
+  import torch.nn.functional as F
+
+  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  torch.backends.cudnn.benchmark = True
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+  arch = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}[args.depth]
+  # torchvision has no width multiplier of SimCLR's kind: the 1x network is timed (`torch_width`).
+  enc = getattr(torchvision.models, arch)()
+  dim = enc.fc.in_features
+  enc.fc = nn.Identity()
+  head = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(),
+                       nn.Linear(dim, 128, bias=False), nn.BatchNorm1d(128, affine=True))
+  net = nn.Sequential(enc, head).to(dev).to(memory_format=torch.channels_last)
+  lars = _torch_lars(list(net.parameters()), lr=0.3 * batch / 256)
+  amp = args.dtype == "bfloat16"
+
+  def nt_xent(z, t=0.1):
+    z = F.normalize(z.float(), dim=1)
+    n2 = z.shape[0]
+    logits = z @ z.T / t
+    logits = logits - torch.eye(n2, device=z.device) * 1e9
+    pos = torch.arange(n2, device=z.device) ^ 1   # views interleaved: a0, b0, a1, b1, ...
+    return F.cross_entropy(logits, pos)
+
+  def make_step(model):
+    def step(x):
+      with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=amp):
+        z = model(x)
+      loss = nt_xent(z)
+      for p in net.parameters():
+        p.grad = None
+      loss.backward()
+      lars()
+      return loss
+    return step
+
+  x = torch.rand(2 * batch, 3, args.image_size, args.image_size, device=dev).contiguous(
+      memory_format=torch.channels_last)
+
+  def timed(step):
+    t0 = time.perf_counter()
+    for _ in range(3):
+      loss = step(x)
+    if dev == "cuda":
+      torch.cuda.synchronize()
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+      loss = step(x)
+    if dev == "cuda":
+      torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"pairs_per_sec": batch * args.steps / dt, "step_ms": 1000 * dt / args.steps,
+            "compile_s": warm, "loss_finite": bool(torch.isfinite(loss).item())}
+
+  out = {"batch": batch, "torch_width": 1.0, "torch": torch.__version__, "torchvision": torchvision.__version__, "device": dev,
+         "device_name": torch.cuda.get_device_name(0) if dev == "cuda" else platform.processor()}
+  try:
+    out["eager"] = timed(make_step(net))
+    print(f"torch eager: {out['eager']['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
+  except Exception as e:  # noqa: BLE001 - reported in the table
+    out["eager"] = {"error": str(e).splitlines()[0][:300]}
+  if args.torch_compile == "auto":
+    try:
+      out["compiled"] = timed(make_step(torch.compile(net)))
+      print(f"torch compiled: {out['compiled']['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 - torch.compile is optional; the table says why it is missing
+      out["compiled"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+  return out
+
+
+# ---- host pipeline ---------------------------------------------------------------------------------
+def _image_source(folder: str):
+  from input_pipeline import sources
+  if os.path.isfile(os.path.join(folder, sources.COVID_METADATA)):
+    table = sources.covid_cxr_manifest(folder, test_fraction=0.0)
+    paths = [os.path.join(folder, p) for p in table["path"]]
+  else:
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.lower().endswith((".jpg", ".jpeg", ".png")))
+  paths = [p for p in paths if os.path.isfile(p)]
+  if not paths:
+    raise SystemExit(f"error: --images={folder}: no JPEG/PNG files found")
+  n = len(paths)
+  return sources.Source(name="host_check", labels=np.full(n, -1, np.int64), case_ids=np.arange(n).astype(str),
+                        image_ids=np.arange(n).astype(str), num_classes=1, paths=np.asarray(paths))
+
+
+def host_part(args) -> dict:
+  from configs import chexpert_simclr, derm_simclr
+  from input_pipeline import numpy_pipeline
+
+  source = _image_source(args.images)
+  rows = []
+  cores = os.cpu_count() or 1
+  for aug_name, cfg_mod in (("simclr", derm_simclr), ("chexpert", chexpert_simclr)):
+    c = cfg_mod.get_config()
+    for workers in sorted({1, min(cores, 16)}):
+      numpy_pipeline._workers = lambda w=workers: w  # noqa: E731 - thread count under test
+      it = numpy_pipeline.pretrain_iterator(source, data_cfg=_DataCfg(args.image_size, 3), aug_cfg=c.aug,
+                                            method="simclr", global_batch=args.host_batch, seed=0)
+      next(it)
+      t0 = time.perf_counter()
+      for _ in range(args.host_batches):
+        next(it)
+      dt = time.perf_counter() - t0
+      pairs = args.host_batch * args.host_batches / dt
+      rows.append({"pipeline": "numpy", "augmentation": aug_name, "workers": workers,
+                   "pairs_per_sec": pairs, "pairs_per_sec_per_worker": pairs / workers})
+      print(f"host {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
+  return {"rows": rows, "images": len(source), "host_cores": cores, "image_size": args.image_size}
+
+
+class _DataCfg:
+  def __init__(self, image_size, channels):
+    self.image_size, self.channels, self.max_bag_size = image_size, channels, 6
+
+
+# ---- driver ----------------------------------------------------------------------------------------
+def _run_part(args, part: str, extra=()) -> dict:
+  cmd = [sys.executable, "-m", "benchmarks.accelerator_check", f"--part={part}"] + [
+      a for a in sys.argv[1:] if not a.startswith("--part") and not a.startswith("--out")] + list(extra)
+  t0 = time.time()
+  try:
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.part_timeout)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {args.part_timeout} s"}
+  sys.stderr.write(p.stderr[-2000:])
+  lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+  if p.returncode or not lines:
+    tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {p.returncode}: {tail[:300]}"}
+  out = json.loads(lines[-1])
+  out["wall_s"] = time.time() - t0
+  return out
+
+
+def _gpu_info() -> str:
+  try:
+    return subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                          capture_output=True, text=True, timeout=20).stdout.strip()
+  except (OSError, subprocess.TimeoutExpired):
+    return ""
+
+
+def table(res: dict) -> str:
+  a = res["args"]
+  lines = [f"## Accelerator check: SimCLR ResNet-{a['depth']} {a['width']}x, {a['image_size']} px, {a['dtype']}",
+           f"card: {res.get('gpu') or res['jax'].get('device', '?')}; jax {res['jax'].get('jax', '?')}; "
+           f"torch {res['torch'].get('torch', 'n/a')}; host cores {res['host'].get('host_cores', '?')}",
+           "", "| what | batch (pairs) | pairs/s | step ms | compile+warm-up s |", "| --- | --- | --- | --- | --- |"]
+  best = 0.0
+  for r in res["jax"].get("rows", []):
+    if "error" in r:
+      lines.append(f"| JAX (ours) | {r['batch']} | failed: {r['error'][:80]} | | |")
+    else:
+      best = max(best, r["pairs_per_sec"])
+      lines.append(f"| JAX (ours) | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | {r['compile_s']:.1f} |")
+  if "error" in res["jax"]:
+    lines.append(f"| JAX (ours) | | failed: {res['jax']['error']} | | |")
+  t = res["torch"]
+  torch_best = 0.0
+  for kind in ("eager", "compiled"):
+    r = t.get(kind)
+    if not r:
+      continue
+    if "error" in r:
+      lines.append(f"| PyTorch {kind} | {t['batch']} | failed: {r['error'][:80]} | | |")
+    else:
+      torch_best = max(torch_best, r["pairs_per_sec"])
+      lines.append(f"| PyTorch {kind} | {t['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | {r['compile_s']:.1f} |")
+  if "skipped" in t or "error" in t:
+    lines.append(f"| PyTorch | | {t.get('skipped') or t.get('error')} | | |")
+  jb = {r["batch"]: r["pairs_per_sec"] for r in res["jax"].get("rows", []) if "pairs_per_sec" in r}
+  if torch_best and t.get("batch") in jb:
+    lines.append("")
+    lines.append(f"JAX / best PyTorch at batch {t['batch']}: {jb[t['batch']] / torch_best:.2f}x")
+  lines += ["", "| host pipeline | augmentation | worker threads | pairs/s | pairs/s per thread |",
+            "| --- | --- | --- | --- | --- |"]
+  for r in res["host"].get("rows", []):
+    lines.append(f"| {r['pipeline']} | {r['augmentation']} | {r['workers']} | {r['pairs_per_sec']:.1f} | "
+                 f"{r['pairs_per_sec_per_worker']:.1f} |")
+  if "error" in res["host"]:
+    lines.append(f"| numpy | | | failed: {res['host']['error']} | |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.part != "all":
+    part = {"jax": lambda: jax_part(args), "host": lambda: host_part(args),
+            "torch": lambda: torch_part(args, args.torch_batch)}[args.part]()
+    print(json.dumps(part))
+    return
+  res = {"args": vars(args), "gpu": _gpu_info(), "python": sys.version.split()[0], "hostname": platform.node()}
+  res["jax"] = _run_part(args, "jax")
+  ran = [r["batch"] for r in res["jax"].get("rows", []) if "pairs_per_sec" in r]
+  tb = args.torch_batch or (max(ran) if ran else int(args.batch_sizes.split(",")[0]))
+  res["torch"] = _run_part(args, "torch", [f"--torch_batch={tb}"])
+  res["host"] = _run_part(args, "host")
+  text = table(res)
+  res["table"] = text
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(res, f, indent=2)
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

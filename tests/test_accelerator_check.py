@@ -1,0 +1,40 @@
+"""The one-shot accelerator check (benchmarks/accelerator_check.py) runs end to end on the CPU at
+tiny sizes, so that it works the first time it meets a GPU: every part reports numbers, the
+table is printed last and the JSON keeps them."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i, (h, w) in enumerate([(40, 52), (48, 48), (60, 44)]):  # mixed sizes, grey and colour
+    shape = (h, w) if i % 2 else (h, w, 3)
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(images / f"x{i}.png")
+  out = tmp_path / "check.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check", "--depth=18", "--width=0.125",
+                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--torch_batch=4", "--torch_compile=off",
+                      f"--images={images}", "--host_batches=1", "--host_batch=2", f"--out={out}"],
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.loads(out.read_text())
+  jax_rows = res["jax"]["rows"]
+  assert [r["batch"] for r in jax_rows] == [4]
+  assert jax_rows[0]["pairs_per_sec"] > 0 and jax_rows[0]["loss_finite"]
+  torch = res["torch"]
+  assert "skipped" in torch or torch["eager"]["pairs_per_sec"] > 0
+  host = {(r["augmentation"], r["workers"]) for r in res["host"]["rows"]}
+  assert ("simclr", 1) in host and ("chexpert", 1) in host
+  assert res["host"]["images"] == 3
+  # The table is the last thing printed, with one JAX row carrying the measured rate.
+  assert p.stdout.strip().splitlines()[0].startswith("## Accelerator check: SimCLR ResNet-18")
+  assert f"| JAX (ours) | 4 | {jax_rows[0]['pairs_per_sec']:.0f} |" in p.stdout
