@@ -75,6 +75,7 @@ def recipe_config(data_path: str, s: dict, width: float, seed: int = 0):
     c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay = "adam", 1e-3, "none", 0.0
     c.optim.schedule, c.optim.decay_at, c.optim.decay_factor, c.optim.warmup_steps = "piecewise", (0.5, 0.75), 0.1, 0
     c.aug.crop = c.aug.flip = False
+    c.aug.eval_crop_fraction = 1.0  # no crop in training: test on the whole image (the config's 0.875 is for crops)
     c.aug.rotation_degrees = c.aug.additive_brightness = c.aug.std_contrast = 0.0
     c.aug.color_prob = c.aug.grayscale_prob = c.aug.blur_prob = 0.0
     c.train.batch_size, n = common.labelled_batch(c.data, 1.0, 0, s["recipe_batch"])

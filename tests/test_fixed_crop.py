@@ -295,3 +295,16 @@ def test_finetune_evaluation_reads_the_eval_crop_fraction(monkeypatch, tmp_path)
       config.data.image_size, config.data.channels = 28, 1
     finetune.evaluate(config, None, None, src, Recording, "test", str(tmp_path))
     assert seen[-1] == expected
+
+
+def test_study_a_recipe_without_crops_tests_on_whole_images(monkeypatch):
+  """Study A's MedMNIST v2 recipe (no augmentation) starts from chexpert_finetune:local, whose
+  0.875 centre crop belongs with its training crops; the recipe must test on whole images."""
+  from benchmarks import common, label_efficiency
+  monkeypatch.setattr(common, "labelled_batch", lambda data_cfg, fraction, draw, batch: (batch, 1000))
+  s = dict(num_replicates=10, val_split="val", recipe_batch=128, recipe_epochs=1)
+  c = label_efficiency.recipe_config("unused.npz", s, 0.25)
+  assert (c.aug.crop, c.aug.eval_crop_fraction) == (False, 1.0)
+  arm = label_efficiency.eval_config("unused.npz", dict(s, width=0.25, eval_steps=10, batch=64), mode="finetune",
+                                     init="random", checkpoint="", fraction=1.0, draw=0)
+  assert (arm.aug.crop_mode, arm.aug.eval_crop_fraction) == ("fixed", 0.875)   # the App. A.2 arms crop
