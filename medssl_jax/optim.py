@@ -22,8 +22,8 @@ import optax
 #   CIFAR-10 command 1.0 (batch 512); Azizi et al. 2021: Derm 0.3, CheXpert sweep {0.5, 1.0, 1.5},
 #   MICLe 0.1 (batch 128).
 # - 'sqrt' (x sqrt(batch)): 0.075, the SimCLR paper's square-root rule (0.075 x sqrt(batch)) and
-#   its README's ImageNet command (recommended there for batches below 4096); the reference gives
-#   no other value for this rule.
+#   its README's ImageNet command (the README: it trains better than 'linear' at smaller
+#   batches); the reference gives no other value for this rule.
 SIMCLR_BASE_LR = {"linear": (0.1, 1.5), "sqrt": (0.075, 0.075)}
 
 
