@@ -129,7 +129,11 @@ def get_base_config() -> ml_collections.ConfigDict:
                                        # within a batch (True) instead of refusing the batch.
   c.eval.uncertain_policy = "ignore"  # CheXpert uncertain (-1) labels: 'ones' | 'zeros' | 'ignore'.
   c.eval.val_split = "val"          # model selection split ('' = none).
-  c.eval.eval_every = 0             # steps between validation evaluations (0 = at the end only).
+  c.eval.eval_every = 0             # steps between validation evaluations (0 = at the end only); a
+                                    # multiple of train.log_every. > 0: the test metrics are those of
+                                    # the best state on validation (results.json: selected_step).
+  c.eval.select_metric = ""         # validation metric that picks that state ('' = top1 for multiclass,
+                                    # mean_auc for multilabel; any metric name of the task).
   c.eval.case_level = False         # average the predictions of a case's images before metrics.
   c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity: names (e.g. ('Other',),
                                     # looked up in the data's class names) or indices (checked to exist).

@@ -7,7 +7,9 @@ write a summary table.
   python launch/select_best.py --sweep_dir=DIR --metric=top1 --repeats=5 [--mode local|print]
 
 Reads DIR/sweep.json (written by sweep.py) and every trial's results.json (its "val" metrics:
-the trials need a validation split, `eval.val_split`). Writes DIR/selection.json and
+the trials need a validation split, `eval.val_split`; with `eval.eval_every` > 0 they are those
+of the trial's best state during training, at its `selected_step`; CheXpert: `--metric=mean_auc`
+on the `resplit_val` part of the patient re-split). Writes DIR/selection.json and
 DIR/selection.md: the validation metric of every trial, the chosen overrides, and for each of
 the k repeats (workdirs DIR/repeat_<seed>, `--config.seed=<seed>`) its test metrics with 95%
 bootstrap intervals, plus their mean and standard deviation. Azizi et al. repeat 5 times (Derm)

@@ -8,9 +8,19 @@ Workdir: config.json, checkpoints/, TensorBoard scalars, and at the end
   results.json            every metric as {"value", "ci_low", "ci_high"} + the run's settings
   predictions_test.npz    test predictions with image and case ids (for `compare`)
   predictions_val.npz     validation predictions, when a validation split is configured
+
+Periodic validation (`eval.eval_every` = N > 0): every N steps (a multiple of train.log_every)
+and at the last step, the model is scored on `eval.val_split` (the test metrics' settings: case
+level, excluded classes); the values go to TensorBoard (`val/<metric>`) and val_history.json,
+and the state with the best `eval.select_metric` (default top1 for multiclass, mean_auc for
+multilabel; the earliest step on a tie) is kept in checkpoints_best/. The test metrics, the
+`val` metrics and predictions_*.npz are then those of that state; results.json says which
+(`selected_step`, `select_metric`, `val_history`). N = 0: evaluation of the final state only
+(`selected_step` = the last step).
 """
 import dataclasses
 import functools
+import json
 import os
 import time
 
@@ -24,6 +34,7 @@ from medssl_jax import checkpoint as ckpt_lib
 from medssl_jax import loop
 from medssl_jax import optim
 from medssl_jax import workdir as workdir_lib
+from medssl_jax.errors import UserError
 from medssl_jax.inference import batched_apply
 from medssl_jax.losses import masked_sigmoid_cross_entropy, softmax_cross_entropy
 from medssl_jax.models import classifier_from_config
@@ -124,7 +135,7 @@ def excluded_classes(config, source) -> tuple:
   from medssl_jax.evaluation import metrics
   spec = tuple(config.eval.exclude_classes)
   if spec and config.eval.task != "multiclass":
-    raise ValueError(f"eval.exclude_classes={spec} applies to the multi-class top-k sensitivity only; "
+    raise UserError(f"eval.exclude_classes={spec} applies to the multi-class top-k sensitivity only; "
                      f"set it to () for eval.task={config.eval.task!r}")
   return metrics.resolve_classes(spec, source.class_names, source.num_classes)
 
@@ -133,8 +144,7 @@ def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exc
   """Metrics with bootstrap intervals on one split; saves its predictions next to results.json,
   with the settings that define the metric (so that `compare` scores them the same way)."""
   from medssl_jax.evaluation import bootstrap, compare, metrics
-  images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
-                                             crop_fraction=config.aug.eval_crop_fraction)
+  images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels)
   labels = np.asarray(source.labels)  # the policy-applied labels of the prepared source
   probs = np.asarray(predict(state, images, mesh, config.eval.task), np.float32)  # as saved: scored == stored
   if jax.process_index() == 0:
@@ -147,6 +157,86 @@ def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exc
     case_ids, labels, probs = metrics.aggregate_by_case(source.case_ids, labels, probs)
   return bootstrap.bootstrap_all(labels, probs, config.eval.task, num_replicates=config.eval.num_replicates,
                                  seed=config.eval.bootstrap_seed, exclude_classes=tuple(exclude_classes))
+
+
+def selection_metric(config, num_outputs: int) -> str:
+  """The validation metric that picks the checkpoint: eval.select_metric, or the task's default."""
+  from medssl_jax.evaluation import metrics
+  name = config.eval.select_metric or ("top1" if config.eval.task == "multiclass" else "mean_auc")
+  known = list(metrics.metric_functions(config.eval.task, num_outputs))
+  if name not in known:
+    raise UserError(f"eval.select_metric={name!r} is not a metric of eval.task={config.eval.task!r}; "
+                     f"use one of {known}")
+  return name
+
+
+def best_step(history: list, metric: str):
+  """Step of the highest finite `metric` in [{"step", metric, ...}]; the earliest on a tie; None if none."""
+  values = [(h[metric], -h["step"]) for h in history if np.isfinite(h[metric])]
+  return -max(values)[1] if values else None
+
+
+class PeriodicValidation:
+  """`loop.run`'s on_log hook: scores the state on the validation split every `eval.eval_every`
+  steps and at the last one (host syncs only there), writes `val/*` scalars and
+  val_history.json, and keeps the best state by `metric` in checkpoints_best/ (one kept)."""
+
+  def __init__(self, config, mesh, source, pipeline, writer, workdir, exclude, metric, start_step, num_steps):
+    from medssl_jax.evaluation import metrics
+    self.config, self.mesh, self.writer, self.exclude, self.metric = config, mesh, writer, tuple(exclude), metric
+    self.every, self.num_steps = int(config.eval.eval_every), num_steps
+    self.images, _ = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels)
+    self.labels, self.case_ids = np.asarray(source.labels), source.case_ids
+    self._metrics = metrics
+    self._act = jax.nn.softmax if config.eval.task == "multiclass" else jax.nn.sigmoid
+    self._apply = None
+    self.path = os.path.join(workdir, "val_history.json")
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1)
+    self.history = self._resume(start_step)
+
+  def _resume(self, start_step):
+    """The history up to the restored step; a best state saved after it (lost on a crash) is dropped."""
+    history = []
+    if os.path.isfile(self.path):
+      with open(self.path) as f:
+        history = [h for h in json.load(f) if h["step"] <= start_step]
+    for step in self.ckpt.manager.all_steps():
+      if step > start_step:
+        self.ckpt.manager.delete(step)
+    if history and self.best_step(history) != self.ckpt.latest_step():
+      logging.warning("%s: the best validation state (step %s) is not in checkpoints_best/; selection restarts "
+                      "at step %d", self.path, self.best_step(history), start_step)
+      history = []
+    return history
+
+  def best_step(self, history=None):
+    return best_step(self.history if history is None else history, self.metric)
+
+  def __call__(self, step: int, state) -> None:
+    if step % self.every and step != self.num_steps:
+      return
+    if self._apply is None:  # one compiled function; the weights are its argument, not constants
+      self._apply = jax.jit(lambda v, x: self._act(state.apply_fn(v, x, train=False)))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    probs = np.asarray(batched_apply(lambda x: self._apply(variables, x), self.images, self.mesh, 256), np.float32)
+    labels = self.labels
+    if self.config.eval.case_level:
+      _, labels, probs = self._metrics.aggregate_by_case(self.case_ids, labels, probs)
+    values = self._metrics.compute_metrics(labels, probs, self.config.eval.task, self.exclude)
+    self.history.append({"step": int(step), **{k: float(v) for k, v in values.items()}})
+    self.writer.write_scalars(step, {f"val/{k}": v for k, v in values.items()})
+    if self.best_step() == step:  # a new best (a later tie is not)
+      self.ckpt.save(step, state)
+    loop.write_json(self.path, self.history)
+    logging.info("step %d  validation %s %.4f (best %.4f at step %s)", step, self.metric, values[self.metric],
+                 max((h[self.metric] for h in self.history if np.isfinite(h[self.metric])), default=float("nan")),
+                 self.best_step())
+
+  def best_state(self, state):
+    """`state` with the weights of the best validation step (or unchanged if none was finite)."""
+    self.ckpt.wait()
+    step = self.best_step()
+    return state if step is None else self.ckpt.restore(state, step)
 
 
 def finetune(config, workdir: str) -> dict:
@@ -177,6 +267,14 @@ def finetune(config, workdir: str) -> dict:
                                         config.eval.fraction_seed)
   num_outputs = train_src.num_classes if config.eval.task == "multiclass" else train_src.labels.shape[1]
   exclude = excluded_classes(config, train_src)  # before training: an unknown class fails early
+  eval_every = int(config.eval.eval_every)
+  if eval_every < 0 or (eval_every and eval_every % int(config.train.log_every)):
+    raise UserError(f"eval.eval_every={eval_every} must be 0 (validate at the end only) or a positive multiple "
+                     f"of train.log_every={config.train.log_every}; change one of them")
+  if eval_every and val_src is None:
+    raise UserError(f"eval.eval_every={eval_every} validates on eval.val_split, which is empty; set "
+                     f"eval.val_split to a split of the data, or eval.eval_every=0")
+  select_metric = selection_metric(config, num_outputs)
 
   state = create_state(config, mesh, num_outputs, jax.random.key(config.seed))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
@@ -198,11 +296,14 @@ def finetune(config, workdir: str) -> dict:
   logging.info("%s from %s init on %d of %d training images (fraction %g, draw %d), %d steps",
                config.mode, config.eval.init, len(indices), len(train_src), config.eval.label_fraction,
                config.eval.fraction_seed, num_steps)
+  validation = (PeriodicValidation(config, mesh, val_src, pipeline, writer, workdir, exclude, select_metric,
+                                   start_step, num_steps) if eval_every else None)
   out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch), step_fn,
                  start_step=start_step, num_steps=num_steps, images_per_step=config.train.batch_size,
                  lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
                  writer=writer, ckpt=ckpt, log_every=config.train.log_every,
-                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size)
+                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
+                 on_log=validation)
   ckpt.close()
 
   results = {"mode": config.mode, "init": config.eval.init, "checkpoint": config.eval.checkpoint,
@@ -218,11 +319,18 @@ def finetune(config, workdir: str) -> dict:
              "excluded_class_names": [train_src.class_names[i] for i in exclude] if train_src.class_names else [],
              "workdir": os.path.abspath(workdir)}
   if out.step >= num_steps:
-    results["test"] = evaluate(config, out.state, mesh, test_src, pipeline, "test", workdir, exclude)
+    final = out.state
+    results.update(select_metric=select_metric, selected_step=out.step)
+    if validation is not None:  # the best-on-validation state, not the last one
+      final = validation.best_state(out.state)
+      results.update(selected_step=int(final.step), val_history=validation.history)
+    results["test"] = evaluate(config, final, mesh, test_src, pipeline, "test", workdir, exclude)
     if val_src is not None:
-      results["val"] = evaluate(config, out.state, mesh, val_src, pipeline, "val", workdir, exclude)
+      results["val"] = evaluate(config, final, mesh, val_src, pipeline, "val", workdir, exclude)
     scalars = {f"test/{k}": v["value"] for k, v in results["test"].items() if isinstance(v, dict)}
     writer.write_scalars(out.step, scalars)
+  if validation is not None:
+    validation.ckpt.close()
   writer.flush()
   results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   loop.write_json(os.path.join(workdir, "results.json"), results)

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from medssl_jax.errors import UserError
 from medssl_jax.evaluation import bootstrap, metrics
 
 
@@ -40,13 +41,13 @@ def _settings_from_config(path) -> dict:
   """Metric settings of a prediction file written before they were recorded: its run's config.json."""
   cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
   if not os.path.isfile(cfg_path):
-    raise ValueError(f"{path} does not record the settings of its metric (case_level, exclude_classes) and "
+    raise UserError(f"{path} does not record the settings of its metric (case_level, exclude_classes) and "
                      f"has no config.json beside it; re-run the run's evaluation to rewrite it")
   with open(cfg_path) as f:
     ev = json.load(f).get("eval", {})
   exclude = list(ev.get("exclude_classes", []))
   if any(not isinstance(c, int) for c in exclude):
-    raise ValueError(f"{path} predates class names in prediction files and {cfg_path} excludes classes by name "
+    raise UserError(f"{path} predates class names in prediction files and {cfg_path} excludes classes by name "
                      f"({exclude}); re-run the run's evaluation to rewrite it")
   return {"case_level": bool(ev.get("case_level", False)), "exclude_classes": tuple(sorted(exclude)),
           "class_names": ()}
@@ -75,7 +76,7 @@ def check_same_metric(a: dict, b: dict, name_a="A", name_b="B") -> None:
   sa, sb = metric_settings(a), metric_settings(b)
   diffs = [f"{k}: {sa[k]!r} vs {sb[k]!r}" for k in SETTINGS if sa[k] != sb[k]]
   if diffs:
-    raise ValueError(f"{name_a} and {name_b} report different metrics ({'; '.join(diffs)}); compare runs "
+    raise UserError(f"{name_a} and {name_b} report different metrics ({'; '.join(diffs)}); compare runs "
                      f"evaluated with the same eval settings")
 
 
@@ -96,18 +97,20 @@ def point_metrics(pred: dict) -> dict:
 def align(a: dict, b: dict, name_a="A", name_b="B"):
   """Reorders b to a's image order; errors if the two files do not cover the same test set."""
   if a["task"] != b["task"]:
-    raise ValueError(f"{name_a} is {a['task']} but {name_b} is {b['task']}")
+    raise UserError(f"{name_a} is {a['task']} but {name_b} is {b['task']}; compare runs of one task")
   ids_a, ids_b = a["image_ids"], b["image_ids"]
   if set(ids_a.tolist()) != set(ids_b.tolist()) or len(ids_a) != len(ids_b):
-    raise ValueError(f"{name_a} and {name_b} are predictions on different test sets "
+    raise UserError(f"{name_a} and {name_b} are predictions on different test sets "
                      f"({len(ids_a)} vs {len(ids_b)} images, {len(set(ids_a.tolist()) ^ set(ids_b.tolist()))} differ)")
   pos = {k: i for i, k in enumerate(ids_b.tolist())}
   order = np.array([pos[k] for k in ids_a.tolist()])
   b = {k: (v[order] if isinstance(v, np.ndarray) and v.ndim and len(v) == len(order) else v) for k, v in b.items()}
   if not np.array_equal(a["labels"], b["labels"], equal_nan=a["labels"].dtype.kind == "f"):
-    raise ValueError(f"{name_a} and {name_b} disagree on the labels of the same images")
+    raise UserError(f"{name_a} and {name_b} disagree on the labels of the same images; compare runs on one "
+                    f"test set with one label policy")
   if not np.array_equal(a["case_ids"], b["case_ids"]):
-    raise ValueError(f"{name_a} and {name_b} disagree on the case ids of the same images")
+    raise UserError(f"{name_a} and {name_b} disagree on the case ids of the same images; compare runs on one "
+                    f"test set")
   return a, b
 
 

@@ -9,6 +9,8 @@ per label and their means. sklearn computes each metric; this module picks the i
 import numpy as np
 from sklearn import metrics as skm
 
+from medssl_jax.errors import UserError
+
 
 def _check_multiclass(labels, probs):
   labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
@@ -109,20 +111,20 @@ def resolve_classes(spec, class_names=(), num_classes: int | None = None, key: s
   for c in tuple(spec):
     if isinstance(c, str):
       if not class_names:
-        raise ValueError(f"{key} names class {c!r} but the data has no class names (integer labels); "
+        raise UserError(f"{key} names class {c!r} but the data has no class names (integer labels); "
                          f"give class indices instead, e.g. {key}=(26,)")
       if c not in class_names:
-        raise ValueError(f"{key}: unknown class {c!r}; the data's classes are {list(class_names)}")
+        raise UserError(f"{key}: unknown class {c!r}; the data's classes are {list(class_names)}")
       out.append(class_names.index(c))
     elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
       n = len(class_names) if class_names else num_classes
       if n is not None and not 0 <= int(c) < n:
         known = f"the data's classes are {list(class_names)}" if class_names else f"the data has {n} classes"
-        raise ValueError(f"{key}: class index {int(c)} does not exist ({known}); give an index in [0, {n}) "
+        raise UserError(f"{key}: class index {int(c)} does not exist ({known}); give an index in [0, {n}) "
                          f"or a class name")
       out.append(int(c))
     else:
-      raise ValueError(f"{key}: {c!r} is neither a class name nor a class index")
+      raise UserError(f"{key}: {c!r} is neither a class name nor a class index")
   return tuple(sorted(set(out)))
 
 
