@@ -18,18 +18,24 @@ import numpy as np
 
 from input_pipeline import augment_np
 from input_pipeline import indexing
+from medssl_jax.errors import UserError
 
 
 def _decode(path: str) -> np.ndarray:
-  """uint8 (H, W, 1 or 3); 16-bit greys are scaled to 8 bits (x / 257), alpha is dropped."""
+  """uint8 (H, W, 1 or 3); 16-bit greys are scaled to 8 bits (x / 257), alpha is dropped.
+  A file that cannot be decoded (truncated, corrupt) is a UserError naming it."""
   from PIL import Image
-  with Image.open(path) as im:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-      x = np.round(np.asarray(im, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
-    elif im.mode in ("L", "1", "LA", "F"):
-      x = np.asarray(im.convert("L"))
-    else:
-      x = np.asarray(im.convert("RGB"))
+  try:
+    with Image.open(path) as im:
+      if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        x = np.round(np.asarray(im, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+      elif im.mode in ("L", "1", "LA", "F"):
+        x = np.asarray(im.convert("L"))
+      else:
+        x = np.asarray(im.convert("RGB"))
+  except Exception as e:  # Pillow raises many types for a bad file
+    raise UserError(f"cannot decode image {path} ({type(e).__name__}: {e}); replace or remove it "
+                    f"(data.verify_images=True checks every image before training)") from e
   return x[..., None] if x.ndim == 2 else x
 
 
@@ -55,26 +61,47 @@ def _batched(examples: Iterator, local: int, make: Callable, workers: int) -> It
 
 
 def _background(it: Iterator[dict], depth: int = 2) -> Iterator[dict]:
-  """Runs `it` on a daemon thread, `depth` batches ahead; re-raises its errors here."""
+  """Runs `it` on a daemon thread, `depth` batches ahead; re-raises its errors here.
+
+  Closing (or dropping) the returned generator stops the thread, which then closes `it` (its
+  thread pool is shut down): a failed run leaves no worker behind."""
   q: queue.Queue = queue.Queue(maxsize=depth)
   done = object()
+  stop = threading.Event()
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def work():
     try:
       for item in it:
-        q.put(item)
+        if not put(item):
+          return
+      put(done)
     except BaseException as e:  # handed to the consumer, which raises it
-      q.put(e)
-    q.put(done)
+      put(e)
+    finally:
+      close = getattr(it, "close", None)
+      if close is not None:
+        close()
 
-  threading.Thread(target=work, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is done:
-      return
-    if isinstance(item, BaseException):
-      raise item
-    yield item
+  threading.Thread(target=work, daemon=True, name="numpy-pipeline").start()
+  try:
+    while True:
+      item = q.get()
+      if item is done:
+        return
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
 
 
 def _workers() -> int:

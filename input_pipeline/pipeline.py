@@ -6,6 +6,9 @@ splitting the batch over processes, gives exactly the examples and views of one 
 single-process run. Only the chosen images are read and decoded. `numpy_pipeline.py` is the
 TensorFlow-free twin with the same interface and the same index streams.
 """
+import itertools
+import re
+import traceback
 from typing import Iterator
 
 import numpy as np
@@ -13,6 +16,7 @@ import tensorflow as tf
 
 from input_pipeline import augment
 from input_pipeline import indexing
+from medssl_jax.errors import UserError
 
 tf.config.set_visible_devices([], "GPU")  # the host pipeline never takes accelerator memory
 AUTOTUNE = tf.data.AUTOTUNE
@@ -60,8 +64,65 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, method: str, global_batc
   return ds.batch(local, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def pretrain_iterator(source, **kwargs) -> Iterator[dict]:
-  return make_pretrain_dataset(source, **kwargs).as_numpy_iterator()
+_DECODE_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError, tf.errors.NotFoundError)
+
+
+def _numpy_batches(ds: tf.data.Dataset, source, images_of_batch) -> Iterator[dict]:
+  """The dataset's batches as NumPy; an image that TensorFlow cannot decode is a UserError
+  naming its file (`images_of_batch(k)`: the image indices of the k-th batch, to look in).
+
+  The TF iterator lives only in this generator's frame and is deleted as soon as the generator
+  ends, fails or is closed, while the interpreter still runs: destroyed during interpreter
+  shutdown instead (a failed run's traceback keeps it alive until then), it can wait forever
+  for a `from_generator` thread that needs the GIL, and the process never exits.
+  """
+  it = ds.as_numpy_iterator()
+  try:
+    k = 0
+    while True:
+      try:
+        batch = next(it)
+      except StopIteration:
+        return
+      except Exception as e:
+        traceback.clear_frames(e.__traceback__)  # TF's frames in it hold the iterator: let `del it` free it
+        if not isinstance(e, _DECODE_ERRORS) or source.paths is None:
+          raise
+        bad = _undecodable(source, images_of_batch(k))
+        if not bad:
+          raise
+        raise UserError(f"cannot decode image {bad[0][0]} ({source.name}, image id {bad[0][1]}: {bad[0][2]})"
+                        + (f" and {len(bad) - 1} more in the same batch" if len(bad) > 1 else "")
+                        + "; replace or remove it (data.verify_images=True checks every image before "
+                        "training)") from None
+      yield batch
+      k += 1
+  finally:
+    del it
+
+
+def _undecodable(source, indices) -> list:
+  """(path, image id, TensorFlow's message) of each image among `indices` that does not decode."""
+  bad = []
+  for i in sorted(set(int(i) for i in indices)):
+    try:
+      tf.io.decode_image(tf.io.read_file(source.paths[i]), channels=0, dtype=tf.uint8, expand_animations=False)
+    except _DECODE_ERRORS as e:
+      message = re.sub(r"\{\{[^}]*\}\}|\s*\[Op:.*$", "", e.message.splitlines()[0]).strip()  # TF's op names
+      bad.append((source.paths[i], source.image_ids[i], message))
+  return bad
+
+
+def pretrain_iterator(source, *, data_cfg, method: str, global_batch: int, seed: int, start_step: int = 0,
+                      process_index: int = 0, process_count: int = 1, **kwargs) -> Iterator[dict]:
+  where = dict(global_batch=global_batch, seed=seed, process_index=process_index, process_count=process_count)
+  ds = make_pretrain_dataset(source, data_cfg=data_cfg, method=method, start_step=start_step, **where, **kwargs)
+
+  def images_of_batch(k):
+    table, sizes, case_index, _ = indexing.pretrain_units(source, method, data_cfg.max_bag_size)
+    stream = indexing.pair_stream(table, sizes, case_index, start_step=start_step + k, **where)
+    return [i for ex in itertools.islice(stream, global_batch // process_count) for i in ex[:2]]
+  return _numpy_batches(ds, source, images_of_batch)
 
 
 def make_supervised_dataset(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
@@ -87,8 +148,18 @@ def make_supervised_dataset(source, *, aug_cfg, image_size: int, channels: int, 
   return ds.batch(local, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def supervised_iterator(source, **kwargs) -> Iterator[dict]:
-  return make_supervised_dataset(source, **kwargs).as_numpy_iterator()
+def supervised_iterator(source, *, global_batch: int, seed: int, start_step: int = 0, process_index: int = 0,
+                        process_count: int = 1, indices=None, repeat_to_fill: bool = False, **kwargs) -> Iterator[dict]:
+  where = dict(global_batch=global_batch, seed=seed, process_index=process_index, process_count=process_count)
+  ds = make_supervised_dataset(source, start_step=start_step, indices=indices, repeat_to_fill=repeat_to_fill,
+                               **where, **kwargs)
+
+  def images_of_batch(k):
+    units = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+    units, local = indexing.supervised_units(units, global_batch, process_count, repeat_to_fill)
+    stream = indexing.supervised_stream(units, np.asarray(source.labels), start_step=start_step + k, **where)
+    return [ex[0] for ex in itertools.islice(stream, local)]
+  return _numpy_batches(ds, source, images_of_batch)
 
 
 def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256,

@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from medssl_jax.errors import MissingFileError, UserError
+
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")  # before any TFDS import: never reach the network
 
 SOURCES = ("synthetic", "npz", "manifest", "tfds")
@@ -58,40 +60,40 @@ class Source:
     setattr_("image_ids", np.asarray(self.image_ids).astype(str))
     setattr_("class_names", tuple(self.class_names))
     if (self.images is None) == (self.paths is None):
-      raise ValueError(f"{self.name}: exactly one of images / paths must be set")
+      raise UserError(f"{self.name}: exactly one of images / paths must be set")
     n = len(self.labels)
     if self.images is not None:
       setattr_("images", np.asarray(self.images))
       if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
-        raise ValueError(f"{self.name}: images must be uint8 (N, H, W, 1 or 3), got {self.images.dtype} "
+        raise UserError(f"{self.name}: images must be uint8 (N, H, W, 1 or 3), got {self.images.dtype} "
                          f"{self.images.shape}")
     else:
       setattr_("paths", np.asarray(self.paths).astype(str))
     data = ("images",) if self.images is not None else ("paths",)
     for field in ("case_ids", "image_ids") + data:
       if len(getattr(self, field)) != n:
-        raise ValueError(f"{self.name}: {field} has {len(getattr(self, field))} entries for {n} labels")
+        raise UserError(f"{self.name}: {field} has {len(getattr(self, field))} entries for {n} labels")
     ids, counts = np.unique(self.image_ids, return_counts=True)
     if np.any(counts > 1):
-      raise ValueError(f"{self.name}: image ids are not unique, e.g. {ids[counts > 1][:5].tolist()}")
+      raise UserError(f"{self.name}: image ids are not unique, e.g. {ids[counts > 1][:5].tolist()}")
     if self.num_classes < 1:
-      raise ValueError(f"{self.name}: num_classes={self.num_classes} must be >= 1")
+      raise UserError(f"{self.name}: num_classes={self.num_classes} must be >= 1")
     if self.labels.ndim == 1:
       if not np.issubdtype(self.labels.dtype, np.integer):
-        raise ValueError(f"{self.name}: (N,) labels must be integer class ids, got {self.labels.dtype}")
+        raise UserError(f"{self.name}: (N,) labels must be integer class ids, got {self.labels.dtype}")
       bad = np.flatnonzero((self.labels >= self.num_classes) | (self.labels < UNLABELLED))
       if len(bad):
         i = int(bad[0])
-        raise ValueError(f"{self.name}: label {self.labels[i]} of image {i} ({self.image_ids[i]}) is outside "
+        raise UserError(f"{self.name}: label {self.labels[i]} of image {i} ({self.image_ids[i]}) is outside "
                          f"the class range [0, {self.num_classes}) ({len(bad)} such image(s); -1 = unlabelled)")
     elif self.labels.ndim == 2:
       if not np.issubdtype(self.labels.dtype, np.floating) or self.labels.shape[1] != self.num_classes:
-        raise ValueError(f"{self.name}: multi-label labels must be float (N, num_classes={self.num_classes}), "
+        raise UserError(f"{self.name}: multi-label labels must be float (N, num_classes={self.num_classes}), "
                          f"got {self.labels.dtype} {self.labels.shape}")
     else:
-      raise ValueError(f"{self.name}: labels must be (N,) or (N, L), got shape {self.labels.shape}")
+      raise UserError(f"{self.name}: labels must be (N,) or (N, L), got shape {self.labels.shape}")
     if self.class_names and len(self.class_names) != self.num_classes:
-      raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
+      raise UserError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -123,7 +125,7 @@ def patient_split(case_ids, fractions, seed: int) -> np.ndarray:
   """
   fractions = np.asarray(fractions, np.float64)
   if fractions.ndim != 1 or not len(fractions) or np.any(fractions < 0) or abs(fractions.sum() - 1) > 1e-6:
-    raise ValueError(f"split fractions {fractions.tolist()} must be >= 0 and sum to 1")
+    raise UserError(f"split fractions {fractions.tolist()} must be >= 0 and sum to 1")
   uniq, inverse, counts = np.unique(np.asarray(case_ids).astype(str), return_inverse=True, return_counts=True)
   order = np.random.default_rng(seed).permutation(len(uniq))
   end = np.cumsum(counts[order])
@@ -147,28 +149,28 @@ def check_no_leakage(sources: dict) -> None:
       if shared:
         problems.append(f"{len(shared)} case(s) in both split {a!r} and split {b!r}, e.g. {shared[:5]}")
   if problems:
-    raise ValueError("patient leakage: " + "; ".join(problems) + ". Splits must be made per case/patient.")
+    raise UserError("patient leakage: " + "; ".join(problems) + ". Splits must be made per case/patient.")
 
 
 def load_source(data_cfg, split: str) -> Source:
   """The `split` of the data set that `data_cfg` (the config's `data` section) describes."""
   loaders = {"synthetic": _synthetic, "npz": _npz, "manifest": _manifest, "tfds": _tfds}
   if data_cfg.source not in loaders:
-    raise ValueError(f"data.source={data_cfg.source!r}: expected one of {list(SOURCES)}")
+    raise UserError(f"data.source={data_cfg.source!r}: expected one of {list(SOURCES)}")
   return loaders[data_cfg.source](data_cfg, split)
 
 
 def _unknown_split(what, split, available):
-  return ValueError(f"{what} has splits {sorted(available)}, not {split!r} (set data.train_split / "
+  return UserError(f"{what} has splits {sorted(available)}, not {split!r} (set data.train_split / "
                     f"data.eval_split / eval.val_split to one of them)")
 
 
 def _require_path(path, key="data.path", what="data file"):
   if not path:
-    raise FileNotFoundError(f"no {what} given: set --config.{key}=PATH")
+    raise MissingFileError(f"no {what} given: set --config.{key}=PATH")
   path = os.path.expanduser(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{what} {path} does not exist (set --config.{key})")
+    raise MissingFileError(f"{what} {path} does not exist (set --config.{key})")
   return path
 
 
@@ -196,7 +198,14 @@ def _synthetic(data_cfg, split):
 # ---- MedMNIST .npz ----------------------------------------------------------------------------
 def _npz(data_cfg, split):
   path = _require_path(data_cfg.path, what="MedMNIST .npz file")
-  with np.load(path) as f:
+  try:
+    npz = np.load(path)
+  except Exception as e:  # not a zip, pickled data, a folder, ...: numpy raises many types
+    raise UserError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}); data.source='npz' "
+                    f"expects a MedMNIST file with <split>_images and <split>_labels arrays") from e
+  if not hasattr(npz, "files"):  # a bare .npy array
+    raise UserError(f"{path} holds a single array, not a .npz archive of <split>_images / <split>_labels")
+  with npz as f:
     available = sorted(k[:-len("_images")] for k in f.files if k.endswith("_images") and
                        k[:-len("_images")] + "_labels" in f.files)
     if split not in available:
@@ -205,7 +214,7 @@ def _npz(data_cfg, split):
     # The class count of the whole file, so that every split agrees on it.
     all_labels = [f[f"{s}_labels"] for s in available]
   if images.dtype != np.uint8 or images.ndim not in (3, 4):
-    raise ValueError(f"{path}: {split}_images must be uint8 (N, H, W) or (N, H, W, C), got {images.dtype} "
+    raise UserError(f"{path}: {split}_images must be uint8 (N, H, W) or (N, H, W, C), got {images.dtype} "
                      f"{images.shape}")
   if images.ndim == 3:
     images = images[..., None]
@@ -250,7 +259,7 @@ def group_by_table(source: Source, table_csv: str, split: str, case_column: str 
     label_column = next((c for c in ("label", "label_medmnist_order") if c in t.columns), "")
   missing = [c for c in (split_column, index_column, case_column) if c not in t.columns]
   if missing:
-    raise ValueError(f"{table_csv} has no column(s) {missing}; columns: {list(t.columns)}")
+    raise UserError(f"{table_csv} has no column(s) {missing}; columns: {list(t.columns)}")
   if split not in set(t[split_column]):
     raise _unknown_split(table_csv, split, set(t[split_column]))
   t = t[t[split_column] == split]
@@ -258,11 +267,11 @@ def group_by_table(source: Source, table_csv: str, split: str, case_column: str 
   n = len(source)
   out = np.flatnonzero((idx < 0) | (idx >= n))
   if len(out):
-    raise ValueError(f"{table_csv}: split {split!r} has index {idx[out[0]]} (row {t.index[out[0]]}), out of range "
+    raise UserError(f"{table_csv}: split {split!r} has index {idx[out[0]]} (row {t.index[out[0]]}), out of range "
                      f"for the {n} images of {source.name}; is it the matching file?")
   counts = np.bincount(idx, minlength=n)
   if np.any(counts != 1):
-    raise ValueError(f"{table_csv}: split {split!r} must list each of the {n} images of {source.name} once; "
+    raise UserError(f"{table_csv}: split {split!r} must list each of the {n} images of {source.name} once; "
                      f"{int(np.sum(counts == 0))} missing (e.g. {np.flatnonzero(counts == 0)[:5].tolist()}), "
                      f"{int(np.sum(counts > 1))} repeated (e.g. {np.flatnonzero(counts > 1)[:5].tolist()})")
   cases = np.empty(n, dtype=object)
@@ -273,7 +282,7 @@ def group_by_table(source: Source, table_csv: str, split: str, case_column: str 
     bad = np.flatnonzero(table_labels != source.labels)
     if len(bad):
       i = int(bad[0])
-      raise ValueError(f"{table_csv}: labels disagree with {source.name} at {len(bad)} image(s), e.g. index {i}: "
+      raise UserError(f"{table_csv}: labels disagree with {source.name} at {len(bad)} image(s), e.g. index {i}: "
                        f"table {table_labels[i]}, npz {source.labels[i]}; is it the matching file?")
   return dataclasses.replace(source, name=f"{source.name} by {case_column}", case_ids=cases.astype(str))
 
@@ -317,7 +326,7 @@ def _manifest(data_cfg, split):
   path = _require_path(data_cfg.path, what="manifest CSV (or covid_cxr_multi folder)")
   if os.path.isdir(path):
     if not os.path.isfile(os.path.join(path, COVID_METADATA)):
-      raise FileNotFoundError(f"data.path={path} is a folder without {COVID_METADATA}; point data.path at a "
+      raise MissingFileError(f"data.path={path} is a folder without {COVID_METADATA}; point data.path at a "
                               f"manifest CSV (columns path, case_id, label, split)")
     table, root = covid_cxr_manifest(path), path
     path_col, case_col, label_col, split_col = "path", "case_id", "label", "split"
@@ -330,11 +339,11 @@ def _manifest(data_cfg, split):
   label_cols = [c.strip() for c in label_col.split(",") if c.strip()]
   missing = [c for c in (path_col, case_col, split_col, *label_cols) if c not in table.columns]
   if missing:
-    raise ValueError(f"manifest {path} has no column(s) {missing} (set data.path_column / case_column / "
+    raise UserError(f"manifest {path} has no column(s) {missing} (set data.path_column / case_column / "
                      f"label_column / split_column); columns: {list(table.columns)}")
   table = table.apply(lambda col: col.str.strip())
   if (table[split_col] == "").any():
-    raise ValueError(f"manifest {path}: {int((table[split_col] == '').sum())} row(s) have an empty "
+    raise UserError(f"manifest {path}: {int((table[split_col] == '').sum())} row(s) have an empty "
                      f"{split_col!r} column, e.g. row {int(np.flatnonzero(table[split_col] == '')[0])}")
   splits = dict(tuple(table.groupby(split_col, sort=True)))
   if split not in splits:
@@ -345,11 +354,12 @@ def _manifest(data_cfg, split):
   paths = np.array([os.path.join(root, os.path.expanduser(p)) for p in rows[path_col]])
   absent = [p for p in paths if not os.path.isfile(p)]
   if absent:
-    raise FileNotFoundError(f"{len(absent)} image file(s) of split {split!r} of manifest {path} are missing, "
+    raise MissingFileError(f"{len(absent)} image file(s) of split {split!r} of manifest {path} are missing, "
                             f"e.g. {absent[:5]} (paths are relative to data.image_dir, or to the CSV's folder "
                             f"when it is empty)")
   if data_cfg.verify_images:
-    verify_images(paths)
+    lines = (None if os.path.isdir(path) else [f"data row {int(i) + 1} of {path}" for i in rows.index])
+    verify_images(paths, lines)
   return Source(f"{os.path.basename(os.path.normpath(path))}:{split}", labels, rows[case_col].to_numpy(),
                 np.array([os.path.relpath(p, root) for p in paths]), num_classes, paths=paths,
                 class_names=class_names)
@@ -364,7 +374,7 @@ def _manifest_labels(table, rows, label_cols, path):
       values = pd.to_numeric(rows[c].replace("", "nan"), errors="coerce")
       bad = values.isna() & (rows[c] != "")
       if bad.any():
-        raise ValueError(f"manifest {path}: column {c!r} has non-numeric label {rows[c][bad].iloc[0]!r}")
+        raise UserError(f"manifest {path}: column {c!r} has non-numeric label {rows[c][bad].iloc[0]!r}")
       out[:, j] = values.to_numpy(np.float32)
     return out, len(label_cols), tuple(label_cols)
   col = label_cols[0]
@@ -379,18 +389,32 @@ def _manifest_labels(table, rows, label_cols, path):
   return np.array([ids.get(v, UNLABELLED) for v in rows[col]], np.int64), max(len(class_names), 1), class_names
 
 
-def verify_images(paths) -> None:
-  """Opens every image with PIL; ValueError naming the files that cannot be read."""
+def _decode_problem(path: str):
+  """None when Pillow decodes the whole image, else what went wrong. (`Image.verify()` alone
+  reads only the headers: a JPEG cut short by an interrupted copy passes it.)"""
   from PIL import Image
-  bad = []
-  for p in map(str, paths):
-    try:
-      with Image.open(p) as im:
-        im.verify()
-    except Exception as e:  # PIL raises many types for a bad file.
-      bad.append(f"unreadable image {p} ({type(e).__name__}: {e})")
+  try:
+    with Image.open(path) as im:
+      im.load()
+  except Exception as e:  # PIL raises many types for a bad file.
+    return f"{type(e).__name__}: {e}"
+  return None
+
+
+def verify_images(paths, rows=None, chunk: int = 64) -> None:
+  """Decodes every image fully with Pillow, on a thread pool (Pillow decodes without the GIL);
+  UserError naming the files that cannot be decoded, with `rows[i]` (e.g. their manifest line)."""
+  import concurrent.futures
+  paths = [str(p) for p in paths]
+  chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+    problems = [m for part in pool.map(lambda ps: [_decode_problem(p) for p in ps], chunks) for m in part]
+  bad = [i for i, m in enumerate(problems) if m]
   if bad:
-    raise ValueError(f"{len(bad)} image file(s) cannot be opened: " + "; ".join(bad[:5]))
+    shown = [f"unreadable image {paths[i]}" + (f" ({rows[i]})" if rows is not None else "") + f": {problems[i]}"
+             for i in bad[:5]]
+    raise UserError(f"{len(bad)} of {len(paths)} image file(s) cannot be decoded: " + "; ".join(shown)
+                    + ". Replace or re-copy them, or leave them out of the data")
 
 
 # ---- TFDS -------------------------------------------------------------------------------------
@@ -409,7 +433,7 @@ def _manual_dirs(data_cfg):
 
 def _tfds(data_cfg, split):
   if not data_cfg.tfds_name:
-    raise ValueError("data.source='tfds' needs data.tfds_name (e.g. 'chexpert')")
+    raise UserError("data.source='tfds' needs data.tfds_name (e.g. 'chexpert')")
   if data_cfg.tfds_name.split(":")[0] == "chexpert":
     return _chexpert(data_cfg, split)
   return _tfds_in_memory(data_cfg, split)
@@ -432,7 +456,7 @@ def _chexpert(data_cfg, split):
   roots = _manual_dirs(data_cfg)
   found = [r for r in roots if os.path.isfile(os.path.join(r, CHEXPERT_DIR, "train.csv"))]
   if not found:
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"CheXpert is not there: no {CHEXPERT_DIR}/train.csv in {' or '.join(roots)}. Download "
         f"CheXpert-v1.0-small (stanfordmlgroup.github.io/competitions/chexpert, after agreeing to its terms) "
         f"into <data_dir>/downloads/manual/ and set --config.data.path=<data_dir>")
@@ -461,7 +485,7 @@ def _chexpert(data_cfg, split):
   paths = np.array([os.path.join(root, p) for p in t["Path"]])
   absent = [p for p in paths if not os.path.isfile(p)]
   if absent:
-    raise FileNotFoundError(f"{len(absent)} CheXpert image(s) listed in {files[name]} are missing, e.g. {absent[:5]}")
+    raise MissingFileError(f"{len(absent)} CheXpert image(s) listed in {files[name]} are missing, e.g. {absent[:5]}")
   if data_cfg.verify_images:
     verify_images(paths)
   return Source(f"chexpert:{name}", labels, patient(t), t["Path"].to_numpy(), len(cols), paths=paths,
@@ -477,17 +501,17 @@ def _tfds_in_memory(data_cfg, split, max_bytes=4 << 30):
     if not builder.is_prepared():
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
   except Exception as e:
-    raise FileNotFoundError(f"TFDS data set {data_cfg.tfds_name!r} could not be prepared from {manual} (set "
+    raise MissingFileError(f"TFDS data set {data_cfg.tfds_name!r} could not be prepared from {manual} (set "
                             f"--config.data.path to the TFDS data_dir holding it or downloads/manual): {e}") from e
   splits = builder.info.splits
   if split not in splits:
     raise _unknown_split(f"TFDS {data_cfg.tfds_name}", split, list(splits.keys()))
   shape = builder.info.features["image"].shape
   if None in shape:
-    raise ValueError(f"TFDS {data_cfg.tfds_name}: images of varying size {shape} cannot be held in memory; "
+    raise UserError(f"TFDS {data_cfg.tfds_name}: images of varying size {shape} cannot be held in memory; "
                      f"export them to a folder + manifest CSV")
   if splits[split].num_examples * int(np.prod(shape)) > max_bytes:
-    raise ValueError(f"TFDS {data_cfg.tfds_name}:{split} is too large to hold in memory; use a manifest")
+    raise UserError(f"TFDS {data_cfg.tfds_name}:{split} is too large to hold in memory; use a manifest")
   images, labels = [], []
   for ex in tfds.as_numpy(builder.as_dataset(split=split)):
     images.append(ex["image"] if ex["image"].ndim == 3 else ex["image"][..., None])

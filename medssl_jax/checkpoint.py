@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from medssl_jax.errors import MissingFileError, UserError
+
 ITEMS = ("params", "batch_stats", "opt_state")
 
 
@@ -46,8 +48,12 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def close(self):
+    """Waits for the checkpoint being written, then closes; a second call does nothing."""
+    if getattr(self, "_closed", False):
+      return
     self.manager.wait_until_finished()
     self.manager.close()
+    self._closed = True
 
 
 def _reader(directory: str, names) -> ocp.CheckpointManager:
@@ -67,7 +73,7 @@ def _shapes(tree):
 
 
 def check_tree_shapes(saved, wanted, where: str) -> None:
-  """Raises a ValueError naming the differing parameters when two trees' shapes differ."""
+  """Raises a UserError naming the differing parameters when two trees' shapes differ."""
   saved, wanted = _shapes(saved), _shapes(wanted)
   missing = sorted(set(wanted) - set(saved))
   extra = sorted(set(saved) - set(wanted))
@@ -78,7 +84,7 @@ def check_tree_shapes(saved, wanted, where: str) -> None:
     lines += [f"  not in the model: {k}" for k in extra[:5]]
     lines += [f"  shape {k}: checkpoint {saved[k]} vs model {wanted[k]}" for k in differ[:5]]
     lines.append("  check model.depth / model.width / model.stem against the run that wrote it")
-    raise ValueError("\n".join(lines))
+    raise UserError("\n".join(lines))
 
 
 def check_compatible(directory: str, step: int, items: dict) -> None:
@@ -98,7 +104,7 @@ def checkpoint_dir(path: str) -> str:
   if os.path.isdir(os.path.join(path, "checkpoints")):
     return os.path.join(path, "checkpoints")
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"no checkpoint directory at {path} (expected a workdir or its checkpoints/)")
+    raise MissingFileError(f"no checkpoint directory at {path} (expected a workdir or its checkpoints/)")
   return path
 
 
@@ -109,7 +115,7 @@ def restore_weights(path: str, step=None):
   step = manager.latest_step() if step is None else step
   if step is None:
     manager.close()
-    raise FileNotFoundError(f"{directory} holds no checkpoint")
+    raise MissingFileError(f"{directory} holds no checkpoint")
   meta = manager.item_metadata(step)
   target = {k: jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), meta[k])
             for k in ("params", "batch_stats")}
@@ -123,6 +129,6 @@ def restore_weights(path: str, step=None):
 def load_subtree(saved, wanted, key: str, where: str):
   """`saved[key]`, shape-checked against `wanted[key]` (e.g. the encoder of a SimCLR model)."""
   if key not in saved:
-    raise ValueError(f"{where} has no '{key}' weights (it has {sorted(saved)})")
+    raise UserError(f"{where} has no '{key}' weights (it has {sorted(saved)})")
   check_tree_shapes(saved[key], wanted[key], f"{where} ['{key}']")
   return saved[key]

@@ -4,9 +4,14 @@
   medssl-jax benchmark --config=...                   (= python -m medssl_jax.benchmark)
   medssl-jax preview   --config=... --out=DIR         (= python -m input_pipeline.preview)
   medssl-jax compare   A.npz B.npz                    (= python -m medssl_jax.evaluation.compare)
+
+A user error ends a command with one line `error: ...` and exit status 2; a bug prints its
+traceback and exits 1. MEDSSL_DEBUG=1 prints the traceback of user errors too.
 """
 import runpy
 import sys
+
+from medssl_jax import errors
 
 COMMANDS = {
     "train": "medssl_jax.main",
@@ -22,7 +27,7 @@ def main() -> None:
     sys.exit(0 if len(sys.argv) >= 2 and sys.argv[1] in ("-h", "--help") else 2)
   module = COMMANDS[sys.argv[1]]
   sys.argv = [f"medssl-jax {sys.argv[1]}"] + sys.argv[2:]
-  runpy.run_module(module, run_name="__main__", alter_sys=True)
+  errors.guard(runpy.run_module)(module, run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from medssl_jax.errors import NonFiniteLossError
+
 
 class StopFlag:
   """Tells the loop to save a checkpoint at the current step and return (preemption).
@@ -32,16 +34,26 @@ class StopFlag:
     self.signum = None
     self._multi = jax.process_count() > 1
     self._previous = None
+    self._installed = False
 
   def __enter__(self):
-    self._previous = signal.getsignal(signal.SIGTERM)
     if not self._multi:
-      signal.signal(signal.SIGTERM, self._handle)
+      self._install()
     return self
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
+    # Only a handler this flag installed is undone: with several processes none is installed,
+    # and "restoring" would replace whatever handler (JAX's own) was set meanwhile.
+    if self._installed:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._installed, self._previous = False, None
     return False
+
+  def _install(self):
+    if not self._installed:
+      self._previous = signal.getsignal(signal.SIGTERM)
+      signal.signal(signal.SIGTERM, self._handle)
+      self._installed = True
 
   def _handle(self, signum, frame):
     del frame
@@ -55,7 +67,7 @@ class StopFlag:
           self.signum = signal.SIGTERM
       except RuntimeError:  # preemption service not initialised: fall back to the signal
         self._multi = False
-        signal.signal(signal.SIGTERM, self._handle)
+        self._install()
     return self.signum is not None
 
 
@@ -110,10 +122,34 @@ class LoopResult:
 def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int, num_steps: int,
         images_per_step: int, lr_fn, writer, ckpt, log_every: int, checkpoint_every: int,
         num_devices: int, on_log: Callable | None = None) -> LoopResult:
-  with StopFlag() as stop:
-    return _run(state, batches, train_step, stop, start_step=start_step, num_steps=num_steps,
-                images_per_step=images_per_step, lr_fn=lr_fn, writer=writer, ckpt=ckpt, log_every=log_every,
-                checkpoint_every=checkpoint_every, num_devices=num_devices, on_log=on_log)
+  """Trains from `start_step` to `num_steps` (or a preemption). The loop owns `batches`: it is
+  closed when the loop returns or fails (its host pipeline stops). On a failure the checkpoint
+  being written is completed and the checkpointer and writer closed before the error goes on, so
+  that no background thread outlives the run."""
+  try:
+    with StopFlag() as stop:
+      out = _run(state, batches, train_step, stop, start_step=start_step, num_steps=num_steps,
+                 images_per_step=images_per_step, lr_fn=lr_fn, writer=writer, ckpt=ckpt, log_every=log_every,
+                 checkpoint_every=checkpoint_every, num_devices=num_devices, on_log=on_log)
+  except BaseException:
+    close_quietly(getattr(batches, "close", None), "the input pipeline")
+    close_quietly(ckpt.close, "the checkpointer (it waits for the checkpoint being written)")
+    close_quietly(getattr(writer, "close", None), "the metric writer")
+    raise
+  if hasattr(batches, "close"):
+    batches.close()
+  return out
+
+
+def close_quietly(close: Callable | None, what: str) -> None:
+  """Calls `close()` while another error is on its way: a failure here is logged, not raised,
+  so that the first error is the one reported."""
+  if close is None:
+    return
+  try:
+    close()
+  except Exception as e:  # noqa: BLE001 -- the error being handled matters more
+    logging.warning("while stopping after an error, closing %s failed: %s: %s", what, type(e).__name__, e)
 
 
 def _run(state, batches, train_step, stop, *, start_step, num_steps, images_per_step, lr_fn, writer, ckpt,
@@ -134,7 +170,7 @@ def _run(state, batches, train_step, stop, *, start_step, num_steps, images_per_
       if not np.all(np.isfinite(losses)):
         bad = step - len(host) + int(np.argmin(np.isfinite(losses))) + 1
         ckpt.wait()
-        raise FloatingPointError(
+        raise NonFiniteLossError(
             f"loss is {losses[~np.isfinite(losses)][0]} at step {bad}: training stopped. The last good "
             f"checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}; lower optim.base_lr or "
             f"check the input data, then re-run with the same workdir to resume from it.")

@@ -14,6 +14,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from medssl_jax import errors
+from medssl_jax.errors import UserError
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and results.")
@@ -39,13 +42,13 @@ def run(config, workdir: str) -> dict:
   """Dispatches on config.mode; also the Python API for notebooks and tests."""
   if config.mode == "pretrain":
     if config.method not in ("simclr", "micle"):
-      raise ValueError(f"method={config.method!r}: expected 'simclr' or 'micle'")
+      raise UserError(f"method={config.method!r}: expected 'simclr' or 'micle'")
     from medssl_jax import pretrain
     return pretrain.pretrain(config, workdir)
   if config.mode in ("finetune", "linear_eval"):
     from medssl_jax import finetune
     return finetune.finetune(config, workdir)
-  raise ValueError(f"mode={config.mode!r}: expected 'pretrain', 'finetune' or 'linear_eval'")
+  raise UserError(f"mode={config.mode!r}: expected 'pretrain', 'finetune' or 'linear_eval'")
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -57,8 +60,14 @@ class _QuietLibraries(pylogging.Filter):
 
 
 def main(argv):
+  """A user error (UserError) ends the run with one line `error: ...` on stderr and exit status 2;
+  any other exception prints its traceback and exits 1 (MEDSSL_DEBUG=1: tracebacks for both)."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  errors.guard(_train)()
+
+
+def _train():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   init_distributed()
@@ -122,5 +131,5 @@ def check_overrides(argv) -> None:
 
 if __name__ == "__main__":
   import sys
-  check_overrides(sys.argv[1:])
+  errors.guard(check_overrides)(sys.argv[1:])
   app.run(main)

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from medssl_jax.errors import UserError
+
 DATA_AXIS = "data"
 
 
@@ -32,7 +34,7 @@ def check_global_batch(global_batch: int, mesh: Mesh, what: str = "train.batch_s
   """Returns the per-process batch; errors when the batch cannot be split evenly."""
   n_dev, n_proc = mesh.devices.size, jax.process_count()
   if global_batch <= 0 or global_batch % n_dev:
-    raise ValueError(f"{what}={global_batch} is not divisible by the {n_dev} devices of the mesh; "
+    raise UserError(f"{what}={global_batch} is not divisible by the {n_dev} devices of the mesh; "
                      f"use a multiple of {n_dev}")
   return global_batch // n_proc
 
@@ -45,7 +47,11 @@ def to_global(local_batch: dict, mesh: Mesh) -> dict:
 
 
 def prefetch_to_mesh(batches: Iterable[dict], mesh: Mesh, size: int = 2) -> Iterator[dict]:
-  """Keeps `size` batches in flight on the devices ahead of the consumer (async transfers)."""
+  """Keeps `size` batches in flight on the devices ahead of the consumer (async transfers).
+
+  Closing this generator closes `batches` too (when it can be closed), so that the host pipeline
+  stops with the loop that feeds on it.
+  """
   queue = collections.deque()
   it = iter(batches)
 
@@ -56,7 +62,13 @@ def prefetch_to_mesh(batches: Iterable[dict], mesh: Mesh, size: int = 2) -> Iter
       except StopIteration:
         return
 
-  enqueue(max(size, 1))
-  while queue:
-    yield queue.popleft()
-    enqueue(1)
+  try:
+    enqueue(max(size, 1))
+    while queue:
+      yield queue.popleft()
+      enqueue(1)
+  finally:
+    queue.clear()
+    close = getattr(it, "close", None)
+    if close is not None:
+      close()

@@ -12,6 +12,7 @@ import os
 from absl import logging
 
 from medssl_jax import loop
+from medssl_jax.errors import UserError
 
 # Keys a resumed run may change: they do not change the trained weights.
 FREE_KEYS = ("train.log_every", "train.prefetch", "train.keep_checkpoints", "train.resume_with_changes")
@@ -40,13 +41,13 @@ def has_checkpoint(workdir: str) -> bool:
 
 
 def save_config(workdir: str, config) -> None:
-  """Writes config.json; ValueError when the workdir holds a checkpoint made with other settings."""
+  """Writes config.json; UserError when the workdir holds a checkpoint made with other settings."""
   path = os.path.join(workdir, "config.json")
   if has_checkpoint(workdir) and os.path.isfile(path):
     with open(path) as f:
       diffs = config_differences(json.load(f), config)
     if diffs and not config.train.resume_with_changes:
-      raise ValueError(
+      raise UserError(
           f"{workdir} holds a run made with other settings ({'; '.join(diffs)}). Resuming it would continue "
           f"that run under these settings. Use a new --workdir, restore the settings, or set "
           f"--config.train.resume_with_changes=True if continuing it this way is meant.")
