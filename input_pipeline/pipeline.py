@@ -175,6 +175,7 @@ def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch
   fn = augment.make_eval_fn(int(image_size), int(channels), float(crop_fraction))
   ds = tf.data.Dataset.from_tensor_slices(indices).map(lambda i: fn(load(i)), num_parallel_calls=AUTOTUNE,
                                                        deterministic=True)
-  images = np.concatenate(list(ds.batch(batch_size).as_numpy_iterator())) if len(indices) else \
+  batches = _numpy_batches(ds.batch(batch_size), source, lambda k: indices[k * batch_size:(k + 1) * batch_size])
+  images = np.concatenate(list(batches)) if len(indices) else \
       np.zeros((0, image_size, image_size, channels), np.float32)
   return images, np.asarray(source.labels)[indices]

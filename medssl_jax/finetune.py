@@ -48,7 +48,7 @@ TASKS = ("multiclass", "multilabel")
 def apply_uncertain_policy(labels: np.ndarray, policy: str) -> np.ndarray:
   """CheXpert's uncertain label (-1) -> 1 ('ones'), 0 ('zeros') or NaN = ignored ('ignore')."""
   if policy not in ("ones", "zeros", "ignore"):
-    raise ValueError(f"eval.uncertain_policy={policy!r}: expected 'ones', 'zeros' or 'ignore'")
+    raise UserError(f"eval.uncertain_policy={policy!r}: expected 'ones', 'zeros' or 'ignore'")
   labels = np.asarray(labels, np.float32).copy()
   labels[labels == -1] = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy]
   return labels
@@ -57,16 +57,16 @@ def apply_uncertain_policy(labels: np.ndarray, policy: str) -> np.ndarray:
 def _prepare_source(source, config):
   task = config.eval.task
   if task not in TASKS:
-    raise ValueError(f"eval.task={task!r}: expected one of {TASKS}")
+    raise UserError(f"eval.task={task!r}: expected one of {TASKS}")
   if task == "multilabel":
     if source.labels.ndim != 2:
-      raise ValueError(f"eval.task='multilabel' needs (N, L) labels; {source.name} has shape {source.labels.shape}")
+      raise UserError(f"eval.task='multilabel' needs (N, L) labels; {source.name} has shape {source.labels.shape}")
     return dataclasses.replace(source, labels=apply_uncertain_policy(source.labels, config.eval.uncertain_policy))
   if source.labels.ndim != 1:
-    raise ValueError(f"eval.task='multiclass' needs (N,) integer labels; {source.name} has shape "
+    raise UserError(f"eval.task='multiclass' needs (N,) integer labels; {source.name} has shape "
                      f"{source.labels.shape} (use eval.task='multilabel')")
   if np.any(source.labels < 0):
-    raise ValueError(f"{source.name}: {int(np.sum(source.labels < 0))} images have no label (-1); "
+    raise UserError(f"{source.name}: {int(np.sum(source.labels < 0))} images have no label (-1); "
                      f"fine-tuning needs labelled images")
   return source
 
@@ -247,9 +247,9 @@ def finetune(config, workdir: str) -> dict:
 
   t_start = time.time()
   if config.eval.init not in INITS:
-    raise ValueError(f"eval.init={config.eval.init!r}: expected one of {INITS}")
+    raise UserError(f"eval.init={config.eval.init!r}: expected one of {INITS}")
   if config.eval.init != "random" and not config.eval.checkpoint:
-    raise ValueError(f"eval.init={config.eval.init!r} needs eval.checkpoint (a workdir of a pretraining "
+    raise UserError(f"eval.init={config.eval.init!r} needs eval.checkpoint (a workdir of a pretraining "
                      f"or fine-tuning run); use eval.init='random' to start from scratch")
   os.makedirs(workdir, exist_ok=True)
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings

@@ -78,6 +78,8 @@ def test_both_pipelines_name_the_file_they_cannot_decode(tmp_path, backend):
   with pytest.raises(errors.UserError, match=r"cannot decode image \S*im5\.jpg"):
     for _ in range(4):  # im5 is in the first or the second batch of 4
       next(it)
+  with pytest.raises(errors.UserError, match=r"cannot decode image \S*im5\.jpg"):  # evaluation's arrays
+    backends.get(backend).make_eval_arrays(src, 16, 3, batch_size=4)
 
 
 def test_numpy_decode_names_the_file(tmp_path):
