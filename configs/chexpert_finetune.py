@@ -17,22 +17,23 @@ source; patient-disjoint, each within a patient's images of its fraction). The v
 is what `launch/select_best.py` selects on; the test part gives the reported metrics.
 
 Variants:
-- `:mococxr` / `:mococxr,fraction=F`: the MoCo-CXR fine-tuning protocol (Sowrirajan et al.
-  2021, Sec. 3.3): ResNet-18 (the paper's other backbone, DenseNet-121, is not implemented in
-  this library yet), the pleural-effusion task alone (one sigmoid output), rotation 10 degrees +
-  flip only, Adam lr 3e-5, batch 16, epochs by label fraction: 220 / 95 / 41 / 18 at F = 0.001 /
-  0.01 / 0.1 / 1.0 (0.1% / 1% / 10% / 100%; plain `:mococxr` = 1.0). The variant sets
-  eval.label_fraction = F and train.num_steps = ceil(epochs x round(F x 167,429) / 16), 167,429
-  being the training part of the re-split above (the paper's "67,429" read as 167,429, see
-  Splits): 2,297 / 9,940 / 42,904 / 188,358 steps. Another fraction is an error naming these four
-  (the paper gives no rule between them; no interpolation). Choose the fraction in the variant:
-  `--config.eval.label_fraction=...` on the command line comes after the config is built and
-  would leave num_steps at the variant's value. Other draws: `--config.eval.fraction_seed=K`.
-  Readings where the paper is silent: Adam (the CheXpert baseline's optimiser, Irvin et al. 2019,
-  whose settings MoCo-CXR says it reuses) without weight decay at a constant learning rate;
-  uncertain labels counted as positive (`eval.uncertain_policy='ones'`: the paper's prevalence
-  of pleural effusion counts images "labeled as positive or uncertain"); label fractions of the
-  re-split training set (MoCo-CXR's are of the whole CheXpert training set).
+- `:mococxr` / `:mococxr,fraction=F`: the MoCo-CXR fine-tuning protocol (Sowrirajan et al. 2021,
+  Sec. 3.3): ResNet-18 (the paper's other backbone, DenseNet-121, exists as a module,
+  medssl_jax/models/densenet.py, but no config key selects it yet), the pleural-effusion task
+  alone (one sigmoid output), rotation 10 degrees + flip only, Adam lr 3e-5, batch 16, epochs by
+  label fraction: 220 / 95 / 41 / 18 at F = 0.001 / 0.01 / 0.1 / 1.0 (0.1% / 1% / 10% / 100%;
+  plain `:mococxr` = 1.0). The variant sets eval.label_fraction = F and train.num_steps =
+  ceil(epochs x round(F x 167,429) / 16), 167,429 being the training part of the re-split above
+  (the paper's "67,429" read as 167,429, see Splits): 2,297 / 9,940 / 42,904 / 188,358 steps.
+  Another fraction is an error naming these four (the paper gives no rule between them; no
+  interpolation). Choose the fraction in the variant: `--config.eval.label_fraction=...` on the
+  command line comes after the config is built and would leave num_steps at the variant's value.
+  Other draws: `--config.eval.fraction_seed=K`. Readings where the paper is silent: Adam (the
+  CheXpert baseline's optimiser, Irvin et al. 2019, whose settings MoCo-CXR says it reuses)
+  without weight decay at a constant learning rate; uncertain labels counted as positive
+  (`eval.uncertain_policy='ones'`: the paper's prevalence of pleural effusion counts images
+  "labeled as positive or uncertain"); label fractions of the re-split training set (MoCo-CXR's
+  are of the whole CheXpert training set).
 - `:local`: PneumoniaMNIST (../shared/data, 28 px, 2 classes, multi-class) with the App. A.2 ops.
 Readings: "random crop 224" as the fixed-size random crop (`aug.crop_mode='fixed'`): a square of
 87.5% of the short side (224 of 256) at a uniformly random place, resized to the input size; a
@@ -108,7 +109,7 @@ def get_config(variant: str = ""):
   name, _, options = variant.partition(",")
   if name == "mococxr":
     fraction = _mococxr_fraction(options)
-    c.model.depth, c.model.width, c.model.stem = 18, 1.0, "imagenet"  # ResNet-18; DenseNet-121: not yet
+    c.model.depth, c.model.width, c.model.stem = 18, 1.0, "imagenet"  # ResNet-18 (DenseNet-121: no key)
     c.data.label_column = MOCOCXR_TASK  # one label: pleural effusion
     c.eval.uncertain_policy = "ones"
     c.aug.rotation_degrees, c.aug.additive_brightness, c.aug.std_contrast = 10.0, 0.0, 0.0
