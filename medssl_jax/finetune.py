@@ -144,7 +144,8 @@ def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exc
   """Metrics with bootstrap intervals on one split; saves its predictions next to results.json,
   with the settings that define the metric (so that `compare` scores them the same way)."""
   from medssl_jax.evaluation import bootstrap, compare, metrics
-  images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels)
+  images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
+                                             crop_fraction=config.aug.eval_crop_fraction)
   labels = np.asarray(source.labels)  # the policy-applied labels of the prepared source
   probs = np.asarray(predict(state, images, mesh, config.eval.task), np.float32)  # as saved: scored == stored
   if jax.process_index() == 0:
@@ -185,7 +186,8 @@ class PeriodicValidation:
     from medssl_jax.evaluation import metrics
     self.config, self.mesh, self.writer, self.exclude, self.metric = config, mesh, writer, tuple(exclude), metric
     self.every, self.num_steps = int(config.eval.eval_every), num_steps
-    self.images, _ = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels)
+    self.images, _ = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
+                                               crop_fraction=config.aug.eval_crop_fraction)
     self.labels, self.case_ids = np.asarray(source.labels), source.case_ids
     self._metrics = metrics
     self._act = jax.nn.softmax if config.eval.task == "multiclass" else jax.nn.sigmoid
