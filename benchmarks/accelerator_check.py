@@ -7,7 +7,7 @@
 Each part runs in its own subprocess (JAX and PyTorch must not share the accelerator's memory
 pool, and one part failing, e.g. out of memory, must not lose the others' numbers):
 
-- `jax`:   this project's SimCLR train step (`medssl_jax.contrastive`: ResNet + 2-layer projection
+- `jax`:   this project's SimCLR train step (`medssl_jax.methods.simclr`: ResNet + 2-layer projection
            head, NT-Xent over the global batch, LARS, bf16 compute) at each batch size of
            `--batch_sizes`, ascending, until one does not fit; pairs/s on views already on the device.
 - `torch`: the same step written in PyTorch: torchvision ResNet of the same depth, the same head
@@ -220,7 +220,7 @@ def host_part(args) -> dict:
     for workers in sorted({1, min(cores, 16)}):
       numpy_pipeline._workers = lambda w=workers: w  # noqa: E731 - thread count under test
       it = numpy_pipeline.pretrain_iterator(source, data_cfg=_DataCfg(args.image_size, 3), aug_cfg=c.aug,
-                                            method="simclr", global_batch=args.host_batch, seed=0)
+                                            pairing="views", global_batch=args.host_batch, seed=0)
       next(it)
       t0 = time.perf_counter()
       for _ in range(args.host_batches):

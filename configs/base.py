@@ -10,11 +10,15 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # What kind of run: 'pretrain' (SimCLR / MICLe), 'finetune' (end to end) or 'linear_eval'
-  # (frozen encoder, new linear head).
+  # What kind of run: 'pretrain' (SimCLR / MICLe / MoCo v2), 'finetune' (end to end) or
+  # 'linear_eval' (frozen encoder, new linear head).
   c.mode = "pretrain"
-  # Pretraining method: 'simclr' (two views of one image) or 'micle' (two images of one case).
+  # Pretraining method, the objective: a name registered in medssl_jax/methods/ ('simclr',
+  # 'moco_v2'). Its own settings are the block of the same name below (e.g. c.moco).
   c.method = "simclr"
+  # Where the two views of a pair come from: 'views' (two augmentations of one image) or 'case'
+  # (two images of one patient case when it has several: MICLe = simclr + case).
+  c.pairing = "views"
 
   # ---- data --------------------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
@@ -107,7 +111,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 512     # global batch: number of pairs (2x as many views).
   c.train.num_steps = 1000
-  c.train.temperature = 0.1
+  c.train.temperature = 0.1     # contrastive temperature (SimCLR reference 0.1; MoCo v2 0.2).
   c.train.log_every = 50
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
@@ -146,6 +150,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.probe.compare_random_init = True
   c.probe.max_train_examples = 4000
   c.probe.batch_size = 256
+
+  # ---- each pretraining method's own settings (defaults from its file in medssl_jax/methods/) --
+  from medssl_jax import methods
+  for group, defaults in methods.default_configs().items():
+    c[group] = ml_collections.ConfigDict(defaults)
   return c
 
 

@@ -24,7 +24,7 @@ _SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def get_config(variant: str = ""):
   c = get_base_config()
-  c.method = "micle"
+  c.method, c.pairing = "simclr", "case"   # MICLe = SimCLR on pairs from two images of a case
   c.data.source = "manifest"
   c.data.path = os.path.normpath(os.path.join(_SHARED, "covid_cxr_multi"))
   c.data.image_size, c.data.channels = 64, 1
@@ -39,7 +39,7 @@ def get_config(variant: str = ""):
   c.train.batch_size, c.train.num_steps, c.train.temperature = 32, 300, 0.1
   c.train.log_every, c.train.checkpoint_every = 25, 100
   if variant == "simclr":  # the same data and settings, SimCLR pairs (Study B's control arm)
-    c.method = "simclr"
+    c.pairing = "views"
   elif variant:
     raise ValueError(f"covid_cxr_micle: unknown variant {variant!r} (use '' or 'simclr')")
   return finalize(c)

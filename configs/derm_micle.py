@@ -26,7 +26,7 @@ from configs.base import finalize, get_base_config
 
 def get_config(variant: str = ""):
   c = get_base_config()
-  c.method = "micle"
+  c.method, c.pairing = "simclr", "case"   # MICLe = SimCLR on pairs from two images of a case
   c.data.source = "manifest"
   c.data.image_size, c.data.channels = 224, 3
   c.data.max_bag_size = 6

@@ -15,7 +15,7 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
-METHODS = ("simclr", "micle")
+PAIRINGS = ("views", "case")  # two views of one image; two images of one case (MICLe)
 
 
 def check_split(global_batch: int, process_count: int, num_units: int, what: str,
@@ -77,18 +77,21 @@ def bag_table(source, max_bag_size: int):
   return case_ids, table, sizes
 
 
-def pretrain_units(source, method: str, max_bag_size: int):
-  """(table (units, M) of image indices, bag sizes, case index per unit, what a unit is)."""
-  if method == "simclr":
+def pretrain_units(source, pairing: str, max_bag_size: int):
+  """(table (units, M) of image indices, bag sizes, case index per unit, what a unit is).
+
+  pairing 'views': a unit is an image (two augmentations of it); 'case': a unit is a case, whose
+  pair is two different images of it when it has several (MICLe, Azizi et al. 2021 Sec. 3.2)."""
+  if pairing == "views":
     table = np.arange(len(source), dtype=np.int64)[:, None]
     sizes = np.ones(len(source), np.int64)
     case_of_image = {cid: k for k, cid in enumerate(sorted(source.cases()))}
     case_index = np.array([case_of_image[c] for c in source.case_ids], np.int64)
     return table, sizes, case_index, "images"
-  if method == "micle":
+  if pairing == "case":
     _, table, sizes = bag_table(source, int(max_bag_size))
     return table, sizes, np.arange(len(table), dtype=np.int64), "cases"
-  raise ValueError(f"method={method!r}: expected one of {METHODS}")
+  raise ValueError(f"pairing={pairing!r}: expected one of {PAIRINGS}")
 
 
 def pair_stream(table, sizes, case_index, *, global_batch, seed, start_step, process_index,

@@ -108,10 +108,10 @@ def _workers() -> int:
   return max(1, min(8, os.cpu_count() or 1))
 
 
-def pretrain_iterator(source, *, data_cfg, aug_cfg, method: str, global_batch: int, seed: int,
+def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                       start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
-  table, sizes, case_index, what = indexing.pretrain_units(source, method, data_cfg.max_bag_size)
+  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
   local = indexing.check_split(global_batch, process_count, len(table), what)
   stream = indexing.pair_stream(table, sizes, case_index, global_batch=global_batch, seed=seed,
                                 start_step=start_step, process_index=process_index, process_count=process_count)
@@ -122,7 +122,7 @@ def pretrain_iterator(source, *, data_cfg, aug_cfg, method: str, global_batch: i
     ia, ib, case, sa, sb = example
     out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": np.int32(case),
            "image_a": np.int32(ia), "image_b": np.int32(ib)}
-    if method == "micle":
+    if pairing == "case":
       out["distinct"] = np.bool_(ia != ib)
     return out
 

@@ -37,10 +37,10 @@ def _loader(source):
   return load
 
 
-def make_pretrain_dataset(source, *, data_cfg, aug_cfg, method: str, global_batch: int, seed: int,
+def make_pretrain_dataset(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                           start_step: int = 0, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
-  table, sizes, case_index, what = indexing.pretrain_units(source, method, data_cfg.max_bag_size)
+  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
   indexing.check_split(global_batch, process_count, len(table), what)
   local = global_batch // process_count
 
@@ -55,7 +55,7 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, method: str, global_batc
   def make_pair(ia, ib, case, sa, sb):
     out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": tf.cast(case, tf.int32),
            "image_a": tf.cast(ia, tf.int32), "image_b": tf.cast(ib, tf.int32)}
-    if method == "micle":  # reported as the fraction of pairs from two different images
+    if pairing == "case":  # reported as the fraction of pairs from two different images
       out["distinct"] = tf.not_equal(ia, ib)
     return out
 
@@ -113,13 +113,13 @@ def _undecodable(source, indices) -> list:
   return bad
 
 
-def pretrain_iterator(source, *, data_cfg, method: str, global_batch: int, seed: int, start_step: int = 0,
+def pretrain_iterator(source, *, data_cfg, pairing: str, global_batch: int, seed: int, start_step: int = 0,
                       process_index: int = 0, process_count: int = 1, **kwargs) -> Iterator[dict]:
   where = dict(global_batch=global_batch, seed=seed, process_index=process_index, process_count=process_count)
-  ds = make_pretrain_dataset(source, data_cfg=data_cfg, method=method, start_step=start_step, **where, **kwargs)
+  ds = make_pretrain_dataset(source, data_cfg=data_cfg, pairing=pairing, start_step=start_step, **where, **kwargs)
 
   def images_of_batch(k):
-    table, sizes, case_index, _ = indexing.pretrain_units(source, method, data_cfg.max_bag_size)
+    table, sizes, case_index, _ = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
     stream = indexing.pair_stream(table, sizes, case_index, start_step=start_step + k, **where)
     return [i for ex in itertools.islice(stream, global_batch // process_count) for i in ex[:2]]
   return _numpy_batches(ds, source, images_of_batch)

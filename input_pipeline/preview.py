@@ -4,7 +4,7 @@
 
 Writes OUT/pairs.png (one row per pair: view a | view b, titled with the case id and the two
 image ids) and OUT/pairs.json (for each pair: case id, image ids a and b, whether the two views
-come from two different images). Any --config.key=value override applies, e.g. --config.method.
+come from two different images). Any --config.key=value override applies, e.g. --config.pairing.
 """
 import json
 import os
@@ -25,9 +25,9 @@ def write_preview(source, config, out_dir: str, num_pairs: int = 16) -> list:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  batch = min(config.train.batch_size, num_pairs, len(source.cases()) if config.method == "micle" else len(source))
+  batch = min(config.train.batch_size, num_pairs, len(source.cases()) if config.pairing == "case" else len(source))
   pipeline = backends.get(config.data.pipeline)
-  it = pipeline.pretrain_iterator(source, data_cfg=config.data, aug_cfg=config.aug, method=config.method,
+  it = pipeline.pretrain_iterator(source, data_cfg=config.data, aug_cfg=config.aug, pairing=config.pairing,
                                   global_batch=batch, seed=config.seed)
   views_a, views_b, pairs = [], [], []
   while len(pairs) < num_pairs:
@@ -52,7 +52,7 @@ def write_preview(source, config, out_dir: str, num_pairs: int = 16) -> list:
   fig.savefig(os.path.join(out_dir, "pairs.png"), dpi=100)
   plt.close(fig)
   with open(os.path.join(out_dir, "pairs.json"), "w") as f:
-    json.dump({"method": config.method, "source": source.name, "pairs": pairs}, f, indent=2)
+    json.dump({"method": config.method, "pairing": config.pairing, "source": source.name, "pairs": pairs}, f, indent=2)
   return pairs
 
 
@@ -62,7 +62,7 @@ def main(argv):
   source = sources.load_source(config.data, config.data.train_split)
   pairs = write_preview(source, config, FLAGS.out, FLAGS.num_pairs)
   distinct = sum(p["distinct"] for p in pairs)
-  print(f"{len(pairs)} {config.method} pairs ({distinct} from two different images) -> "
+  print(f"{len(pairs)} {config.method}/{config.pairing} pairs ({distinct} from two different images) -> "
         f"{os.path.join(FLAGS.out, 'pairs.png')}, {os.path.join(FLAGS.out, 'pairs.json')}")
 
 

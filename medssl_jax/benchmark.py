@@ -19,7 +19,7 @@ from ml_collections import config_flags
 import jax
 import numpy as np
 
-from medssl_jax import contrastive
+from medssl_jax import methods
 from medssl_jax.sharding import check_global_batch, make_mesh, to_global
 
 FLAGS = flags.FLAGS
@@ -32,9 +32,9 @@ flags.mark_flags_as_required(["config"])
 def time_step(config, steps: int) -> dict:
   mesh = make_mesh()
   check_global_batch(config.train.batch_size, mesh)
-  state = contrastive.create_state(config, mesh, jax.random.key(0))
-  step = contrastive.jit_train_step(config, mesh)
-  batch = to_global(contrastive.synthetic_batch(config, np.random.default_rng(0)), mesh)
+  state = methods.create_state(config, mesh, jax.random.key(0))
+  step = methods.jit_train_step(config)
+  batch = to_global(methods.synthetic_batch(config, np.random.default_rng(0)), mesh)
   t0 = time.perf_counter()
   for _ in range(2):
     state, metrics = step(state, batch)
@@ -56,7 +56,7 @@ def time_input(config, batches: int) -> dict:
   from input_pipeline import backends, sources
   pipeline = backends.get(config.data.pipeline)
   source = sources.load_source(config.data, config.data.train_split)
-  it = pipeline.pretrain_iterator(source, data_cfg=config.data, aug_cfg=config.aug, method=config.method,
+  it = pipeline.pretrain_iterator(source, data_cfg=config.data, aug_cfg=config.aug, pairing=config.pairing,
                                   global_batch=config.train.batch_size, seed=config.seed,
                                   process_index=jax.process_index(), process_count=jax.process_count())
   next(it)  # builds the graph and fills the prefetch buffer

@@ -1,9 +1,14 @@
-"""Orbax checkpoints of a training run: params, batch-norm statistics, optimiser state, step.
+"""Orbax checkpoints of a training run: every field of its state.
 
-Items are saved separately (a Composite), so a later run can take only the encoder weights of
-a pretraining checkpoint (MICLe from SimCLR, fine-tuning) and leave the optimiser state behind.
+The items saved are derived from the state (`state_items`): every array-holding field of the
+`TrainState` but the step (which is the checkpoint's number), i.e. params, batch-norm statistics,
+optimiser state and whatever a method keeps in `extra` (a momentum encoder, a queue). A field
+added to the state is saved and restored without a change here. Items are saved separately (a
+Composite), so a later run can take only the encoder weights of a pretraining checkpoint
+(MICLe from SimCLR, fine-tuning) and leave the optimiser and method state behind.
 Saving is asynchronous; `close()` waits for the last save.
 """
+import dataclasses
 import os
 
 import jax
@@ -12,7 +17,18 @@ import orbax.checkpoint as ocp
 
 from medssl_jax.errors import MissingFileError, UserError
 
-ITEMS = ("params", "batch_stats", "opt_state")
+WEIGHTS = ("params", "batch_stats")  # what another run takes from a checkpoint
+
+
+def state_items(state) -> tuple:
+  """The names of `state`'s checkpointed fields: each pytree field but `step` with any arrays."""
+  names = []
+  for f in dataclasses.fields(state):
+    if f.name == "step" or not f.metadata.get("pytree_node", True):
+      continue
+    if jax.tree_util.tree_leaves(getattr(state, f.name)):
+      names.append(f.name)
+  return tuple(names)
 
 
 def _abs(path) -> str:
@@ -23,8 +39,9 @@ def _abs(path) -> str:
 class Checkpointer:
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
     self.directory = _abs(directory)
+    # No fixed item names: each save names the items of the state it is given.
     self.manager = ocp.CheckpointManager(
-        self.directory, item_names=ITEMS,
+        self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))
 
@@ -33,16 +50,16 @@ class Checkpointer:
 
   def save(self, step: int, state) -> None:
     self.manager.save(int(step), args=ocp.args.Composite(
-        **{k: ocp.args.StandardSave(getattr(state, k)) for k in ITEMS}))
+        **{k: ocp.args.StandardSave(getattr(state, k)) for k in state_items(state)}))
 
   def restore(self, state, step=None):
     """Restores every item into the structure and shardings of `state`."""
     step = self.latest_step() if step is None else step
-    items = {k: getattr(state, k) for k in ITEMS}
+    items = {k: getattr(state, k) for k in state_items(state)}
     check_compatible(self.directory, step, items)
     restored = self.manager.restore(step, args=ocp.args.Composite(
         **{k: ocp.args.StandardRestore(_abstract(v)) for k, v in items.items()}))
-    return state.replace(step=np.int32(step), **{k: restored[k] for k in ITEMS})
+    return state.replace(step=np.int32(step), **{k: restored[k] for k in items})
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -111,14 +128,14 @@ def checkpoint_dir(path: str) -> str:
 def restore_weights(path: str, step=None):
   """Params and batch_stats of a run's checkpoint as host arrays, without the optimiser state."""
   directory = checkpoint_dir(path)
-  manager = _reader(directory, ("params", "batch_stats"))
+  manager = _reader(directory, WEIGHTS)
   step = manager.latest_step() if step is None else step
   if step is None:
     manager.close()
     raise MissingFileError(f"{directory} holds no checkpoint")
   meta = manager.item_metadata(step)
   target = {k: jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), meta[k])
-            for k in ("params", "batch_stats")}
+            for k in WEIGHTS}
   restored = manager.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(target["params"]),
       batch_stats=ocp.args.StandardRestore(target["batch_stats"])))

@@ -41,8 +41,6 @@ def init_distributed() -> None:
 def run(config, workdir: str) -> dict:
   """Dispatches on config.mode; also the Python API for notebooks and tests."""
   if config.mode == "pretrain":
-    if config.method not in ("simclr", "micle"):
-      raise UserError(f"method={config.method!r}: expected 'simclr' or 'micle'")
     from medssl_jax import pretrain
     return pretrain.pretrain(config, workdir)
   if config.mode in ("finetune", "linear_eval"):

@@ -1,4 +1,9 @@
-"""The training state: step, parameters, batch-norm statistics and optimiser state."""
+"""The training state: step, parameters, batch-norm statistics, optimiser state, method state.
+
+`extra` is whatever a pretraining method keeps besides the trained network (MoCo: the momentum
+key encoder and the queue of keys; None for SimCLR and fine-tuning). Checkpoints save every
+field that holds arrays (`checkpoint.state_items`), so `extra` is saved and restored with the rest.
+"""
 from typing import Any
 
 import flax
@@ -11,6 +16,7 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  extra: Any = None
   apply_fn: Any = flax.struct.field(pytree_node=False, default=None)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
 

@@ -23,6 +23,8 @@ def config_differences(saved: dict, config, ignore=FREE_KEYS) -> list:
   the library's default (the run predates the key and behaved as the default does)."""
   from configs.base import get_base_config
   saved = loop.flatten(saved)
+  if saved.get("method") == "micle" and "pairing" not in saved:  # written before method/pairing split
+    saved.update({"method": "simclr", "pairing": "case"})
   wanted = loop.flatten(json.loads(config.to_json_best_effort()))
   defaults = loop.flatten(json.loads(get_base_config().to_json_best_effort()))
   diffs = []

@@ -44,7 +44,7 @@ def test_paper_numbers():
   assert (x.train.batch_size, x.optim.base_lr, x.train.num_steps, x.aug.blur_prob, x.aug.rotation_degrees,
           x.aug.color_strength) == (1024, 0.5, 100_000, 0.0, 45.0, 0.5)
   m = derm_micle.get_config()
-  assert (m.method, m.train.batch_size, m.optim.base_lr, m.train.num_steps) == ("micle", 128, 0.1, 100_000)
+  assert (m.method, m.pairing, m.train.batch_size, m.optim.base_lr, m.train.num_steps) == ("simclr", "case", 128, 0.1, 100_000)
   p = derm_micle.get_config("partial")
   assert (p.aug.color_prob, p.aug.blur_prob, p.aug.flip, p.aug.crop) == (0.0, 0.0, False, True)
   f = derm_finetune.get_config()

@@ -19,17 +19,17 @@ def _source(case_sizes, size=8):
   return sources.Source("toy", np.array(labels), np.array(cases), np.array(ids), 2, images=np.stack(images))
 
 
-def _cfg(method="micle"):
+def _cfg(pairing="case"):
   c = get_base_config()
   c.data.image_size, c.data.channels, c.data.max_bag_size = 8, 1, 6
   c.aug.color_prob = c.aug.blur_prob = c.aug.grayscale_prob = 0.0
   c.aug.crop_area_min = 0.5
-  c.method = method
+  c.pairing = pairing
   return c
 
 
 def _batches(src, c, n, **kw):
-  kw = dict(data_cfg=c.data, aug_cfg=c.aug, method=c.method, global_batch=4, seed=1) | kw
+  kw = dict(data_cfg=c.data, aug_cfg=c.aug, pairing=c.pairing, global_batch=4, seed=1) | kw
   it = pipeline.pretrain_iterator(src, **kw)
   return [next(it) for _ in range(n)]
 
@@ -62,7 +62,7 @@ def test_single_image_case_gives_two_different_views():
 
 def test_simclr_pairs_are_two_views_of_one_image():
   src = _source(SIZES)
-  b = _batches(src, _cfg("simclr"), 2)
+  b = _batches(src, _cfg("views"), 2)
   assert all(np.all(x["image_a"] == x["image_b"]) for x in b)
   assert "distinct" not in b[0]
 
@@ -107,8 +107,8 @@ def test_errors():
     _batches(src, c, 1, global_batch=16)
   with pytest.raises(ValueError, match="not divisible by the 3 processes"):
     _batches(src, c, 1, process_count=3)
-  with pytest.raises(ValueError, match="method='byol'"):
-    _batches(src, c, 1, method="byol")
+  with pytest.raises(ValueError, match="pairing='byol'"):
+    _batches(src, c, 1, pairing="byol")
 
 
 def test_files_of_varied_formats_decode(tmp_path):
@@ -126,7 +126,7 @@ def test_files_of_varied_formats_decode(tmp_path):
     assert images.shape == (4, 8, 8, channels) and images.dtype == np.float32
     np.testing.assert_allclose(images[1], 40000 / 65535, atol=0.01)   # 16 bit scaled, not wrapped
     np.testing.assert_allclose(images[0], 100 / 255, atol=0.01)
-  c = _cfg("simclr")
+  c = _cfg("views")
   c.data.channels = 3
   b = _batches(src, c, 1)[0]
   assert b["view_a"].shape == (4, 8, 8, 3)

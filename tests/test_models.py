@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medssl_jax import contrastive
+from medssl_jax import methods
 from medssl_jax.models import ProjectionHead, ResNet, feature_dim
 from medssl_jax.sharding import make_mesh, to_global
 from tests.helpers import tiny_config
@@ -57,9 +57,9 @@ def test_deep_and_wide_variants_run_a_step(depth, width):
   if width >= 1:
     config.train.batch_size = 2   # 233M parameters: keep the CPU step small
   mesh = make_mesh(jax.devices()[:1])
-  state = contrastive.create_state(config, mesh, jax.random.key(0))
-  batch = contrastive.synthetic_batch(config, np.random.default_rng(0))
-  _, metrics = contrastive.jit_train_step(config, mesh)(state, to_global(batch, mesh))
+  state = methods.create_state(config, mesh, jax.random.key(0))
+  batch = methods.synthetic_batch(config, np.random.default_rng(0))
+  _, metrics = methods.jit_train_step(config)(state, to_global(batch, mesh))
   assert np.isfinite(float(metrics["loss"]))
 
 

@@ -13,15 +13,15 @@ def _take(it, n):
 
 
 def _pretrain(mod, src, c, n, **kw):
-  kw = dict(data_cfg=c.data, aug_cfg=c.aug, method=c.method, global_batch=4, seed=1) | kw
+  kw = dict(data_cfg=c.data, aug_cfg=c.aug, pairing=c.pairing, global_batch=4, seed=1) | kw
   return _take(mod.pretrain_iterator(src, **kw), n)
 
 
-@pytest.mark.parametrize("method", ["micle", "simclr"])
-def test_same_images_pairs_and_cases_as_tf_data(method):
-  src, c = _source(SIZES), _cfg(method)
+@pytest.mark.parametrize("pairing", ["case", "views"])
+def test_same_images_pairs_and_cases_as_tf_data(pairing):
+  src, c = _source(SIZES), _cfg(pairing)
   ref, got = _pretrain(pipeline, src, c, 5), _pretrain(numpy_pipeline, src, c, 5)
-  keys = ("image_a", "image_b", "case_index") + (("distinct",) if method == "micle" else ())
+  keys = ("image_a", "image_b", "case_index") + (("distinct",) if pairing == "case" else ())
   assert set(got[0]) == set(ref[0])
   for r, g in zip(ref, got):
     for k in keys:
@@ -32,7 +32,7 @@ def test_same_images_pairs_and_cases_as_tf_data(method):
 
 def test_views_show_their_own_image():
   """Pixel values encode (case, image): a view of a constant image keeps the value (no colour ops)."""
-  src, c = _source(SIZES), _cfg("micle")
+  src, c = _source(SIZES), _cfg("case")
   c.aug.additive_brightness = c.aug.std_contrast = 0.0
   for b in _pretrain(numpy_pipeline, src, c, 4):
     for k in range(4):
@@ -41,7 +41,7 @@ def test_views_show_their_own_image():
 
 
 def test_deterministic_resumable_and_split_over_processes():
-  src, c = _source(SIZES, size=12), _cfg("micle")
+  src, c = _source(SIZES, size=12), _cfg("case")
   c.data.image_size = 12
   run = _pretrain(numpy_pipeline, src, c, 4)
   again = _pretrain(numpy_pipeline, src, c, 4)
@@ -66,7 +66,7 @@ def test_supervised_batches_match_tf_data_and_errors_are_the_same():
   with pytest.raises(ValueError, match="larger than the 6 labelled images"):
     numpy_pipeline.supervised_iterator(src, **(kw | {"global_batch": 8}))
   with pytest.raises(ValueError, match="not divisible by the 3 processes"):
-    numpy_pipeline.pretrain_iterator(src, data_cfg=c.data, aug_cfg=c.aug, method="micle", global_batch=4, seed=0,
+    numpy_pipeline.pretrain_iterator(src, data_cfg=c.data, aug_cfg=c.aug, pairing="case", global_batch=4, seed=0,
                                      process_count=3)
 
 
@@ -105,7 +105,7 @@ def test_errors_in_the_background_thread_reach_the_caller(tmp_path):
   src = sources.Source("files", np.array([0, 1]), np.array(["a", "b"]), np.array(["1", "2"]), 2,
                        paths=np.array([str(bad), str(bad)]))
   c = _cfg("simclr")
-  it = numpy_pipeline.pretrain_iterator(src, data_cfg=c.data, aug_cfg=c.aug, method="simclr", global_batch=2, seed=0)
+  it = numpy_pipeline.pretrain_iterator(src, data_cfg=c.data, aug_cfg=c.aug, pairing="views", global_batch=2, seed=0)
   with pytest.raises(Exception, match="bad.png|cannot identify"):
     next(it)
 

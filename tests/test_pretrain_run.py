@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from medssl_jax import checkpoint as ckpt_lib
-from medssl_jax import contrastive
+from medssl_jax import methods
 from medssl_jax import main as main_lib
 from tests.helpers import tiny_config
 
 
-def run_config(steps=6, batch=16, method="simclr"):
+def run_config(steps=6, batch=16, method="simclr", pairing="views"):
   c = tiny_config(batch_size=batch, image_size=16, steps=steps)
-  c.method = method
+  c.method, c.pairing = method, pairing
   c.data.source = "synthetic"
   c.data.synthetic.num_cases = 64
   c.data.synthetic.image_size = 16
@@ -31,9 +31,9 @@ def _params(workdir):
   return params, step
 
 
-@pytest.mark.parametrize("method", ["simclr", "micle"])
-def test_short_run_lowers_the_loss(tmp_path, method):
-  c = run_config(steps=40, batch=32, method=method)
+@pytest.mark.parametrize("pairing", ["views", "case"])
+def test_short_run_lowers_the_loss(tmp_path, pairing):
+  c = run_config(steps=40, batch=32, pairing=pairing)
   c.optim.base_lr, c.optim.warmup_steps = 1.0, 4
   c.train.log_every = c.train.checkpoint_every = 10
   results = main_lib.run(c, str(tmp_path / "run"))
@@ -44,7 +44,7 @@ def test_short_run_lowers_the_loss(tmp_path, method):
     assert (tmp_path / "run" / name).is_file()
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run"))
   assert results["metrics"]["images_per_sec"] > 0
-  if method == "micle":  # most synthetic cases have several images: most pairs are distinct
+  if pairing == "case":  # most synthetic cases have several images: most pairs are distinct
     assert 0.4 < results["metrics"]["distinct_pairs"] < 1.0
 
 
@@ -55,10 +55,10 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch)
   assert step == 6
 
   # Interrupt after 3 steps with a real SIGTERM (what a preempted TPU VM receives).
-  real = contrastive.jit_train_step
+  real = methods.jit_train_step
 
-  def interrupting(config, mesh):
-    step_fn, calls = real(config, mesh), [0]
+  def interrupting(config, method=None):
+    step_fn, calls = real(config, method), [0]
 
     def wrapped(state, batch):
       calls[0] += 1
@@ -67,7 +67,7 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch)
       return step_fn(state, batch)
     return wrapped
 
-  monkeypatch.setattr(contrastive, "jit_train_step", interrupting)
+  monkeypatch.setattr(methods, "jit_train_step", interrupting)
   outside = signal.getsignal(signal.SIGTERM)
   first = main_lib.run(c, str(tmp_path / "resumed"))
   assert first["preempted"] and first["final_step"] == 3
@@ -75,7 +75,7 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch)
   # study) meets the process's own handler again instead of a flag nobody reads.
   assert signal.getsignal(signal.SIGTERM) is outside
   assert _params(tmp_path / "resumed")[1] == 3
-  monkeypatch.setattr(contrastive, "jit_train_step", real)
+  monkeypatch.setattr(methods, "jit_train_step", real)
   second = main_lib.run(c, str(tmp_path / "resumed"))
   assert second["completed"] and second["final_step"] == 6
   # The run's wall time covers both invocations.
@@ -125,13 +125,13 @@ def test_unknown_config_key_names_the_key():
 def test_micle_from_a_simclr_checkpoint(tmp_path):
   simclr = run_config(steps=2)
   main_lib.run(simclr, str(tmp_path / "simclr"))
-  micle = run_config(steps=4, method="micle")
+  micle = run_config(steps=4, pairing="case")
   micle.train.init_checkpoint = str(tmp_path / "simclr")
   results = main_lib.run(micle, str(tmp_path / "micle"))
   assert results["completed"]
   assert 0.0 < results["metrics"]["distinct_pairs"] <= 1.0
   # A checkpoint of another architecture is refused with a clear message.
-  wide = run_config(steps=2, method="micle")
+  wide = run_config(steps=2, pairing="case")
   wide.model.width = 0.25
   wide.train.init_checkpoint = str(tmp_path / "simclr")
   with pytest.raises(ValueError, match="does not match the configured architecture"):

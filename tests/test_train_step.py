@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medssl_jax import contrastive
+from medssl_jax import methods
 from medssl_jax import optim
 from medssl_jax.losses import nt_xent
 from medssl_jax.sharding import make_mesh, to_global
@@ -12,9 +12,9 @@ from tests.helpers import tiny_config
 
 def _run_one_step(config, devices, batch):
   mesh = make_mesh(devices)
-  state = contrastive.create_state(config, mesh, jax.random.key(0))
+  state = methods.create_state(config, mesh, jax.random.key(0))
   init_params = jax.device_get(state.params)
-  step = contrastive.jit_train_step(config, mesh)
+  step = methods.jit_train_step(config)
   new_state, metrics = step(state, to_global(batch, mesh))
   return (init_params, jax.device_get(new_state.params), jax.device_get(new_state.batch_stats),
           jax.device_get(metrics))
@@ -29,7 +29,7 @@ def test_eight_devices_equal_one_device():
   config.optim.warmup_steps = 0
   lr = optim.learning_rate_schedule(config.optim, config.train.batch_size, config.train.num_steps)(0)
   assert float(lr) > 0
-  batch = contrastive.synthetic_batch(config, np.random.default_rng(0))
+  batch = methods.synthetic_batch(config, np.random.default_rng(0))
   p0, p8, bs8, m8 = _run_one_step(config, jax.devices(), batch)
   _, p1, bs1, m1 = _run_one_step(config, jax.devices()[:1], batch)
   np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
@@ -53,16 +53,16 @@ def test_loss_is_global_not_per_device():
   """The step's loss equals NT-Xent on the whole batch, and differs from a per-device average:
   so the equality above proves cross-replica negatives and global BN rather than assuming them."""
   config = tiny_config(batch_size=16)
-  batch = contrastive.synthetic_batch(config, np.random.default_rng(1))
+  batch = methods.synthetic_batch(config, np.random.default_rng(1))
   mesh = make_mesh()
-  state = contrastive.create_state(config, mesh, jax.random.key(0))
+  state = methods.create_state(config, mesh, jax.random.key(0))
   variables = {"params": state.params, "batch_stats": state.batch_stats}
 
   def project(x):
     (_, z), _ = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
     return z
 
-  x = contrastive.interleave_views(jnp.asarray(batch["view_a"]), jnp.asarray(batch["view_b"]))
+  x = methods.interleave_views(jnp.asarray(batch["view_a"]), jnp.asarray(batch["view_b"]))
   z = project(x).reshape(16, 2, -1)
   global_loss = nt_xent(z[:, 0], z[:, 1], temperature=config.train.temperature)
   # Per-device alternative: BN statistics and negatives from 2 examples per device only.
@@ -72,7 +72,7 @@ def test_loss_is_global_not_per_device():
     local.append(float(nt_xent(zd[:, 0], zd[:, 1], temperature=config.train.temperature)))
   assert abs(np.mean(local) - float(global_loss)) > 0.5
 
-  _, metrics = contrastive.jit_train_step(config, mesh)(state, to_global(batch, mesh))  # donates state
+  _, metrics = methods.jit_train_step(config)(state, to_global(batch, mesh))  # donates state
   np.testing.assert_allclose(float(metrics["loss"]), float(global_loss), rtol=1e-5)
 
 
@@ -80,8 +80,8 @@ def test_bfloat16_compute_keeps_float32_params():
   config = tiny_config(batch_size=8)
   config.model.dtype = "bfloat16"
   mesh = make_mesh()
-  state = contrastive.create_state(config, mesh, jax.random.key(0))
-  new_state, metrics = contrastive.jit_train_step(config, mesh)(
-      state, to_global(contrastive.synthetic_batch(config, np.random.default_rng(0)), mesh))
+  state = methods.create_state(config, mesh, jax.random.key(0))
+  new_state, metrics = methods.jit_train_step(config)(
+      state, to_global(methods.synthetic_batch(config, np.random.default_rng(0)), mesh))
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(new_state.params))
   assert np.isfinite(float(metrics["loss"]))

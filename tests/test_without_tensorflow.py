@@ -12,7 +12,7 @@ SCRIPT = r"""
 import sys
 sys.modules["tensorflow"] = None          # any import of TensorFlow now raises ImportError
 import jax, numpy as np
-from medssl_jax import benchmark, contrastive
+from medssl_jax import benchmark, methods
 from medssl_jax.sharding import make_mesh
 from tests.helpers import tiny_config
 config = tiny_config(batch_size=4, image_size=16)

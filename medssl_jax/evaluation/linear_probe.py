@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from medssl_jax import contrastive
+from medssl_jax import methods
 from medssl_jax.inference import batched_apply
 
 
@@ -49,7 +49,7 @@ def probe_pretrained(config, state, mesh, sources, pipeline) -> dict:
                                               crop_fraction=crop)
   encoders = {"pretrained": state}
   if config.probe.compare_random_init:
-    encoders["random_init"] = contrastive.create_state(config, mesh, jax.random.key(config.seed))
+    encoders["random_init"] = methods.create_state(config, mesh, jax.random.key(config.seed))
   out = {}
   for name, st in encoders.items():
     f_train = extract_features(st, train_x, mesh, config.probe.batch_size)

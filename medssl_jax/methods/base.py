@@ -1,0 +1,115 @@
+"""What a pretraining method is: the interface every file in `medssl_jax/methods/` implements.
+
+A method is the *objective* (SimCLR's NT-Xent, MoCo's InfoNCE against a queue, ...). Where the
+two views of a pair come from is not the method's business: that is the data pairing,
+`config.pairing` ('views': two augmentations of one image; 'case': two images of one patient
+case, i.e. MICLe), handled by the host pipelines. So MICLe is SimCLR with case pairing, and
+MoCo with case pairing works the same way.
+
+A method provides, in JAX terms:
+- `default_config()`: its own config block (or None), added to every config as
+  `config.<config_group>` by `configs/base.py`, so a misspelt key of it is still an error;
+- `validate(config)`: refusals of settings it cannot run (a `UserError` saying what to change);
+- `build_model(config)`: the network; it must return `(features, outputs)` from
+  `__call__(x, train)` and have a `features(x, train=False)` method (linear probe, features);
+- `init_extra(config, variables, rng)`: state beyond params / BN statistics / optimiser state,
+  e.g. a momentum encoder and a queue; a pytree, saved and restored with every checkpoint;
+- `train_step(config)`: a pure function `(state, batch) -> (state, metrics)` on global arrays,
+  jitted by the caller with the state donated; `batch` holds 'view_a' and 'view_b' (N, S, S, C)
+  and, for case pairing, 'distinct'. Metrics must include 'loss'.
+
+The loop, checkpoints (every field of the state, `training/checkpoint.py`), resume, logging,
+the throughput command, the linear probe and multi-host runs only use this interface.
+"""
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from medssl_jax import optim
+from medssl_jax.errors import UserError
+from medssl_jax.models import from_config
+from medssl_jax.sharding import replicated
+from medssl_jax.train_state import TrainState
+
+PAIRINGS = ("views", "case")
+
+
+class Method:
+  """Base class; a subclass sets `name` (and `config_group` if it has its own settings)."""
+  name: str = ""
+  config_group: str | None = None
+  views_per_example: int = 2
+
+  def default_config(self) -> dict | None:
+    """The method's own settings with their defaults, or None."""
+    return None
+
+  def validate(self, config) -> None:
+    if config.pairing not in PAIRINGS:
+      raise UserError(f"pairing={config.pairing!r}: expected one of {PAIRINGS} ('views': two augmentations "
+                      f"of one image; 'case': two images of one patient case, as in MICLe)")
+
+  def build_model(self, config):
+    return from_config(config.model)
+
+  def init_extra(self, config, variables, rng) -> Any:
+    del config, variables, rng
+    return None
+
+  def train_step(self, config) -> Callable:
+    raise NotImplementedError(f"method {self.name!r} has no train_step")
+
+  def images_per_step(self, config) -> int:
+    return self.views_per_example * int(config.train.batch_size)
+
+
+def interleave_views(view_a, view_b):
+  """(N, ...) x 2 -> (2N, ...) as a0, b0, a1, b1, ...: each device keeps its own examples."""
+  return jnp.stack([view_a, view_b], axis=1).reshape((-1,) + view_a.shape[1:])
+
+
+def global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def pairing_metrics(batch: dict) -> dict:
+  """Metrics of the data pairing every method reports: the fraction of pairs from two images."""
+  if "distinct" in batch:
+    return {"distinct_pairs": jnp.mean(batch["distinct"].astype(jnp.float32))}
+  return {}
+
+
+def create_state(config, mesh, rng, method: Method | None = None) -> TrainState:
+  """The replicated TrainState of `config.method` on `mesh` (network, optimiser, method state)."""
+  from medssl_jax.methods import registry
+  method = registry.get(config.method) if method is None else method
+  method.validate(config)
+  model = method.build_model(config)
+  tx = optim.make_optimizer(config.optim, config.train.batch_size, config.train.num_steps)
+  shape = (2, config.data.image_size, config.data.image_size, config.data.channels)
+
+  def init(rng):
+    variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=True)
+    params = variables["params"]
+    extra = method.init_extra(config, variables, jax.random.fold_in(rng, 1))
+    return TrainState(step=jnp.int32(0), params=params, batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(params), extra=extra, apply_fn=model.apply, tx=tx)
+
+  return jax.jit(init, out_shardings=replicated(mesh))(rng)
+
+
+def jit_train_step(config, method: Method | None = None):
+  """The method's step, jitted with the state's buffers donated (shardings from the arguments:
+  state replicated, batch on the data axis)."""
+  from medssl_jax.methods import registry
+  method = registry.get(config.method) if method is None else method
+  return jax.jit(method.train_step(config), donate_argnums=(0,))
+
+
+def synthetic_batch(config, rng: np.random.Generator, batch_size: int | None = None) -> dict:
+  """Random views in [0, 1]: enough for timing the step and for tests."""
+  b = config.train.batch_size if batch_size is None else batch_size
+  s, c = config.data.image_size, config.data.channels
+  return {"view_a": rng.random((b, s, s, c), np.float32), "view_b": rng.random((b, s, s, c), np.float32)}
