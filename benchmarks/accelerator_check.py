@@ -60,7 +60,7 @@ def parse_args(argv=None):
 def jax_part(args) -> dict:
   import jax
   from configs import derm_simclr
-  from medssl_jax import benchmark
+  from medssl_jax import throughput
 
   rows = []
   for b in [int(x) for x in args.batch_sizes.split(",") if x]:
@@ -69,7 +69,7 @@ def jax_part(args) -> dict:
       c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
       c.data.image_size, c.train.batch_size = args.image_size, b
     try:
-      r = benchmark.time_step(c, args.steps)
+      r = throughput.time_step(c, args.steps)
     except Exception as e:  # noqa: BLE001 - out of memory ends the sweep, reported as such
       msg = str(e).splitlines()[0][:300]
       rows.append({"batch": b, "error": msg})
@@ -85,7 +85,7 @@ def jax_part(args) -> dict:
 
 # ---- PyTorch ------------------------------------------------------------------------------------
 def _torch_lars(params, lr, momentum=0.9, weight_decay=1e-6, trust=0.001):
-  """LARS as in the SimCLR code and `medssl_jax.optim`: 1-D params skip decay and trust ratio."""
+  """LARS as in the SimCLR code and `medssl_jax.training.optim`: 1-D params skip decay and trust ratio."""
   import torch
   mats = [p for p in params if p.ndim > 1]
   vecs = [p for p in params if p.ndim <= 1]

@@ -131,7 +131,7 @@ def run_once(config, workdir: str, log=print, run: bool = True):
 
 def check_same_settings(config, workdir: str) -> None:
   """Refuses to reuse (skip or resume) a run made with other settings than `config`."""
-  from medssl_jax import workdir as workdir_lib
+  from medssl_jax.training import workdir as workdir_lib
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise SystemExit(f"{workdir}: has results.json but no config.json; cannot tell which settings made it. "

@@ -25,7 +25,7 @@ def encoder_features(config, checkpoint: str, split_sources):
   from input_pipeline import backends
   from medssl_jax import finetune
   from medssl_jax.inference import batched_apply
-  from medssl_jax.sharding import make_mesh
+  from medssl_jax.training.sharding import make_mesh
   mesh = make_mesh()
   state = finetune.create_state(config, mesh, num_outputs=2, rng=jax.random.key(config.seed))
   if checkpoint:

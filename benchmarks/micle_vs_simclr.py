@@ -50,7 +50,7 @@ def continue_config(covid_dir: str, init_checkpoint: str, method: str, s: dict, 
 def encoder_change(start_dir: str, continued_dir: str) -> float:
   """How far continued pretraining moved the encoder: ||w - w0|| / ||w0|| over all its weights."""
   import jax
-  from medssl_jax import checkpoint as ckpt_lib
+  from medssl_jax.training import checkpoint as ckpt_lib
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)]).astype(np.float64)
   w0 = flat(ckpt_lib.restore_weights(start_dir)[0]["encoder"])
   w = flat(ckpt_lib.restore_weights(continued_dir)[0]["encoder"])

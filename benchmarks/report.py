@@ -39,7 +39,7 @@ def fmt_diff(d: dict) -> str:
 
 def fmt_wall(r: dict) -> str:
   """A run's wall time; '≥' when part of it was not recorded (a run resumed after being killed
-  before it wrote its results: see medssl_jax.workdir.wall_time)."""
+  before it wrote its results: see medssl_jax.training.workdir.wall_time)."""
   return ("" if r.get("wall_time_complete", True) else "≥") + f"{r['wall_time_sec']:.1f}"
 
 

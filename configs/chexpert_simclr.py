@@ -13,7 +13,7 @@ manual download in `data.path`:
 128 with LARS base lr 0.075 under the square-root rule (0.075 x sqrt(128) = 0.85 at the peak):
 the SimCLR reference's pairing for small batches (paper App. B.1; its README: the square-root
 rule trains better at smaller batches). The full config's 0.5 is a linear-rule value
-(x batch/256); under the square-root rule it gave 5.66 (see medssl_jax/optim.py).
+(x batch/256); under the square-root rule it gave 5.66 (see medssl_jax/training/optim.py).
 
 Readings where the paper is silent: temperature 0.1 (the reference default; their sweep's best is
 not stated), weight decay 1e-6, warm-up of 10 epochs of CheXpert's 223,414 training images at

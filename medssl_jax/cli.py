@@ -1,7 +1,7 @@
 """The `medssl-jax` console script: one name for the project's commands.
 
   medssl-jax train     --config=... --workdir=...     (= python -m medssl_jax.main)
-  medssl-jax benchmark --config=...                   (= python -m medssl_jax.benchmark)
+  medssl-jax throughput --config=...                  (= python -m medssl_jax.throughput)
   medssl-jax preview   --config=... --out=DIR         (= python -m input_pipeline.preview)
   medssl-jax compare   A.npz B.npz                    (= python -m medssl_jax.evaluation.compare)
 
@@ -15,7 +15,7 @@ from medssl_jax import errors
 
 COMMANDS = {
     "train": "medssl_jax.main",
-    "benchmark": "medssl_jax.benchmark",
+    "throughput": "medssl_jax.throughput",
     "preview": "input_pipeline.preview",
     "compare": "medssl_jax.evaluation.compare",
 }

@@ -30,16 +30,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from medssl_jax import checkpoint as ckpt_lib
-from medssl_jax import loop
-from medssl_jax import optim
-from medssl_jax import workdir as workdir_lib
+from medssl_jax.training import checkpoint as ckpt_lib
+from medssl_jax.training import loop
+from medssl_jax.training import optim
+from medssl_jax.training import workdir as workdir_lib
 from medssl_jax.errors import UserError
 from medssl_jax.inference import batched_apply
 from medssl_jax.losses import masked_sigmoid_cross_entropy, softmax_cross_entropy
 from medssl_jax.models import classifier_from_config
-from medssl_jax.sharding import check_global_batch, make_mesh, prefetch_to_mesh, replicated
-from medssl_jax.train_state import TrainState
+from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh, replicated
+from medssl_jax.training.state import TrainState
 
 INITS = ("pretrained", "supervised", "random")
 TASKS = ("multiclass", "multilabel")

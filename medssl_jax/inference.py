@@ -4,7 +4,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from medssl_jax.sharding import to_global
+from medssl_jax.training.sharding import to_global
 
 
 def batched_apply(fn: Callable, images: np.ndarray, mesh, batch_size: int) -> np.ndarray:

@@ -17,12 +17,12 @@ import time
 from absl import logging
 import jax
 
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import methods
-from medssl_jax import loop
-from medssl_jax import optim
-from medssl_jax import workdir as workdir_lib
-from medssl_jax.sharding import check_global_batch, make_mesh, prefetch_to_mesh
+from medssl_jax.training import loop
+from medssl_jax.training import optim
+from medssl_jax.training import workdir as workdir_lib
+from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh
 
 
 def _init_from(state, path: str, method, config):

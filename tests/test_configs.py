@@ -7,7 +7,7 @@ import pytest
 
 from configs import (chexpert_finetune, chexpert_simclr, covid_cxr_micle, demo, derm_finetune, derm_micle,
                      derm_simclr, truong_linear)
-from medssl_jax import optim
+from medssl_jax.training import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {"demo": [""], "derm_simclr": ["", "local"], "chexpert_simclr": ["", "local"],

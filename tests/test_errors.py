@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from medssl_jax import errors
-from medssl_jax import loop
+from medssl_jax.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs in a subprocess on 8 CPU devices; XLA's backend optimisations off (these runs check how a

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 from tests.test_errors import FAST_XLA, write_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,8 @@ def get_config(arg):
 STEP_FAULT = """
 import sys
 from absl import app
-from medssl_jax import loop, main
+from medssl_jax import main
+from medssl_jax.training import loop
 
 real_run = loop.run
 

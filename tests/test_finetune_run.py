@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import finetune
 from medssl_jax import main as main_lib
 from tests.helpers import tiny_config
@@ -43,7 +43,7 @@ def pretrained(tmp_path_factory):
 
 
 def test_finetune_starts_from_exactly_the_pretrained_encoder(pretrained, tmp_path):
-  from medssl_jax.sharding import make_mesh
+  from medssl_jax.training.sharding import make_mesh
   c = ft_config(init="pretrained", checkpoint=pretrained)
   state = finetune.create_state(c, make_mesh(), num_outputs=4, rng=jax.random.key(1))
   state = finetune.load_encoder(state, pretrained)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import methods
 from medssl_jax import main as main_lib
 from tests.helpers import tiny_config

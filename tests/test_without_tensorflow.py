@@ -12,13 +12,13 @@ SCRIPT = r"""
 import sys
 sys.modules["tensorflow"] = None          # any import of TensorFlow now raises ImportError
 import jax, numpy as np
-from medssl_jax import benchmark, methods
-from medssl_jax.sharding import make_mesh
+from medssl_jax import methods, throughput
+from medssl_jax.training.sharding import make_mesh
 from tests.helpers import tiny_config
 config = tiny_config(batch_size=4, image_size=16)
-out = benchmark.time_step(config, steps=1)
+out = throughput.time_step(config, steps=1)
 assert out["loss_finite"], out
-inp = benchmark.time_input(config, 1)
+inp = throughput.time_input(config, 1)
 assert inp["host_pipeline"] == "numpy" and inp["images_per_sec"] > 0, inp
 from input_pipeline import backends
 try:

@@ -85,10 +85,10 @@ def run(finetuned: str, target_config, label_map: str, subgroups: str, subgroup_
   import jax
   import ml_collections
   from input_pipeline import backends, sources
-  from medssl_jax import checkpoint as ckpt_lib
+  from medssl_jax.training import checkpoint as ckpt_lib
   from medssl_jax import finetune
   from medssl_jax.evaluation import compare
-  from medssl_jax.sharding import make_mesh
+  from medssl_jax.training.sharding import make_mesh
 
   cfg_path = os.path.join(finetuned, "config.json")
   if not os.path.isfile(cfg_path):

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medssl_jax import optim
+from medssl_jax.training import optim
 from medssl_jax.errors import UserError
 from medssl_jax.models import from_config
-from medssl_jax.sharding import replicated
-from medssl_jax.train_state import TrainState
+from medssl_jax.training.sharding import replicated
+from medssl_jax.training.state import TrainState
 
 PAIRINGS = ("views", "case")
 

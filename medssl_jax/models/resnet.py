@@ -66,13 +66,20 @@ class BottleneckBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet v1 trunk; returns the globally average-pooled features (no classifier)."""
+  """ResNet v1 trunk; returns the globally average-pooled features (no classifier).
+
+  With `return_stages=True` it returns instead the list of 5 feature maps [stem, stage 1, ...,
+  stage 4] (the U-Net's skip connections; same parameters either way). The stem map is taken
+  after its ReLU and before the 'imagenet' stem's max pool: strides 2, 4, 8, 16, 32 of the input
+  with the 'imagenet' stem, 1, 1, 2, 4, 8 with the 'small' one.
+  """
   depth: int = 50
   width: float = 1.0
   stem: str = "imagenet"   # 'imagenet': 7x7/2 conv + 3x3/2 max pool; 'small': 3x3/1 conv.
   dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
+  return_stages: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -89,16 +96,21 @@ class ResNet(nn.Module):
     if self.stem == "imagenet":
       x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
+      stages = [x]
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
     elif self.stem == "small":
       x = conv(base, (3, 3), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
+      stages = [x]
     else:
       raise ValueError(f"model.stem={self.stem!r}: expected 'imagenet' or 'small'")
     for stage, num_blocks in enumerate(blocks):
       for b in range(num_blocks):
         strides = 2 if stage > 0 and b == 0 else 1
         x = block_cls(base * 2**stage, conv=conv, norm=norm, strides=strides)(x)
+      stages.append(x)
+    if self.return_stages:
+      return stages
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

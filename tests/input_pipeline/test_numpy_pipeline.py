@@ -5,7 +5,7 @@ from PIL import Image
 
 from configs.base import get_base_config
 from input_pipeline import backends, numpy_pipeline, pipeline, sources
-from tests.test_input_pipeline import SIZES, _cfg, _source
+from tests.input_pipeline.test_input_pipeline import SIZES, _cfg, _source
 
 
 def _take(it, n):

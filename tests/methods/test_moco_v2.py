@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import main as main_lib
 from medssl_jax import methods
 from medssl_jax.methods import momentum, moco_v2
-from medssl_jax.sharding import make_mesh, to_global
+from medssl_jax.training.sharding import make_mesh, to_global
 from tests.helpers import tiny_config
 
 

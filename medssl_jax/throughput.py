@@ -1,6 +1,6 @@
 """Throughput benchmark (a benchmark, not a test).
 
-  python -m medssl_jax.benchmark --config=configs/demo.py [--steps=20] [--input_batches=20] \
+  python -m medssl_jax.throughput --config=configs/demo.py [--steps=20] [--input_batches=20] \
       [--config.train.batch_size=256 ...]
 
 Times (1) the jitted train step on batches already on the devices and (2) the host input
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from medssl_jax import methods
-from medssl_jax.sharding import check_global_batch, make_mesh, to_global
+from medssl_jax.training.sharding import check_global_batch, make_mesh, to_global
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medssl_jax import finetune
-from medssl_jax.sharding import make_mesh, to_global
+from medssl_jax.training.sharding import make_mesh, to_global
 from tests.helpers import tiny_config
 
 EPS, MOMENTUM = 1e-5, 0.9

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medssl_jax.models.vit import PRESETS, ViT, feature_dim, scaled_dot_product_attention, vit
-from medssl_jax.sharding import make_mesh, to_global
+from medssl_jax.training.sharding import make_mesh, to_global
 
 
 def _shapes(module, size):

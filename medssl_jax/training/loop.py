@@ -85,7 +85,7 @@ def make_writer(workdir: str):
 
   clu's asynchronous SummaryWriter where TensorFlow is installed; else a TF-free event writer.
   """
-  from medssl_jax import event_writer
+  from medssl_jax.training import event_writer
   if jax.process_index() > 0:
     return event_writer.NullWriter()
   try:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import finetune
 from medssl_jax import main as main_lib
 from tests.helpers import tiny_config

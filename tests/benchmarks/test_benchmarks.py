@@ -211,7 +211,7 @@ def test_every_config_of_the_full_scale_builds(shared_data, tmp_path):
 def test_continued_pretraining_takes_the_pretraining_step_size():
   """Study B continues at the step size of the SimCLR run it starts from (the paper's MICLe lr
   over a few hundred steps left the encoder where it was: a comparison of nothing)."""
-  from medssl_jax import optim
+  from medssl_jax.training import optim
   s = common.SCALES["small"]
   pre = study_a.pretrain_config("unused", s)
   for method in study_b.ARMS:

@@ -6,7 +6,7 @@ import pytest
 
 from medssl_jax import methods
 from medssl_jax.models import ProjectionHead, ResNet, feature_dim
-from medssl_jax.sharding import make_mesh, to_global
+from medssl_jax.training.sharding import make_mesh, to_global
 from tests.helpers import tiny_config
 
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from medssl_jax import workdir as workdir_lib
+from medssl_jax.training import workdir as workdir_lib
 from tests.helpers import tiny_config
 
 

@@ -11,7 +11,7 @@ import os
 
 from absl import logging
 
-from medssl_jax import loop
+from medssl_jax.training import loop
 from medssl_jax.errors import UserError
 
 # Keys a resumed run may change: they do not change the trained weights.

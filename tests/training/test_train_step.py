@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from medssl_jax import methods
-from medssl_jax import optim
+from medssl_jax.training import optim
 from medssl_jax.losses import nt_xent
-from medssl_jax.sharding import make_mesh, to_global
+from medssl_jax.training.sharding import make_mesh, to_global
 from tests.helpers import tiny_config
 
 

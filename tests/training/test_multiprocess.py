@@ -9,9 +9,9 @@ import jax
 import numpy as np
 
 from launch import local_multiprocess
-from medssl_jax import checkpoint as ckpt_lib
+from medssl_jax.training import checkpoint as ckpt_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OVERRIDES = [
     "--config=configs/demo.py", "--config.train.num_steps=3", "--config.train.batch_size=16",
     "--config.train.log_every=1", "--config.train.checkpoint_every=3", "--config.train.prefetch=1",

@@ -7,7 +7,7 @@ import pytest
 
 from medssl_jax.models import densenet
 from medssl_jax.models.densenet import DenseNet, feature_dim
-from medssl_jax.sharding import make_mesh, to_global
+from medssl_jax.training.sharding import make_mesh, to_global
 
 
 def _shapes(module, size=32):

@@ -5,7 +5,7 @@ import optax
 import pytest
 
 from configs.base import get_base_config
-from medssl_jax import optim
+from medssl_jax.training import optim
 
 
 def _cfg(**kw):
