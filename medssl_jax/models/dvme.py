@@ -17,7 +17,7 @@ What the paper leaves open, and the readings taken here (fields, so the other re
   512-wide token per source, (N, S, 512). `tokens="scalar"` is Listing 1's literal layout,
   (N, S * 512, 1). Appendix G's 3.6 M trainable parameters fit the scalar layout (3.68 M for
   three sources and two classes; a 512-wide ViT block alone adds 3.15 M, 6.83 M in all), so the
-  paper's runs most likely used it (tests/test_dvme.py counts both).
+  paper's runs most likely used it (tests/models/test_dvme.py counts both).
 * Block. `block="vit"` (default): timm's pre-norm ViT block, x + MHSA(LN(x)) then
   x + MLP(LN(x)), MLP ratio 4 with exact GELU, LayerNorm eps 1e-6 as in ViT, no dropout inside
   (timm's defaults). `block="attention"`: timm's `Attention` alone (fused qkv, softmax, output

@@ -11,7 +11,7 @@ times the base lr is the lr of the next epoch (for example through
 `optax.inject_hyperparams(optax.adam)`, `opt_state.hyperparams["learning_rate"] = lr`; Adam's
 update is linear in the lr, so this equals scaling Adam's updates).
 
-Semantics (optax's code, restated; tests/test_plateau.py checks them on scripted curves):
+Semantics (optax's code, restated; tests/training/test_plateau.py checks them on scripted curves):
 
 * Improvement: in `mode="min"` a value v improves on the best b when v < (1 - rtol) * b - atol
   (float32, as optax keeps its state). The first value always improves (b starts at +inf).
