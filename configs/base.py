@@ -115,6 +115,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
+  c.train.profile_steps = (0, 0)  # (N, M): jax.profiler trace of steps N..M into <workdir>/profile/.
   c.train.resume_with_changes = False  # resume a workdir whose saved settings differ (else refused).
   c.train.prefetch = 2          # batches kept on device ahead of the step.
   c.train.init_checkpoint = ""  # MICLe: a SimCLR workdir or checkpoint to start from.

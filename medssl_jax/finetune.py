@@ -33,6 +33,7 @@ import optax
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax.training import loop
 from medssl_jax.training import optim
+from medssl_jax.training import profiling
 from medssl_jax.training import workdir as workdir_lib
 from medssl_jax.errors import UserError
 from medssl_jax.inference import batched_apply
@@ -305,6 +306,7 @@ def finetune(config, workdir: str) -> dict:
                  lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
                  writer=writer, ckpt=ckpt, log_every=config.train.log_every,
                  checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
+                 profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")),
                  on_log=validation)
   ckpt.close()
 

@@ -21,6 +21,7 @@ from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import methods
 from medssl_jax.training import loop
 from medssl_jax.training import optim
+from medssl_jax.training import profiling
 from medssl_jax.training import workdir as workdir_lib
 from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh
 
@@ -79,7 +80,8 @@ def pretrain(config, workdir: str) -> dict:
                  images_per_step=method.images_per_step(config),
                  lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
                  writer=writer, ckpt=ckpt, log_every=config.train.log_every,
-                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size)
+                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
+                 profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")))
   ckpt.close()
   writer.flush()
 

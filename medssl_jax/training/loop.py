@@ -121,7 +121,7 @@ class LoopResult:
 
 def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int, num_steps: int,
         images_per_step: int, lr_fn, writer, ckpt, log_every: int, checkpoint_every: int,
-        num_devices: int, on_log: Callable | None = None) -> LoopResult:
+        num_devices: int, on_log: Callable | None = None, profiler=None) -> LoopResult:
   """Trains from `start_step` to `num_steps` (or a preemption). The loop owns `batches`: it is
   closed when the loop returns or fails (its host pipeline stops). On a failure the checkpoint
   being written is completed and the checkpointer and writer closed before the error goes on, so
@@ -130,12 +130,17 @@ def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int
     with StopFlag() as stop:
       out = _run(state, batches, train_step, stop, start_step=start_step, num_steps=num_steps,
                  images_per_step=images_per_step, lr_fn=lr_fn, writer=writer, ckpt=ckpt, log_every=log_every,
-                 checkpoint_every=checkpoint_every, num_devices=num_devices, on_log=on_log)
+                 checkpoint_every=checkpoint_every, num_devices=num_devices, on_log=on_log,
+                 profiler=profiler)
   except BaseException:
+    if profiler is not None:
+      close_quietly(profiler.stop, "the profiler trace")
     close_quietly(getattr(batches, "close", None), "the input pipeline")
     close_quietly(ckpt.close, "the checkpointer (it waits for the checkpoint being written)")
     close_quietly(getattr(writer, "close", None), "the metric writer")
     raise
+  if profiler is not None:
+    profiler.stop()  # the run ended before the last profiled step
   if hasattr(batches, "close"):
     batches.close()
   return out
@@ -153,14 +158,18 @@ def close_quietly(close: Callable | None, what: str) -> None:
 
 
 def _run(state, batches, train_step, stop, *, start_step, num_steps, images_per_step, lr_fn, writer, ckpt,
-         log_every, checkpoint_every, num_devices, on_log) -> LoopResult:
+         log_every, checkpoint_every, num_devices, on_log, profiler=None) -> LoopResult:
   pending, metrics, history = [], {}, []
   t_log, step_log, images_per_sec = time.time(), start_step, float("nan")
   step = start_step
   while step < num_steps:
+    if profiler is not None:
+      profiler.before_step(step + 1)
     state, m = train_step(state, next(batches))
     pending.append(m)
     step += 1
+    if profiler is not None:
+      profiler.after_step(step, m)
     preempted = stop.should_stop(step)
     save = step == num_steps or step % checkpoint_every == 0 or preempted
     if save or step % log_every == 0:

@@ -15,7 +15,8 @@ from medssl_jax.training import loop
 from medssl_jax.errors import UserError
 
 # Keys a resumed run may change: they do not change the trained weights.
-FREE_KEYS = ("train.log_every", "train.prefetch", "train.keep_checkpoints", "train.resume_with_changes")
+FREE_KEYS = ("train.log_every", "train.prefetch", "train.keep_checkpoints", "train.resume_with_changes",
+             "train.profile_steps")
 
 
 def config_differences(saved: dict, config, ignore=FREE_KEYS) -> list:
