@@ -5,7 +5,9 @@ import io
 import json
 import os
 import pathlib
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -65,14 +67,67 @@ def tpu_vm(*args, env=None):
 
 def test_create(gcloud):
   r = tpu_vm("create", "--name", "my-tpu", "--zone", "us-central2-b", "--type", "v4-32",
-             "--project", "proj", "--spot")
+             "--project", "proj")
   assert r.returncode == 0, r.stderr
   assert gcloud() == [[
       "compute", "tpus", "tpu-vm", "create", "my-tpu", "--zone=us-central2-b",
-      "--project=proj", "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base",
-      "--spot"
+      "--project=proj", "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base"
   ]]
   assert "+ gcloud compute tpus tpu-vm create my-tpu" in r.stdout
+
+
+# The Cloud TPU software versions by family (Cloud TPU docs, "TPU software versions").
+RUNTIMES = {"v2-8": "tpu-ubuntu2204-base", "v3-32": "tpu-ubuntu2204-base",
+            "v4-32": "tpu-ubuntu2204-base", "v5litepod-16": "v2-alpha-tpuv5-lite",
+            "v5e-8": "v2-alpha-tpuv5-lite", "v5p-128": "v2-alpha-tpuv5",
+            "v6e-64": "v2-alpha-tpuv6e"}
+
+
+def test_runtime_version_follows_the_accelerator_type(gcloud):
+  for accelerator, runtime in RUNTIMES.items():
+    assert tpu_vm("create", "--name=t", "--zone=z", f"--type={accelerator}").returncode == 0
+  assert [c[-1] for c in gcloud()] == [f"--version={v}" for v in RUNTIMES.values()]
+  # --version overrides the mapping; an unknown family needs it.
+  assert tpu_vm("create", "--name=t", "--zone=z", "--type=v5p-8",
+                "--version=v2-alpha-tpuv5-custom").returncode == 0
+  assert gcloud()[-1][-1] == "--version=v2-alpha-tpuv5-custom"
+  r = tpu_vm("create", "--name=t", "--zone=z", "--type=v9-8")
+  assert r.returncode != 0 and "--version" in r.stderr
+  assert len(gcloud()) == len(RUNTIMES) + 1
+
+
+def test_spot_goes_through_a_queued_resource(gcloud):
+  sa = "runner@proj.iam.gserviceaccount.com"
+  r = tpu_vm("create", "--name", "t", "--zone", "z", "--type", "v5litepod-16", "--spot",
+             "--service-account", sa)
+  assert r.returncode == 0, r.stderr
+  assert tpu_vm("create", "--name=q", "--zone=z", "--type=v6e-8", "--queued",
+                f"--service-account={sa}", "--scopes=a,b").returncode == 0
+  assert tpu_vm("delete", "--name=t", "--zone=z", "--spot").returncode == 0
+  assert tpu_vm("delete", "--name=q", "--zone=z", "--queued", "--project=p").returncode == 0
+  assert gcloud() == [
+      ["compute", "tpus", "queued-resources", "create", "t", "--node-id=t", "--zone=z",
+       "--accelerator-type=v5litepod-16", "--runtime-version=v2-alpha-tpuv5-lite", "--spot",
+       f"--service-account={sa}", "--scopes=https://www.googleapis.com/auth/cloud-platform"],
+      ["compute", "tpus", "queued-resources", "create", "q", "--node-id=q", "--zone=z",
+       "--accelerator-type=v6e-8", "--runtime-version=v2-alpha-tpuv6e",
+       f"--service-account={sa}", "--scopes=a,b"],
+      ["compute", "tpus", "queued-resources", "delete", "t", "--zone=z", "--force", "--quiet"],
+      ["compute", "tpus", "queued-resources", "delete", "q", "--zone=z", "--project=p",
+       "--force", "--quiet"],
+  ]
+  assert "queued-resources describe t" in r.stdout
+  # A plain TPU VM with a service account; --scopes alone and --preemptible in a queue are refused.
+  assert tpu_vm("create", "--name=t", "--zone=z", "--type=v4-8",
+                f"--service-account={sa}").returncode == 0
+  assert gcloud()[-1][3] == "create" and gcloud()[-1][2] == "tpu-vm"
+  assert gcloud()[-1][-2:] == [f"--service-account={sa}",
+                               "--scopes=https://www.googleapis.com/auth/cloud-platform"]
+  r = tpu_vm("create", "--name=t", "--zone=z", "--type=v4-8", "--scopes=x")
+  assert r.returncode != 0 and "--service-account" in r.stderr
+  r = tpu_vm("create", "--name=t", "--zone=z", "--type=v4-8", "--queued", "--preemptible")
+  assert r.returncode != 0 and "--spot" in r.stderr
+  assert len(gcloud()) == 5
 
 
 def test_create_preemptible_and_version(gcloud):
@@ -91,8 +146,8 @@ def test_install_from_local_checkout(gcloud):
   r = tpu_vm("install", "--name", "t", "--zone", "z")
   assert r.returncode == 0, r.stderr
   calls = gcloud()
-  assert len(calls) == 3
-  scp, unpack, pip = calls
+  assert len(calls) == 4
+  scp, unpack, venv, pip = calls
   assert scp[:4] == ["compute", "tpus", "tpu-vm", "scp"]
   assert scp[4].endswith("medssl-jax.tar.gz") and scp[5] == "t:~/"
   assert "--worker=all" in scp and "--zone=z" in scp
@@ -101,7 +156,10 @@ def test_install_from_local_checkout(gcloud):
   assert "tar -xzf medssl-jax.tar.gz -C medssl-jax" in unpack[-1]
   assert pip[:-1] == ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--worker=all",
                       "--command"]
-  assert pip[-1] == ("cd medssl-jax && python3 -m pip install -e . 'jax[tpu]' -f "
+  # A Python 3.12 environment from uv (the image's python3 is 3.10), the repo installed into it.
+  assert venv[-1] == ("python3 -m pip install --user --upgrade uv && rm -rf ~/medssl-venv && "
+                      "~/.local/bin/uv venv --seed --python 3.12 ~/medssl-venv")
+  assert pip[-1] == ("cd medssl-jax && ~/medssl-venv/bin/python -m pip install -e . 'jax[tpu]' -f "
                      f"{LIBTPU_URL}")
   assert "+ tar -czf" in r.stdout
 
@@ -110,13 +168,17 @@ def test_install_from_git(gcloud):
   r = tpu_vm("install", "--name", "t", "--zone", "z", "--project", "p", "--repo",
              "https://github.com/org/medssl-jax.git", "--branch", "dev")
   assert r.returncode == 0, r.stderr
-  clone, pip = gcloud()
+  clone, venv, pip = gcloud()
   prefix = ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--project=p",
             "--worker=all", "--command"]
-  assert clone[:-1] == prefix and pip[:-1] == prefix
+  assert clone[:-1] == prefix and venv[:-1] == prefix and pip[:-1] == prefix
   assert clone[-1] == ("rm -rf medssl-jax && git clone --branch dev "
                        "https://github.com/org/medssl-jax.git medssl-jax")
-  assert "python3 -m pip install -e . 'jax[tpu]'" in pip[-1]
+  assert "uv venv --seed --python 3.12 ~/medssl-venv" in venv[-1]
+  assert "~/medssl-venv/bin/python -m pip install -e . 'jax[tpu]'" in pip[-1]
+  assert tpu_vm("install", "--name=t", "--zone=z", "--repo=https://x/y.git",
+                "--python-version=3.13").returncode == 0
+  assert "uv venv --seed --python 3.13 ~/medssl-venv" in gcloud()[-2][-1]
 
 
 def test_install_branch_with_local_path_fails(gcloud):
@@ -133,13 +195,37 @@ def test_run(gcloud):
   [call] = gcloud()
   assert call[:-1] == ["compute", "tpus", "tpu-vm", "ssh", "t", "--zone=z", "--worker=all",
                        "--command"]
-  remote = call[-1]
-  assert remote.startswith("cd medssl-jax && nohup ")
-  assert ("python3 -m medssl_jax.main --multihost --config=configs/base.py:simclr "
+  words = shlex.split(call[-1])
+  assert words[:6] == ["cd", "medssl-jax", "&&", "nohup", "bash", "-c"]
+  assert words[7:] == [">", "/dev/null", "2>&1", "<", "/dev/null", "&"]
+  script = words[6]  # what runs on each worker
+  assert ("~/medssl-venv/bin/python -m medssl_jax.main --multihost --config=configs/base.py:simclr "
           "--workdir=gs://bucket/dir --config.train.num_steps=100 "
-          "'--config.data.path=a b'") in remote
-  assert remote.endswith("> ~/run.log 2>&1 < /dev/null &")
+          "'--config.data.path=a b' > ~/run.log 2>&1") in script
+  assert "gcloud storage cp ~/run.log gs://bucket/dir/logs/$(hostname).log" in script
   assert "warning" not in r.stderr
+
+
+def test_run_script_copies_the_log_into_the_workdir(gcloud, tmp_path):
+  """The worker-side script, run here: training's output lands in ~/run.log and in
+  <workdir>/logs/<hostname>.log, and the script exits with training's exit code."""
+  workdir = tmp_path / "work dir"
+  assert tpu_vm("run", "--name=t", "--zone=z", "--config=c.py", f"--workdir={workdir}", "--",
+                "--config.x=1").returncode == 0
+  script = shlex.split(gcloud()[0][-1])[6]
+  home = tmp_path / "home"
+  python = home / "medssl-venv" / "bin" / "python"
+  python.parent.mkdir(parents=True)
+  python.write_text("#!/bin/sh\necho trained \"$@\"\necho oops >&2\nexit 3\n")
+  python.chmod(0o755)
+  with open(tmp_path / "out.txt", "w") as out:  # not a pipe: the sync loop's sleep may outlive bash
+    code = subprocess.run([BASH, "-c", script], env=dict(os.environ, HOME=str(home)), cwd=tmp_path,
+                          stdout=out, stderr=subprocess.STDOUT, timeout=60).returncode
+  assert code == 3
+  log = (home / "run.log").read_text()
+  assert log.startswith("trained -m medssl_jax.main --multihost --config=c.py") and "oops" in log
+  assert f"--workdir={workdir} --config.x=1" in log
+  assert (workdir / "logs" / f"{socket.gethostname()}.log").read_text() == log
 
 
 def test_run_warns_on_local_workdir_for_multi_host(gcloud):
