@@ -86,7 +86,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.depth = 50           # 18, 34, 50, 101, 152.
+  c.model.arch = "resnet"      # encoder: 'resnet' (ResNet v1) or 'densenet' (DenseNet-BC, torchvision layout:
+                               # depth 121/169/201, width 1 and the 'imagenet' stem only).
+  c.model.depth = 50           # resnet: 18, 34, 50, 101, 152; densenet: 121, 169, 201.
   c.model.width = 1.0          # width multiplier (1x, 2x, 4x; < 1 for tests and CPU demos).
   c.model.stem = "imagenet"    # 'imagenet' (7x7/2 conv + max pool) or 'small' (3x3/1, no pool).
   c.model.head_layers = 2      # projection head depth (Azizi et al.: 2; SimCLR code: 3).

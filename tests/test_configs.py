@@ -15,7 +15,8 @@ VARIANTS = {"demo": [""], "derm_simclr": ["", "local"], "chexpert_simclr": ["", 
             "derm_finetune": ["", "linear", "local", "local_linear"],
             "chexpert_finetune": ["", "mococxr", "mococxr,fraction=0.001", "mococxr,fraction=0.01",
                                   "mococxr,fraction=0.1", "mococxr,fraction=1", "local"],
-            "truong_linear": ["", "finetune"]}
+            "truong_linear": ["", "finetune"], "moco_v2": ["", "demo", "local"],
+            "chexpert_moco": ["", "densenet121"]}
 
 
 def _config(name, variant):

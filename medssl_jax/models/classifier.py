@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medssl_jax.models.resnet import ResNet
+from medssl_jax.models.contrastive import check_arch, make_encoder
 
 FEATURE_NORMS = ("none", "batchnorm")
 # 'auto': zeros in linear evaluation, LeCun normal when fine-tuning. 'zeros' in fine-tuning starts
@@ -38,12 +38,12 @@ class Classifier(nn.Module):
   frozen_encoder: bool = False
   feature_norm: str = "none"
   head_init: str = "auto"
+  arch: str = "resnet"      # 'resnet' | 'densenet' (model.arch; see models/contrastive.py)
 
   def setup(self):
     if self.feature_norm not in FEATURE_NORMS:
       raise ValueError(f"eval.feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}")
-    self.encoder = ResNet(depth=self.depth, width=self.width, stem=self.stem, dtype=self.dtype,
-                          bn_momentum=self.bn_momentum)
+    self.encoder = make_encoder(self.arch, self.depth, self.width, self.stem, self.dtype, self.bn_momentum)
     if self.feature_norm == "batchnorm":
       self.norm = nn.BatchNorm(momentum=self.bn_momentum, use_scale=False, use_bias=False, dtype=jnp.float32)
     head_init = self.head_init
@@ -68,6 +68,7 @@ def classifier_from_config(model_cfg, num_outputs: int, frozen_encoder: bool,
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if model_cfg.dtype not in dtypes:
     raise ValueError(f"model.dtype={model_cfg.dtype!r}: expected one of {sorted(dtypes)}")
-  return Classifier(num_outputs=num_outputs, depth=model_cfg.depth, width=model_cfg.width,
-                    stem=model_cfg.stem, dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
+  check_arch(model_cfg)
+  return Classifier(num_outputs=num_outputs, arch=getattr(model_cfg, "arch", "resnet"), depth=model_cfg.depth,
+                    width=model_cfg.width, stem=model_cfg.stem, dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
                     frozen_encoder=frozen_encoder, feature_norm=feature_norm, head_init=head_init)

@@ -1,11 +1,48 @@
-"""Encoder + projection head, the network trained by SimCLR and MICLe."""
+"""Encoder + projection head, the network trained by the contrastive methods (SimCLR, MICLe, MoCo v2).
+
+The encoder is chosen by `model.arch`: 'resnet' (ResNet v1, `model.depth` 18-152, any
+`model.width`, `model.stem`) or 'densenet' (DenseNet-BC, `model.depth` 121/169/201, torchvision's
+layout: width 1 and the ImageNet stem only; DenseNet-121 is MoCo-CXR's second backbone,
+Sowrirajan et al. 2021 Sec. 3.2). Either way the sub-module is named 'encoder', so encoder
+weights load by name into `Classifier` (and ResNet parameter paths are what they always were).
+"""
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medssl_jax.errors import UserError
+from medssl_jax.models.densenet import BLOCKS as DENSENET_BLOCKS
+from medssl_jax.models.densenet import DenseNet
 from medssl_jax.models.heads import ProjectionHead
 from medssl_jax.models.resnet import ResNet
+
+ARCHS = ("resnet", "densenet")
+
+
+def check_arch(model_cfg) -> None:
+  """One-line refusals of `model.*` settings the chosen encoder does not have."""
+  arch = getattr(model_cfg, "arch", "resnet")
+  if arch not in ARCHS:
+    raise UserError(f"model.arch={arch!r}: expected one of {ARCHS}")
+  if arch == "densenet":
+    if model_cfg.depth not in DENSENET_BLOCKS:
+      raise UserError(f"model.depth={model_cfg.depth} is not a DenseNet depth (model.arch='densenet'); "
+                      f"expected one of {sorted(DENSENET_BLOCKS)}")
+    if float(model_cfg.width) != 1.0 or model_cfg.stem != "imagenet":
+      raise UserError(f"model.arch='densenet' has torchvision's layout only: model.width must be 1 and "
+                      f"model.stem 'imagenet' (got width={model_cfg.width}, stem={model_cfg.stem!r})")
+
+
+def make_encoder(arch: str, depth: int, width: float, stem: str, dtype: Any, bn_momentum: float,
+                 bn_axis_name: str | None = None) -> nn.Module:
+  """The encoder module of `arch`; its caller binds it to the attribute name 'encoder'."""
+  if arch == "densenet":
+    return DenseNet(depth=depth, dtype=dtype, bn_momentum=bn_momentum, bn_axis_name=bn_axis_name)
+  if arch == "resnet":
+    return ResNet(depth=depth, width=width, stem=stem, dtype=dtype, bn_momentum=bn_momentum,
+                  bn_axis_name=bn_axis_name)
+  raise ValueError(f"model.arch={arch!r}: expected one of {ARCHS}")
 
 
 class ContrastiveModel(nn.Module):
@@ -19,10 +56,11 @@ class ContrastiveModel(nn.Module):
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
   head_batch_norm: bool = True   # False: MoCo v2's MLP head (biases, no batch norm)
+  arch: str = "resnet"           # 'resnet' | 'densenet' (model.arch)
 
   def setup(self):
-    self.encoder = ResNet(depth=self.depth, width=self.width, stem=self.stem, dtype=self.dtype,
-                          bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name)
+    self.encoder = make_encoder(self.arch, self.depth, self.width, self.stem, self.dtype, self.bn_momentum,
+                                self.bn_axis_name)
     self.head = ProjectionHead(num_layers=self.head_layers, out_dim=self.head_dim, dtype=self.dtype,
                                bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                                batch_norm=self.head_batch_norm)
@@ -39,7 +77,8 @@ def from_config(model_cfg, bn_axis_name: str | None = None, head_batch_norm: boo
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if model_cfg.dtype not in dtypes:
     raise ValueError(f"model.dtype={model_cfg.dtype!r}: expected one of {sorted(dtypes)}")
-  return ContrastiveModel(depth=model_cfg.depth, width=model_cfg.width, stem=model_cfg.stem,
-                          head_layers=model_cfg.head_layers, head_dim=model_cfg.head_dim,
+  check_arch(model_cfg)
+  return ContrastiveModel(arch=getattr(model_cfg, "arch", "resnet"), depth=model_cfg.depth, width=model_cfg.width,
+                          stem=model_cfg.stem, head_layers=model_cfg.head_layers, head_dim=model_cfg.head_dim,
                           dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
                           bn_axis_name=bn_axis_name, head_batch_norm=head_batch_norm)
