@@ -25,6 +25,7 @@ import os
 import time
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,9 +201,8 @@ class PeriodicValidation:
   def _resume(self, start_step):
     """The history up to the restored step; a best state saved after it (lost on a crash) is dropped."""
     history = []
-    if os.path.isfile(self.path):
-      with open(self.path) as f:
-        history = [h for h in json.load(f) if h["step"] <= start_step]
+    if epath.Path(self.path).is_file():
+      history = [h for h in json.loads(epath.Path(self.path).read_text()) if h["step"] <= start_step]
     for step in self.ckpt.manager.all_steps():
       if step > start_step:
         self.ckpt.manager.delete(step)
@@ -254,7 +254,7 @@ def finetune(config, workdir: str) -> dict:
   if config.eval.init != "random" and not config.eval.checkpoint:
     raise UserError(f"eval.init={config.eval.init!r} needs eval.checkpoint (a workdir of a pretraining "
                      f"or fine-tuning run); use eval.init='random' to start from scratch")
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # gs:// too
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
   check_global_batch(config.train.batch_size, mesh)
@@ -321,7 +321,7 @@ def finetune(config, workdir: str) -> dict:
              "seed": config.seed, "host_pipeline": backends.short_name(pipeline),
              "case_level": bool(config.eval.case_level), "exclude_classes": list(exclude),
              "excluded_class_names": [train_src.class_names[i] for i in exclude] if train_src.class_names else [],
-             "workdir": os.path.abspath(workdir)}
+             "workdir": ckpt_lib._abs(workdir)}
   if out.step >= num_steps:
     final = out.state
     results.update(select_metric=select_metric, selected_step=out.step)

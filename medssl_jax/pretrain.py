@@ -15,6 +15,7 @@ import os
 import time
 
 from absl import logging
+from etils import epath
 import jax
 
 from medssl_jax.training import checkpoint as ckpt_lib
@@ -50,7 +51,7 @@ def pretrain(config, workdir: str) -> dict:
   t_start = time.time()
   method = methods.get(config.method)
   method.validate(config)  # before anything is written
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # gs:// too
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
   check_global_batch(config.train.batch_size, mesh)
@@ -89,7 +90,7 @@ def pretrain(config, workdir: str) -> dict:
              "completed": out.step >= num_steps, "loss_history": out.loss_history, "preempted": out.preempted, "metrics": out.metrics,
              "images_per_sec": out.images_per_sec,
              "devices": mesh.devices.size, "platform": jax.devices()[0].platform,
-             "host_pipeline": backends.short_name(pipeline), "workdir": os.path.abspath(workdir)}
+             "host_pipeline": backends.short_name(pipeline), "workdir": ckpt_lib._abs(workdir)}
   results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   if out.step >= num_steps and config.probe.enabled:
     from medssl_jax.evaluation import linear_probe

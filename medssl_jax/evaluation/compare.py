@@ -29,8 +29,16 @@ SETTINGS = ("task", "case_level", "exclude_classes", "class_names")
 
 def save_predictions(path, *, image_ids, case_ids, labels, probs, task, case_level=False, exclude_classes=(),
                      class_names=()) -> None:
-  """Predictions plus the settings of the metric computed from them (see the module docstring)."""
-  np.savez(path, image_ids=np.asarray(image_ids).astype(str), case_ids=np.asarray(case_ids).astype(str),
+  """Predictions plus the settings of the metric computed from them (see the module docstring).
+  `path` may be on GCS (gs://; written through etils.epath)."""
+  from etils import epath
+  with epath.Path(path).open("wb") as f:
+    _savez(f, image_ids=image_ids, case_ids=case_ids, labels=labels, probs=probs, task=task, case_level=case_level,
+           exclude_classes=exclude_classes, class_names=class_names)
+
+
+def _savez(f, *, image_ids, case_ids, labels, probs, task, case_level, exclude_classes, class_names) -> None:
+  np.savez(f, image_ids=np.asarray(image_ids).astype(str), case_ids=np.asarray(case_ids).astype(str),
            labels=np.asarray(labels), probs=np.asarray(probs, np.float32), task=np.asarray(task),
            case_level=np.asarray(bool(case_level)),
            exclude_classes=np.asarray([int(c) for c in exclude_classes], np.int64),

@@ -115,12 +115,11 @@ def check_compatible(directory: str, step: int, items: dict) -> None:
 
 def checkpoint_dir(path: str) -> str:
   """A workdir (uses its checkpoints/) or a checkpoints folder; errors if neither exists."""
+  from etils import epath
   path = _abs(path)
-  if "://" in path:
-    return path
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints")
-  if not os.path.isdir(path):
+  if epath.Path(path, "checkpoints").is_dir():  # gs:// too: a workdir's checkpoints/ is found there
+    return f"{path.rstrip('/')}/checkpoints"
+  if not epath.Path(path).is_dir():
     raise MissingFileError(f"no checkpoint directory at {path} (expected a workdir or its checkpoints/)")
   return path
 

@@ -72,12 +72,14 @@ class StopFlag:
 
 
 def write_json(path: str, obj) -> None:
-  """Atomic JSON write by process 0."""
+  """JSON write by process 0, through a temporary file and a rename (atomic on a local disk; a
+  copy and delete on GCS). Any path etils.epath understands (local, gs://)."""
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)
+    from etils import epath
+    path = epath.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
+    tmp.replace(path)
 
 
 def make_writer(workdir: str):

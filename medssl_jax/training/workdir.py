@@ -5,11 +5,14 @@ re-running with other settings would continue one run under another's settings (
 learning-rate schedule, data set or model from step N on), so it is refused with the differing
 keys named, unless `train.resume_with_changes=True` says it is meant. Keys that do not change
 what is computed (logging, prefetch, checkpoints kept) may change freely.
+
+Every file access goes through etils.epath, so a workdir on GCS (gs://bucket/dir) is read and
+written there, not in a local folder named `gs:`.
 """
 import json
-import os
 
 from absl import logging
+from etils import epath
 
 from medssl_jax.training import loop
 from medssl_jax.errors import UserError
@@ -39,16 +42,15 @@ def config_differences(saved: dict, config, ignore=FREE_KEYS) -> list:
 
 
 def has_checkpoint(workdir: str) -> bool:
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+  ckpt_dir = epath.Path(workdir) / "checkpoints"
+  return ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
 
 
 def save_config(workdir: str, config) -> None:
   """Writes config.json; UserError when the workdir holds a checkpoint made with other settings."""
-  path = os.path.join(workdir, "config.json")
-  if has_checkpoint(workdir) and os.path.isfile(path):
-    with open(path) as f:
-      diffs = config_differences(json.load(f), config)
+  path = epath.Path(workdir) / "config.json"
+  if has_checkpoint(workdir) and path.is_file():
+    diffs = config_differences(json.loads(path.read_text()), config)
     if diffs and not config.train.resume_with_changes:
       raise UserError(
           f"{workdir} holds a run made with other settings ({'; '.join(diffs)}). Resuming it would continue "
@@ -56,8 +58,14 @@ def save_config(workdir: str, config) -> None:
           f"--config.train.resume_with_changes=True if continuing it this way is meant.")
     if diffs:
       logging.warning("Resuming %s with changed settings: %s", workdir, "; ".join(diffs))
-      os.replace(path, os.path.join(workdir, "config.previous.json"))
+      if jax_process_index() == 0:
+        path.replace(epath.Path(workdir) / "config.previous.json")
   loop.write_json(path, json.loads(config.to_json_best_effort()))
+
+
+def jax_process_index() -> int:
+  import jax
+  return jax.process_index()
 
 
 def wall_time(workdir: str, start_step: int, this_invocation_sec: float) -> dict:
@@ -70,11 +78,10 @@ def wall_time(workdir: str, start_step: int, this_invocation_sec: float) -> dict
   """
   out = {"wall_time_sec": this_invocation_sec, "wall_time_this_invocation_sec": this_invocation_sec,
          "resumed_from_step": int(start_step), "wall_time_complete": start_step == 0}
-  path = os.path.join(workdir, "results.json")
-  if start_step > 0 and os.path.isfile(path):
+  path = epath.Path(workdir) / "results.json"
+  if start_step > 0 and path.is_file():
     try:
-      with open(path) as f:
-        previous = json.load(f)
+      previous = json.loads(path.read_text())
     except (OSError, ValueError):
       previous = {}
     if previous.get("final_step") == start_step and "wall_time_sec" in previous:

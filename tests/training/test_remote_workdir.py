@@ -1,0 +1,90 @@
+"""A workdir on GCS (issue 17 item 2, the parts outside Orbax): JSON files, the settings check,
+the wall time, predictions and the checkpoint lookup go through etils.epath, so a gs:// workdir
+is written there and not into a local folder named `gs:`.
+
+GCS is faked offline by fsspec's in-memory filesystem registered for the gs/gcs protocols, with
+epath told to use its fsspec backend. (Orbax's array data goes through tensorstore, which cannot
+be faked this way, so checkpoints themselves are not exercised here.)
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from configs.base import get_base_config
+from medssl_jax.errors import UserError
+from medssl_jax.evaluation import compare
+from medssl_jax.training import checkpoint as ckpt_lib
+from medssl_jax.training import loop
+from medssl_jax.training import workdir as workdir_lib
+
+
+class FakeGCS(MemoryFileSystem):
+  protocol = ("gs", "gcs")
+  store = {}  # its own, not the memory:// filesystem's
+  pseudo_dirs = [""]
+
+  def __init__(self, *args, finalize_on_close=None, **kwargs):
+    del finalize_on_close  # an option of gcsfs that epath passes
+    super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def fake_gcs(tmp_path, monkeypatch):
+  """gs:// in memory; the current directory is an empty tmp folder that must stay empty."""
+  import fsspec
+  from etils.epath import gpath
+  for name in FakeGCS.protocol:
+    fsspec.register_implementation(name, FakeGCS, clobber=True)
+  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  FakeGCS.store.clear()
+  FakeGCS.pseudo_dirs[:] = [""]
+  monkeypatch.chdir(tmp_path)
+  yield FakeGCS()
+  assert os.listdir(tmp_path) == []  # nothing written to the local disk
+
+
+def test_json_settings_check_and_wall_time_on_gcs(fake_gcs):
+  from etils import epath
+  workdir = "gs://bucket/runs/r1"
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  config = get_base_config()
+  workdir_lib.save_config(workdir, config)
+  saved = json.loads(fake_gcs.cat_file(f"{workdir}/config.json"))
+  assert saved["optim"]["base_lr"] == config.optim.base_lr
+  assert not workdir_lib.has_checkpoint(workdir)
+
+  # With a checkpoint in the workdir, other settings are refused (the check reads GCS).
+  fake_gcs.makedirs(f"{workdir}/checkpoints/20", exist_ok=True)
+  fake_gcs.pipe_file(f"{workdir}/checkpoints/20/marker", b"x")
+  assert workdir_lib.has_checkpoint(workdir)
+  other = get_base_config()
+  other.optim.base_lr = config.optim.base_lr * 2
+  with pytest.raises(UserError, match="optim.base_lr"):
+    workdir_lib.save_config(workdir, other)
+  workdir_lib.save_config(workdir, config)  # same settings: fine
+
+  # The wall time of a resumed run adds the previous invocation's, read from GCS.
+  loop.write_json(f"{workdir}/results.json", {"final_step": 20, "wall_time_sec": 30.0,
+                                               "wall_time_complete": True})
+  assert not fake_gcs.exists(f"{workdir}/results.json.tmp")
+  out = workdir_lib.wall_time(workdir, 20, 5.0)
+  assert out["wall_time_sec"] == 35.0 and out["wall_time_complete"]
+
+  # A workdir on GCS is where its checkpoints are looked up (not "holds no checkpoint").
+  assert ckpt_lib.checkpoint_dir(workdir) == f"{workdir}/checkpoints"
+  with pytest.raises(Exception):
+    ckpt_lib.checkpoint_dir("gs://bucket/runs/none")
+
+
+def test_predictions_on_gcs(fake_gcs):
+  path = "gs://bucket/runs/r2/predictions_test.npz"
+  probs = np.array([[0.2, 0.8], [0.6, 0.4]], np.float32)
+  compare.save_predictions(path, image_ids=["a", "b"], case_ids=["c", "c"], labels=np.array([1, 0]),
+                           probs=probs, task="multiclass")
+  with fake_gcs.open(path, "rb") as f:
+    saved = np.load(f)
+    np.testing.assert_array_equal(saved["probs"], probs)
+    assert saved["image_ids"].tolist() == ["a", "b"] and str(saved["task"]) == "multiclass"
