@@ -46,6 +46,8 @@ def parse_args(argv=None):
   p.add_argument("--torch_batch", type=int, default=0, help="PyTorch batch (pairs); 0 = the largest JAX batch that ran.")
   p.add_argument("--steps", type=int, default=20, help="Timed steps per measurement (after 3 warm-up steps).")
   p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+  p.add_argument("--also_moco", action="store_true",
+                 help="Also time the MoCo v2 step (queue, momentum encoder, shuffled BN) at the largest batch that ran.")
   p.add_argument("--torch_compile", default="auto", choices=("auto", "off"))
   p.add_argument("--images", default=DEFAULT_IMAGES,
                  help="Folder for the host part: a covid_cxr_multi-style folder or any folder of JPEG/PNG files.")
@@ -79,7 +81,25 @@ def jax_part(args) -> dict:
     rows.append({"batch": b, "pairs_per_sec": r["images_per_sec"] / 2, "compile_s": r["compile_and_warmup_seconds"],
                  "step_ms": 1000 * r["seconds"] / r["steps"], "loss_finite": r["loss_finite"]})
     print(f"jax batch {b}: {rows[-1]['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
-  return {"rows": rows, "jax": jax.__version__, "device": jax.devices()[0].device_kind,
+  ran = [r["batch"] for r in rows if "pairs_per_sec" in r]
+  moco = []
+  if args.also_moco and ran:
+    c = derm_simclr.get_config()
+    with c.unlocked():
+      c.method, c.train.temperature = "moco_v2", 0.2
+      c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_steps = "sgd", 0.03, 1e-4, 0
+      c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
+      c.data.image_size, c.train.batch_size = args.image_size, max(ran)
+      c.moco.queue_size = max(c.moco.queue_size // max(ran), 1) * max(ran)
+      c.moco.bn_groups = max([g for g in (8, 4, 2) if max(ran) % g == 0 and max(ran) // g >= 2] or [2])
+    try:
+      r = throughput.time_step(c, args.steps)
+      moco.append({"batch": max(ran), "pairs_per_sec": r["images_per_sec"] / 2, "step_ms": 1000 * r["seconds"] / r["steps"],
+                   "compile_s": r["compile_and_warmup_seconds"], "loss_finite": r["loss_finite"],
+                   "queue_size": c.moco.queue_size, "bn_groups": c.moco.bn_groups})
+    except Exception as e:  # noqa: BLE001 - reported in the table
+      moco.append({"batch": max(ran), "error": str(e).splitlines()[0][:300]})
+  return {"rows": rows, "moco_rows": moco, "jax": jax.__version__, "device": jax.devices()[0].device_kind,
           "platform": jax.devices()[0].platform, "device_count": jax.device_count()}
 
 
@@ -278,6 +298,12 @@ def table(res: dict) -> str:
     else:
       best = max(best, r["pairs_per_sec"])
       lines.append(f"| JAX (ours) | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | {r['compile_s']:.1f} |")
+  for r in res["jax"].get("moco_rows", []):
+    if "error" in r:
+      lines.append(f"| JAX MoCo v2 (ours) | {r['batch']} | failed: {r['error'][:80]} | | |")
+    else:
+      lines.append(f"| JAX MoCo v2 (ours) | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
+                   f"{r['compile_s']:.1f} |")
   if "error" in res["jax"]:
     lines.append(f"| JAX (ours) | | failed: {res['jax']['error']} | | |")
   t = res["torch"]

@@ -22,7 +22,7 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   out = tmp_path / "check.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check", "--depth=18", "--width=0.125",
-                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--torch_batch=4", "--torch_compile=off",
+                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--also_moco", "--torch_batch=4", "--torch_compile=off",
                       f"--images={images}", "--host_batches=1", "--host_batch=2", f"--out={out}"],
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-2000:]
@@ -30,6 +30,8 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   jax_rows = res["jax"]["rows"]
   assert [r["batch"] for r in jax_rows] == [4]
   assert jax_rows[0]["pairs_per_sec"] > 0 and jax_rows[0]["loss_finite"]
+  moco = res["jax"]["moco_rows"]
+  assert len(moco) == 1 and moco[0]["pairs_per_sec"] > 0 and moco[0]["loss_finite"], moco
   torch = res["torch"]
   assert "skipped" in torch or torch["eager"]["pairs_per_sec"] > 0
   host = {(r["augmentation"], r["workers"]) for r in res["host"]["rows"]}
