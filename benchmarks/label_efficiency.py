@@ -1,11 +1,13 @@
-"""Study A: label efficiency of SimCLR pretraining on PneumoniaMNIST and BreastMNIST.
+"""Study A: label efficiency of SimCLR and MoCo v2 pretraining on PneumoniaMNIST and BreastMNIST.
 
   python -m benchmarks.label_efficiency --scale=smoke --workdir=workdirs/benchmarks
 
-Per data set: SimCLR pretraining on the training images (labels unused), then linear evaluation
-and fine-tuning at each label fraction (several draws below 100%) from the SimCLR encoder and
-from random initialisation; then random-init fine-tuning with the MedMNIST v2 recipe (the scale's
-'recipe' list) to compare our pipeline with the published ResNet-18 (28) rows. Finished runs (completed results.json) are skipped on a re-run.
+Per data set: SimCLR pretraining (configs/chexpert_simclr.py:local) and MoCo v2 pretraining
+(configs/moco_v2.py:local) on the training images (labels unused), both at the scale's model,
+batch and steps; then linear evaluation and fine-tuning at each label fraction (several draws
+below 100%) from the SimCLR encoder, from the MoCo v2 encoder and from random initialisation
+(arms 'simclr', 'moco_v2', 'random'; the same evaluation config, only the checkpoint differs);
+then random-init fine-tuning with the MedMNIST v2 recipe (the scale's 'recipe' list) to compare our pipeline with the published ResNet-18 (28) rows. Finished runs (completed results.json) are skipped on a re-run.
 Writes <workdir>/<scale>/label_efficiency/study.json, which lists every run for the report.
 """
 import argparse
@@ -18,7 +20,23 @@ MODULE = "benchmarks.label_efficiency"
 STUDY = "label_efficiency"
 FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz"}
 MODES = ("linear_eval", "finetune")
-INITS = ("pretrained", "random")
+# Evaluation arms: (arm, eval.init, which pretraining). The SimCLR arm keeps its run names
+# ('<mode>_pretrained_...') so runs finished before the MoCo arm existed are found and skipped.
+ARMS = (("simclr", "pretrained", "simclr"), ("random", "random", None), ("moco_v2", "pretrained", "moco_v2"))
+RUN_LABEL = {"simclr": "pretrained", "random": "random", "moco_v2": "moco_v2"}
+# MoCo v2 queue: configs/moco_v2.py:local's 1,024 keys, capped at a quarter of the training images
+# (MoCo-CXR's 24,576 keys are 11% of CheXpert's), a multiple of the batch, at least one batch.
+MOCO_QUEUE_FRACTION = 0.25
+
+
+def moco_pretrain_dir(workdir: str, scale: str, dataset: str) -> str:
+  """The MoCo v2 pretraining run of a data set (Study A only)."""
+  return os.path.join(workdir, scale, f"pretrain_moco_v2_{dataset}")
+
+
+def moco_queue(num_train: int, batch: int, local_queue: int) -> int:
+  cap = int(num_train * MOCO_QUEUE_FRACTION) // batch * batch
+  return max(batch, min(local_queue, cap))
 
 
 def pretrain_config(data_path: str, s: dict, seed: int = 0):
@@ -31,6 +49,23 @@ def pretrain_config(data_path: str, s: dict, seed: int = 0):
     c.train.batch_size = s["batch"]
     common.set_steps(c, s["pretrain_steps"])
     c.probe.enabled = False
+  return c
+
+
+def moco_pretrain_config(data_path: str, s: dict, seed: int = 0):
+  """configs/moco_v2.py:local at the scale's model, batch and steps (those of `pretrain_config`)."""
+  from configs import moco_v2
+  from input_pipeline import sources
+  c = moco_v2.get_config("local")
+  with c.unlocked():
+    c.seed = seed
+    c.data.path = data_path
+    common.set_architecture(c, s["width"])
+    c.train.batch_size = s["batch"]
+    common.set_steps(c, s["pretrain_steps"])
+    c.probe.enabled = False
+    n = len(sources.load_source(c.data, c.data.train_split).labels)
+    c.moco.queue_size = moco_queue(n, c.train.batch_size, moco_v2.LOCAL_QUEUE)
   return c
 
 
@@ -88,6 +123,7 @@ def draws_for(fraction: float, s: dict) -> range:
 
 
 def run_name(mode, init, fraction, draw) -> str:
+  """`init`: 'pretrained' (the SimCLR arm), 'random' or 'moco_v2' (RUN_LABEL of the arm)."""
   return f"{mode}_{init}_f{fraction:g}_d{draw}"
 
 
@@ -116,18 +152,26 @@ def main(argv=None) -> int:
     pre_dir = common.pretrain_dir(a.workdir, a.scale, dataset)
     print(f"[{STUDY}] {dataset}: SimCLR pretraining")
     done = common.run_once(pretrain_config(path, s), pre_dir, run=run)
-    common.add_run(manifest, {"role": "pretrain", "dataset": dataset, "workdir": os.path.abspath(pre_dir)}, done)
+    common.add_run(manifest, {"role": "pretrain", "method": "simclr", "dataset": dataset,
+                              "workdir": os.path.abspath(pre_dir)}, done)
+    moco_dir = moco_pretrain_dir(a.workdir, a.scale, dataset)
+    print(f"[{STUDY}] {dataset}: MoCo v2 pretraining")
+    done = common.run_once(moco_pretrain_config(path, s), moco_dir, run=run)
+    common.add_run(manifest, {"role": "pretrain", "method": "moco_v2", "dataset": dataset,
+                              "workdir": os.path.abspath(moco_dir)}, done)
+    checkpoints = {"simclr": pre_dir, "moco_v2": moco_dir, None: pre_dir}
     for mode in MODES:
       for fraction in s["fractions"]:
         for draw in draws_for(fraction, s):
-          for init in INITS:
-            wd = os.path.join(root, dataset, run_name(mode, init, fraction, draw))
-            print(f"[{STUDY}] {dataset}: {mode} from {init}, fraction {fraction:g}, draw {draw}")
-            c = eval_config(path, s, mode=mode, init=init, checkpoint=pre_dir, fraction=fraction, draw=draw)
+          for arm, init, pretraining in ARMS:
+            wd = os.path.join(root, dataset, run_name(mode, RUN_LABEL[arm], fraction, draw))
+            print(f"[{STUDY}] {dataset}: {mode} from {arm}, fraction {fraction:g}, draw {draw}")
+            ckpt = checkpoints[pretraining]
+            c = eval_config(path, s, mode=mode, init=init, checkpoint=ckpt, fraction=fraction, draw=draw)
             done = common.run_once(c, wd, run=run)
-            common.add_run(manifest, {"role": "eval", "dataset": dataset, "mode": mode, "init": init,
+            common.add_run(manifest, {"role": "eval", "dataset": dataset, "mode": mode, "init": init, "arm": arm,
                                       "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
-                                      "pretrain": os.path.abspath(pre_dir), "workdir": os.path.abspath(wd)}, done)
+                                      "pretrain": os.path.abspath(ckpt), "workdir": os.path.abspath(wd)}, done)
   for dataset, width in s["recipe"]:
     if dataset not in s["datasets"]:
       continue

@@ -21,6 +21,16 @@ MODULE = "benchmarks.report"
 METRICS = ("top1", "auc")
 NAMES = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST"}
 BASELINE = "ResNet-18 (28)"
+ARM_NAMES = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "random": "random"}
+
+
+def arm_of(run: dict) -> str:
+  """A Study A evaluation run's arm; manifests written before the MoCo arm have only 'init'."""
+  return run.get("arm") or ("simclr" if run["init"] == "pretrained" else "random")
+
+
+def pretrain_method(run: dict) -> str:
+  return run.get("method", "simclr")
 
 
 def load_json(path: str) -> dict:
@@ -128,9 +138,20 @@ def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, 
   reps = m["settings"]["num_replicates"]
   lines = [f"## Study A: label efficiency ({m['scale']})", ""] + header_lines(m, manifest_path) + [""]
   runs = finished_runs(m)
-  pre = {r["dataset"]: load_json(os.path.join(r["workdir"], "results.json")) for r in m["runs"] if r["role"] == "pretrain"}
+  pre = {r["dataset"]: load_json(os.path.join(r["workdir"], "results.json")) for r in m["runs"]
+         if r["role"] == "pretrain" and pretrain_method(r) == "simclr"}
+  moco_pre = {r["dataset"]: r for r in m["runs"] if r["role"] == "pretrain" and pretrain_method(r) == "moco_v2"}
   for dataset in sorted(pre):
-    lines += [f"### {NAMES.get(dataset, dataset)}", "", pretrain_line("SimCLR pretraining (train images, labels unused)", pre[dataset]), ""]
+    lines += [f"### {NAMES.get(dataset, dataset)}", "", pretrain_line("SimCLR pretraining (train images, labels unused)", pre[dataset])]
+    if dataset in moco_pre:
+      r = moco_pre[dataset]
+      cfg = load_json(os.path.join(r["workdir"], "config.json"))
+      lines.append(pretrain_line("MoCo v2 pretraining (train images, labels unused)",
+                                 load_json(os.path.join(r["workdir"], "results.json")))
+                   + f"; queue {cfg['moco']['queue_size']}, temperature {cfg['train']['temperature']:g}, "
+                   f"{cfg['optim']['name'].upper()} base lr {cfg['optim']['base_lr']:g} "
+                   f"({cfg['optim']['lr_scaling']} scaling) at batch {cfg['train']['batch_size']}")
+    lines.append("")
     lines += ["Test metrics with bootstrap 95% intervals; Δ = SimCLR init − random init, paired bootstrap "
               f"({reps} replicates, same test images; * = interval excludes 0). Wall times are of the two "
               "evaluation runs (SimCLR / random); the pretraining time is above; ≥: a run resumed after an "
@@ -139,9 +160,9 @@ def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, 
         f"SimCLR {k} | random {k} | Δ {k}" for k in METRICS) + " | wall time (s) |",
               "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * 3 * len(METRICS)) + " | --- |"]
     ds_runs = [r for r in runs if r["dataset"] == dataset]
-    keyed = {(r["mode"], r["init"], r["fraction"], r["draw"]): r for r in ds_runs}
+    keyed = {(r["mode"], arm_of(r), r["fraction"], r["draw"]): r for r in ds_runs}
     for (mode, init, fraction, draw), pt in sorted(keyed.items()):
-      if init != "pretrained" or (mode, "random", fraction, draw) not in keyed:
+      if init != "simclr" or (mode, "random", fraction, draw) not in keyed:
         continue
       rd = keyed[(mode, "random", fraction, draw)]
       diff = paired(pt, rd, reps)
@@ -151,15 +172,40 @@ def study_a_section(m: dict, manifest_path: str, out_dir: str, baselines: dict, 
       lines.append(f"| {mode} | {fraction:g} | {draw} | {pt['results']['num_train_images']} | {pt['batch']} | "
                    + " | ".join(cells) + f" | {fmt_wall(pt['results'])} / {fmt_wall(rd['results'])} |")
     lines.append("")
+    lines += moco_table(keyed, reps)
     for k in METRICS:
       png = f"{m['scale']}_label_efficiency_{dataset}_{k}.png"
       table = plot_lines(ds_runs, k, os.path.join(out_dir, png),
                          f"{NAMES.get(dataset, dataset)} ({m['scale']}): test {k}",
-                         lambda r: f"{r['mode']} / {'SimCLR' if r['init'] == 'pretrained' else 'random'}")
+                         lambda r: f"{r['mode']} / {ARM_NAMES[arm_of(r)]}")
       lines += [f"Mean over draws ({k}; interval = mean of the draws' intervals):", "", table,
                 f"![{dataset} {k}]({png})", ""]
   lines += published_section(m, runs, finished_runs(m, "recipe"), baselines, baseline_src)
   return lines
+
+
+def moco_table(keyed: dict, reps: int) -> list:
+  """The MoCo v2 arm next to random init and SimCLR: paired bootstrap Δ MoCo − random and
+  Δ SimCLR − MoCo on the same test images; no lines when the study has no MoCo runs."""
+  rows = []
+  for (mode, arm, fraction, draw), mo in sorted(keyed.items()):
+    rd, si = keyed.get((mode, "random", fraction, draw)), keyed.get((mode, "simclr", fraction, draw))
+    if arm != "moco_v2" or rd is None or si is None:
+      continue
+    vs_random, vs_simclr = paired(mo, rd, reps), paired(si, mo, reps)
+    cells = []
+    for k in METRICS:
+      cells += [fmt_ci(mo["results"]["test"][k]), fmt_diff(vs_random[k]), fmt_diff(vs_simclr[k])]
+    rows.append(f"| {mode} | {fraction:g} | {draw} | {mo['results']['num_train_images']} | {mo['batch']} | "
+                + " | ".join(cells) + f" | {fmt_wall(mo['results'])} |")
+  if not rows:
+    return []
+  return ["MoCo v2 arm: the same evaluation runs from the MoCo v2 encoder. Δ MoCo − random and Δ SimCLR − MoCo: "
+          f"paired bootstrap ({reps} replicates, same test images; * = interval excludes 0); the SimCLR and "
+          "random values are in the table above. Wall time: the MoCo v2 evaluation run.", "",
+          "| mode | label fraction | draw | labelled images | batch | " + " | ".join(
+              f"MoCo v2 {k} | Δ MoCo − random {k} | Δ SimCLR − MoCo {k}" for k in METRICS) + " | wall time (s) |",
+          "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * 3 * len(METRICS)) + " | --- |"] + rows + [""]
 
 
 def versus(m: dict, published: float) -> str:
@@ -187,9 +233,10 @@ def published_section(m: dict, runs: list, recipes: list, baselines: dict, basel
   for dataset in sorted({r["dataset"] for r in runs} | {r["dataset"] for r in recipes}):
     name = NAMES.get(dataset, dataset)
     rows = []
-    for init, label in (("pretrained", "ours, SimCLR init, study settings"), ("random", "ours, random init, study settings")):
+    for arm, label in (("simclr", "ours, SimCLR init, study settings"), ("moco_v2", "ours, MoCo v2 init, study settings"),
+                       ("random", "ours, random init, study settings")):
       rows += [(f"{label} ({m['scale']})", r) for r in runs if r["dataset"] == dataset and r["mode"] == "finetune"
-               and r["init"] == init and r["fraction"] >= 1.0 and r["draw"] == 0]
+               and arm_of(r) == arm and r["fraction"] >= 1.0 and r["draw"] == 0]
     rows += [(f"ours, random init, MedMNIST v2 recipe (width {r['width']:g}, {s['recipe_epochs']:g} epochs = "
               f"{r['steps']} steps of batch {r['batch']})", r) for r in recipes if r["dataset"] == dataset]
     b = baselines.get(name)

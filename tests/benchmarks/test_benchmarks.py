@@ -49,6 +49,23 @@ def test_report_on_fake_result_files(tmp_path):
       _fake_eval(wd, mode=mode, init=init, top1=top1, auc=auc, wall=wall, correct=correct, extra=extra)
       runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": init, "fraction": 1.0,
                    "draw": 0, "batch": 16, "pretrain": pre, "workdir": wd})
+  # The MoCo v2 arm (entries with 'arm'/'method'; the SimCLR and random entries above have neither,
+  # as in manifests written before the arm existed).
+  moco = str(root / "breastmnist" / "pretrain_moco_v2")
+  os.makedirs(moco)
+  with open(os.path.join(moco, "results.json"), "w") as f:
+    json.dump({"mode": "pretrain", "completed": True, "final_step": 4, "num_steps": 4, "wall_time_sec": 10.0,
+               "metrics": {"loss": 3.5}, "workdir": moco}, f)
+  with open(os.path.join(moco, "config.json"), "w") as f:
+    json.dump({"moco": {"queue_size": 128}, "train": {"temperature": 0.2, "batch_size": 16},
+               "optim": {"name": "sgd", "base_lr": 0.03, "lr_scaling": "linear"}}, f)
+  runs.append({"role": "pretrain", "method": "moco_v2", "dataset": "breastmnist", "workdir": moco})
+  for mode in ("finetune", "linear_eval"):
+    wd = str(root / "breastmnist" / f"{mode}_moco_v2")
+    _fake_eval(wd, mode=mode, init="pretrained", top1=(0.75, 0.6875, 0.8125), auc=(0.8, 0.75, 0.85), wall=6.0,
+               correct=True, extra={"feature_norm": "batchnorm" if mode == "linear_eval" else "none", "base_lr": 0.05})
+    runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": "pretrained", "arm": "moco_v2",
+                 "fraction": 1.0, "draw": 0, "batch": 16, "pretrain": moco, "workdir": wd})
   wd = str(root / "breastmnist" / "finetune_random_medmnist_recipe_w1")
   _fake_eval(wd, mode="finetune", init="random", top1=(0.875, 0.8, 0.9), auc=(0.75, 0.7, 0.8), wall=9.0, correct=True)
   runs.append({"role": "recipe", "dataset": "breastmnist", "mode": "finetune", "init": "random", "fraction": 1.0,
@@ -74,8 +91,19 @@ def test_report_on_fake_result_files(tmp_path):
   assert ("| BreastMNIST | ours, random init, MedMNIST v2 recipe (width 1, 0.2 epochs = 7 steps of batch 16) | "
           "0.8750 [0.8000, 0.9000] | 0.7500 [0.7000, 0.8000] | within / below | 9.0 |") in md
   assert "| ours, random init, study settings (smoke) | 0.5000 [0.4375, 0.5625] | 0.6250 [0.5000, 0.7500] | below / below |" in md
-  # the recipe run is not an arm of the SimCLR-vs-random table or plot
-  assert md.count("| finetune | 1 | 0 |") == 1
+  # MoCo v2 rows: Δ MoCo − random (all right vs all wrong: +1) and Δ SimCLR − MoCo (both all right: 0).
+  assert ("| finetune | 1 | 0 | 100 | 16 | 0.7500 [0.6875, 0.8125] | +1.0000 [+1.0000, +1.0000] * | "
+          "+0.0000 [+0.0000, +0.0000] | 0.8000 [0.7500, 0.8500] | +1.0000 [+1.0000, +1.0000] * | "
+          "+0.0000 [+0.0000, +0.0000] | 6.0 |") in md
+  assert "| linear_eval | 1 | 0 | 100 | 16 | 0.7500 [0.6875, 0.8125] | +1.0000 [+1.0000, +1.0000] * |" in md
+  assert ("- MoCo v2 pretraining (train images, labels unused): 4/4 steps, final loss 3.5000, wall time 10.0 s "
+          f"(`{moco}`); queue 128, temperature 0.2, SGD base lr 0.03 (linear scaling) at batch 16") in md
+  assert ("| BreastMNIST | ours, MoCo v2 init, study settings (smoke) | 0.7500 [0.6875, 0.8125] | "
+          "0.8000 [0.7500, 0.8500] | below / below | 6.0 |") in md
+  # the recipe run is not an arm of the comparison tables or plot; one row per table (SimCLR, MoCo v2)
+  assert md.count("| finetune | 1 | 0 |") == 2
+  # the MoCo runs (init 'pretrained') are not taken for SimCLR rows
+  assert md.count("| BreastMNIST | ours, SimCLR init, study settings (smoke) |") == 1
   assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
   assert "2 CPU cores" in md and "JAX 0.0" in md
   assert ("- Linear evaluation (read from its runs' results.json): frozen encoder, feature norm batchnorm "
@@ -107,6 +135,14 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   assert len(moved) == 2 and all(0 < x < 1 for x in moved), moved
   assert {r["arm"] for r in m["runs"] if r["role"] == "eval"} == {"micle", "simclr", "base"}
   a = json.load(open(os.path.join(wd, "smoke", "label_efficiency", "study.json")))
+  # The MoCo v2 arm: its own pretraining run, and every evaluation of the other arms from it too.
+  moco_pre = [r for r in a["runs"] if r["role"] == "pretrain" and r.get("method") == "moco_v2"]
+  assert [os.path.basename(r["workdir"]) for r in moco_pre] == ["pretrain_moco_v2_breastmnist"]
+  assert json.load(open(os.path.join(moco_pre[0]["workdir"], "config.json")))["method"] == "moco_v2"
+  evals = [r for r in a["runs"] if r["role"] == "eval"]
+  key = lambda r: (r["mode"], r["fraction"], r["draw"])  # noqa: E731
+  assert sorted(key(r) for r in evals if r["arm"] == "moco_v2") == sorted(key(r) for r in evals if r["arm"] == "random")
+  assert {r["pretrain"] for r in evals if r["arm"] == "moco_v2"} == {moco_pre[0]["workdir"]}
   assert [r["width"] for r in a["runs"] if r["role"] == "recipe"] == [0.125]
   # Study B starts from Study A's PneumoniaMNIST pretraining run when it exists (same config, shared dir).
   assert m["runs"][0]["workdir"] == os.path.abspath(common.pretrain_dir(wd, "smoke", "pneumoniamnist"))
@@ -119,6 +155,8 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
                       "--baselines", str(shared_data / "medmnist_v2_benchmark.md")]) == 0
   md = (out / "report.md").read_text()
   assert "## Study A" in md and "## Study B" in md and "127 patients" in md
+  assert "- MoCo v2 pretraining (train images, labels unused): 4/4 steps" in md
+  assert md.count("| finetune | 1 | 0 |") == 2 and "Δ MoCo − random top1 | Δ SimCLR − MoCo top1" in md
   assert md.count("LARS base lr 0.5 (sqrt scaling) at batch 16; encoder weights moved by") == 2
   assert "28209eda62fecd6e6a2d98b1501bb15f" in md and "750601b1f35ba3300ea97c75c52ff8f6" in md
   assert (out / "smoke_micle_vs_simclr_top1.png").is_file()
@@ -200,8 +238,9 @@ def test_every_config_of_the_full_scale_builds(shared_data, tmp_path):
   assert study_a.main(args) == 0
   a = json.load(open(tmp_path / "full" / "label_efficiency" / "study.json"))
   s = common.SCALES["full"]
-  evals = 2 * 2 * (s["draws"] * (len(s["fractions"]) - 1) + 1)   # modes x inits x (draws x fractions < 1, + 100%)
-  assert a["runs"] == [] and len(a["missing"]) == len(s["datasets"]) * (1 + evals) + len(s["recipe"])
+  evals = 2 * 3 * (s["draws"] * (len(s["fractions"]) - 1) + 1)   # modes x arms x (draws x fractions < 1, + 100%)
+  # per data set: SimCLR and MoCo v2 pretraining + the evaluations
+  assert a["runs"] == [] and len(a["missing"]) == len(s["datasets"]) * (2 + evals) + len(s["recipe"])
   assert study_b.main(args) == 0
   b = json.load(open(tmp_path / "full" / "micle_vs_simclr" / "study.json"))
   arms = len(study_b.EVAL_ARMS)
@@ -220,3 +259,22 @@ def test_continued_pretraining_takes_the_pretraining_step_size():
     assert (pre.optim.name, pre.optim.base_lr, pre.optim.lr_scaling) == ("lars", 0.075, "sqrt")
     peak = optim.scaled_learning_rate(cont.optim.base_lr, s["covid_batch"], cont.optim.lr_scaling)
     assert abs(peak - 0.075 * np.sqrt(32)) < 1e-9 and peak > 30 * 0.1 * 32 / 256
+
+
+def test_moco_arm_pretrains_at_the_simclr_arms_scale(shared_data):
+  """Study A's MoCo v2 pretraining has the SimCLR pretraining's data, model, batch and steps at
+  every scale; its queue is a multiple of the batch, at most a quarter of the training images
+  (PneumoniaMNIST 4,708, BreastMNIST 546) or one batch, and at most :local's 1,024."""
+  for scale, s in common.SCALES.items():
+    for name, n_train in (("pneumoniamnist", 4708), ("breastmnist", 546)):
+      path = str(shared_data / f"{name}.npz")
+      m, p = study_a.moco_pretrain_config(path, s), study_a.pretrain_config(path, s)
+      assert (m.method, p.method) == ("moco_v2", "simclr")
+      data = lambda c: {k: v for k, v in c.data.to_dict().items() if k != "tfds_name"}  # noqa: E731 (npz: unused)
+      assert m.model.to_dict() == p.model.to_dict() and data(m) == data(p), scale
+      assert (m.train.batch_size, m.train.num_steps, m.seed) == (p.train.batch_size, p.train.num_steps, p.seed)
+      q, b = m.moco.queue_size, m.train.batch_size
+      assert q % b == 0 and q <= 1024 and (q <= n_train / 4 or q == b), (scale, name, q)
+  small = common.SCALES["small"]
+  assert study_a.moco_pretrain_config(str(shared_data / "pneumoniamnist.npz"), small).moco.queue_size == 1024
+  assert study_a.moco_pretrain_config(str(shared_data / "breastmnist.npz"), small).moco.queue_size == 128
