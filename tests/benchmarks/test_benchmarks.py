@@ -157,7 +157,7 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   assert "## Study A" in md and "## Study B" in md and "127 patients" in md
   assert "- MoCo v2 pretraining (train images, labels unused): 4/4 steps" in md
   assert md.count("| finetune | 1 | 0 |") == 2 and "Δ MoCo − random top1 | Δ SimCLR − MoCo top1" in md
-  assert md.count("LARS base lr 0.5 (sqrt scaling) at batch 16; encoder weights moved by") == 2
+  assert md.count("LARS base lr 0.075 (sqrt scaling) at batch 16; encoder weights moved by") == 2
   assert "28209eda62fecd6e6a2d98b1501bb15f" in md and "750601b1f35ba3300ea97c75c52ff8f6" in md
   assert (out / "smoke_micle_vs_simclr_top1.png").is_file()
   assert (out / "smoke_label_efficiency_breastmnist_auc.png").is_file()
