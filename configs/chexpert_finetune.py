@@ -18,8 +18,8 @@ is what `launch/select_best.py` selects on; the test part gives the reported met
 
 Variants:
 - `:mococxr` / `:mococxr,fraction=F`: the MoCo-CXR fine-tuning protocol (Sowrirajan et al. 2021,
-  Sec. 3.3): ResNet-18 (the paper's other backbone, DenseNet-121, exists as a module,
-  medssl_jax/models/densenet.py, but no config key selects it yet), the pleural-effusion task
+  Sec. 3.3): ResNet-18 (the paper's other backbone, DenseNet-121: add `--config.model.arch=densenet
+  --config.model.depth=121`), the pleural-effusion task
   alone (one sigmoid output), rotation 10 degrees + flip only, Adam lr 3e-5, batch 16, epochs by
   label fraction: 220 / 95 / 41 / 18 at F = 0.001 / 0.01 / 0.1 / 1.0 (0.1% / 1% / 10% / 100%;
   plain `:mococxr` = 1.0). The variant sets eval.label_fraction = F and train.num_steps =
@@ -109,7 +109,7 @@ def get_config(variant: str = ""):
   name, _, options = variant.partition(",")
   if name == "mococxr":
     fraction = _mococxr_fraction(options)
-    c.model.depth, c.model.width, c.model.stem = 18, 1.0, "imagenet"  # ResNet-18 (DenseNet-121: no key)
+    c.model.depth, c.model.width, c.model.stem = 18, 1.0, "imagenet"  # ResNet-18 (DenseNet-121: model.arch='densenet', depth 121)
     c.data.label_column = MOCOCXR_TASK  # one label: pleural effusion
     c.eval.uncertain_policy = "ones"
     c.aug.rotation_degrees, c.aug.additive_brightness, c.aug.std_contrast = 10.0, 0.0, 0.0
