@@ -39,9 +39,8 @@ def moco_queue(num_train: int, batch: int, local_queue: int) -> int:
   return max(batch, min(local_queue, cap))
 
 
-def pretrain_config(data_path: str, s: dict, seed: int = 0):
-  from configs import chexpert_simclr
-  c = chexpert_simclr.get_config("local")
+def _at_scale(c, data_path: str, s: dict, seed: int):
+  """A pretraining config at the scale's model, batch and steps, on `data_path`."""
   with c.unlocked():
     c.seed = seed
     c.data.path = data_path
@@ -52,19 +51,18 @@ def pretrain_config(data_path: str, s: dict, seed: int = 0):
   return c
 
 
+def pretrain_config(data_path: str, s: dict, seed: int = 0):
+  from configs import chexpert_simclr
+  return _at_scale(chexpert_simclr.get_config("local"), data_path, s, seed)
+
+
 def moco_pretrain_config(data_path: str, s: dict, seed: int = 0):
   """configs/moco_v2.py:local at the scale's model, batch and steps (those of `pretrain_config`)."""
   from configs import moco_v2
   from input_pipeline import sources
-  c = moco_v2.get_config("local")
+  c = _at_scale(moco_v2.get_config("local"), data_path, s, seed)
+  n = len(sources.load_source(c.data, c.data.train_split).labels)
   with c.unlocked():
-    c.seed = seed
-    c.data.path = data_path
-    common.set_architecture(c, s["width"])
-    c.train.batch_size = s["batch"]
-    common.set_steps(c, s["pretrain_steps"])
-    c.probe.enabled = False
-    n = len(sources.load_source(c.data, c.data.train_split).labels)
     c.moco.queue_size = moco_queue(n, c.train.batch_size, moco_v2.LOCAL_QUEUE)
   return c
 

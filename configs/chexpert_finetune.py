@@ -14,7 +14,7 @@ exactly, so "67,429" is read as a dropped leading 1. The fractions of the traini
 therefore 167,429 / 22,240 / 33,745 out of 223,414 (74.9% / 10.0% / 15.1%), drawn by patient
 with a fixed seed (splits `resplit_train` / `resplit_val` / `resplit_test` of the chexpert
 source; patient-disjoint, each within a patient's images of its fraction). The validation part
-is what `launch/select_best.py` selects on; the test part gives the reported metrics.
+is what `medssl-jax select-best` selects on; the test part gives the reported metrics.
 
 Variants:
 - `:mococxr` / `:mococxr,fraction=F`: the MoCo-CXR fine-tuning protocol (Sowrirajan et al. 2021,
@@ -58,7 +58,7 @@ MOCOCXR_BATCH = 16
 MOCOCXR_TASK = "Pleural Effusion"
 # Training images of the patient re-split of CheXpert's training set (Azizi et al. 2021, Sec. 4.1,
 # "67,429" / 22,240 / 33,745 train / validation / test; 167,429 makes the three sum to the 223,414
-# images of the set they split: see Splits above and input_pipeline/sources.py CHEXPERT_RESPLIT).
+# images of the set they split: see Splits above and input_pipeline/sources/tfds.py CHEXPERT_RESPLIT).
 CHEXPERT_RESPLIT_TRAIN_IMAGES = 167_429
 
 
@@ -91,7 +91,7 @@ def get_config(variant: str = ""):
   c.mode = "finetune"
   c.data.source, c.data.tfds_name = "tfds", "chexpert"
   c.data.image_size, c.data.channels = 224, 3
-  # Azizi et al.'s re-split of the official training set by patient (input_pipeline/sources.py,
+  # Azizi et al.'s re-split of the official training set by patient (input_pipeline/sources/tfds.py,
   # CHEXPERT_RESPLIT); the official 234-image validation set is not used.
   c.data.train_split, c.eval.val_split, c.data.eval_split = "resplit_train", "resplit_val", "resplit_test"
   c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"

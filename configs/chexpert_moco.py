@@ -33,11 +33,10 @@ Reads CheXpert through TFDS's `chexpert` builder with the manual download in `da
 Evaluation: configs/chexpert_finetune.py:mococxr,fraction=F (lr 3e-5, batch 16, 220/95/41/18
 epochs), `--config.mode=linear_eval` for the linear model, `--config.eval.checkpoint=<workdir>`.
 That variant builds ResNet-18; for a DenseNet-121 checkpoint add `--config.model.arch=densenet
---config.model.depth=121`. The Shenzhen TB transfer has no config yet.
+--config.model.depth=121`. The Shenzhen TB transfer: configs/shenzhen_transfer.py:fraction=F.
 """
 import math
 
-from configs.base import finalize, get_base_config
 from configs import moco_v2
 
 QUEUE = 24_576

@@ -2,7 +2,7 @@
 
 Full scale: ResNet-50 (1x) at 448 px from a pretraining workdir, SGD momentum 0.9, batch 256,
 30,000 steps; augmentation: random colour, crop with resize, blur, rotation, flips. Learning
-rate and weight decay come from the paper's grid (launch/sweep.py --preset azizi_finetune:
+rate and weight decay come from the paper's grid (medssl-jax sweep --preset azizi_finetune:
 7 log-spaced lr in [10^-3.5, 10^-0.5] x weight decay {1e-5, 1e-4, 1e-3, 0}); the defaults here
 are the grid's middle. Metrics: top-1/top-3 accuracy, top-k sensitivity over the 26 conditions
 (the class named 'Other' left out), AUC, each with a 1,000-replicate bootstrap 95% interval,

@@ -20,7 +20,7 @@ Variant `:finetune`: all layers trained (their fine-tuning arm), same optimiser.
 Difference from the paper: they reduce the learning rate by 10x when the validation loss stalls
 for 5 epochs (ReduceLROnPlateau) and stop early after 10; this config keeps the learning rate
 constant for a fixed number of steps (select the number of steps on validation with
-launch/sweep.py + launch/select_best.py).
+medssl-jax sweep + medssl-jax select-best).
 """
 from configs.base import finalize, get_base_config
 

@@ -388,7 +388,7 @@ def make_view_fn(aug: ml_collections.ConfigDict, image_size: int,
   """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
 
   The ops and their order are `view_plan.apply`'s (shared with the NumPy pipeline); each is
-  switched by `aug` (see configs/base.py) and draws from its own sub-seed of `seed`.
+  switched by `aug` (see medssl_jax/settings.py) and draws from its own sub-seed of `seed`.
   """
   plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
 

@@ -415,7 +415,7 @@ def make_view_fn(aug, image_size: int,
                  channels: int) -> Callable[[np.ndarray, Sequence[int]], np.ndarray]:
   """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
 
-  `aug` is any object with the attributes of configs/base.py's `aug`; the ops and their order
+  `aug` is any object with the attributes of medssl_jax/settings.py's `aug`; the ops and their order
   are `view_plan.apply`'s (shared with the tf.data pipeline). `seed` is a length-2 integer
   sequence (see `op_rngs`).
   """

@@ -1,6 +1,6 @@
 """One augmented view, written once for both host pipelines (tf.data and NumPy).
 
-`ViewPlan` reads the `aug` config (configs/base.py) into plain numbers; `apply` runs its ops in
+`ViewPlan` reads the `aug` config (medssl_jax/settings.py) into plain numbers; `apply` runs its ops in
 the one order both pipelines share: crop + resize, rotation, flip, colour jitter, grayscale
 (3 channels only), App. A.2 brightness / contrast, blur. The ops themselves come from an `Ops`
 bundle: TensorFlow ops in `augment.py`, NumPy ops in `augment_np.py`. This module imports
@@ -65,7 +65,7 @@ class ViewPlan:
 
   @classmethod
   def from_config(cls, aug, image_size: int, channels: int) -> "ViewPlan":
-    """`aug`: any object with the attributes of configs/base.py's `aug`."""
+    """`aug`: any object with the attributes of medssl_jax/settings.py's `aug`."""
     if channels not in (1, 3):
       raise ValueError(f"channels must be 1 or 3, got {channels}")
     # Stand-ins for `aug` written before these keys existed read as the Inception crop.

@@ -4,6 +4,9 @@
   medssl-jax throughput --config=...                  (= python -m medssl_jax.throughput)
   medssl-jax preview   --config=... --out=DIR         (= python -m input_pipeline.preview)
   medssl-jax compare   A.npz B.npz                    (= python -m medssl_jax.evaluation.compare)
+  medssl-jax sweep     --config=... --workdir_root=DIR (a grid of runs; = python -m medssl_jax.tools.sweep)
+  medssl-jax select-best --sweep_dir=DIR --metric=M   (best grid point on validation, then repeats)
+  medssl-jax local-multiprocess --num_processes N -- ARGS (N local processes as N hosts)
 
 A user error ends a command with one line `error: ...` and exit status 2; a bug prints its
 traceback and exits 1. MEDSSL_DEBUG=1 prints the traceback of user errors too.
@@ -18,6 +21,9 @@ COMMANDS = {
     "throughput": "medssl_jax.throughput",
     "preview": "input_pipeline.preview",
     "compare": "medssl_jax.evaluation.compare",
+    "sweep": "medssl_jax.tools.sweep",
+    "select-best": "medssl_jax.tools.select_best",
+    "local-multiprocess": "medssl_jax.tools.local_multiprocess",
 }
 
 

@@ -21,6 +21,7 @@ multilabel; the earliest step on a tie) is kept in checkpoints_best/. The test m
 import dataclasses
 import functools
 import json
+import math
 import os
 import time
 
@@ -73,11 +74,24 @@ def _prepare_source(source, config):
   return source
 
 
-def create_state(config, mesh, num_outputs: int, rng) -> TrainState:
+def training_steps(config, num_labelled: int) -> int:
+  """train.num_steps; or, with eval.num_epochs > 0, that many epochs over the labelled images
+  (ceil(epochs x labelled / batch)), for protocols that scale the length with the label fraction."""
+  epochs = float(config.eval.get("num_epochs", 0))
+  if epochs < 0:
+    raise UserError(f"eval.num_epochs={epochs:g} must be >= 0 (0: train.num_steps sets the length)")
+  if not epochs:
+    return int(config.train.num_steps)
+  return max(1, math.ceil(epochs * num_labelled / int(config.train.batch_size)))
+
+
+def create_state(config, mesh, num_outputs: int, rng, num_steps: int | None = None) -> TrainState:
+  """The classifier's state; the optimiser's schedule spans `num_steps` (default train.num_steps)."""
   linear = config.mode == "linear_eval"
   model = classifier_from_config(config.model, num_outputs, frozen_encoder=linear,
                                  feature_norm=config.eval.feature_norm, head_init=config.eval.head_init)
-  tx = optim.make_optimizer(config.optim, config.train.batch_size, config.train.num_steps)
+  tx = optim.make_optimizer(config.optim, config.train.batch_size,
+                            config.train.num_steps if num_steps is None else num_steps)
   if linear:  # only the new head learns; the encoder's updates are zero.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                lambda p: {k: ("frozen" if k == "encoder" else "train") for k in p})
@@ -258,8 +272,6 @@ def finetune(config, workdir: str) -> dict:
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
   check_global_batch(config.train.batch_size, mesh)
-  num_steps = int(config.train.num_steps)
-
   train_src = _prepare_source(sources.load_source(config.data, config.data.train_split), config)
   test_src = _prepare_source(sources.load_source(config.data, config.data.eval_split), config)
   val_src = (_prepare_source(sources.load_source(config.data, config.eval.val_split), config)
@@ -268,6 +280,7 @@ def finetune(config, workdir: str) -> dict:
   if config.eval.label_fraction < 1.0:
     indices = fractions.sample_fraction(train_src.labels, train_src.case_ids, config.eval.label_fraction,
                                         config.eval.fraction_seed)
+  num_steps = training_steps(config, len(indices))
   num_outputs = train_src.num_classes if config.eval.task == "multiclass" else train_src.labels.shape[1]
   exclude = excluded_classes(config, train_src)  # before training: an unknown class fails early
   eval_every = int(config.eval.eval_every)
@@ -279,7 +292,7 @@ def finetune(config, workdir: str) -> dict:
                      f"eval.val_split to a split of the data, or eval.eval_every=0")
   select_metric = selection_metric(config, num_outputs)
 
-  state = create_state(config, mesh, num_outputs, jax.random.key(config.seed))
+  state = create_state(config, mesh, num_outputs, jax.random.key(config.seed), num_steps)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state)

@@ -10,3 +10,35 @@ def tiny_config(batch_size=16, image_size=16, depth=18, width=0.125, steps=10):
   c.train.batch_size, c.train.num_steps = batch_size, steps
   c.optim.base_lr, c.optim.warmup_steps = 0.3, 2
   return c
+
+
+def sigterm_at_call(real_jit_train_step, at_call: int):
+  """A stand-in for `methods.jit_train_step` whose step sends this process a real SIGTERM (what a
+  preempted TPU VM receives) at its `at_call`-th call, then runs the step."""
+  import os
+  import signal
+
+  def jit_train_step(config, method=None):
+    step_fn, calls = real_jit_train_step(config, method), [0]
+
+    def wrapped(state, batch):
+      calls[0] += 1
+      if calls[0] == at_call:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step_fn(state, batch)
+    return wrapped
+  return jit_train_step
+
+
+def restore_full_state(config, workdir: str):
+  """Every field of the latest checkpoint of `workdir` (method state included), on the host."""
+  import os
+  import jax
+  from medssl_jax import methods
+  from medssl_jax.training import checkpoint as ckpt_lib
+  from medssl_jax.training.sharding import make_mesh
+  template = methods.create_state(config, make_mesh(), jax.random.key(0))
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  state = jax.device_get(ck.restore(template))
+  ck.close()
+  return state

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from launch import local_multiprocess
+from medssl_jax.tools import local_multiprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,7 +93,7 @@ def test_two_process_finetune_scores_like_one_process(tmp_path):
   code = local_multiprocess.launch(FT_ARGS + [f"--workdir={multi}"], num_processes=2,
                                    devices_per_process=2, port=0, out=out)
   assert code == 0, out.getvalue()[-5000:]
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
              JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-m", "medssl_jax.main", *FT_ARGS, f"--workdir={single}"],
                      cwd=REPO, env=env, capture_output=True, text=True)

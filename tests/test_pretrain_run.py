@@ -9,7 +9,7 @@ import pytest
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import methods
 from medssl_jax import main as main_lib
-from tests.helpers import tiny_config
+from tests.helpers import sigterm_at_call, tiny_config
 
 
 def run_config(steps=6, batch=16, method="simclr", pairing="views"):
@@ -56,18 +56,7 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch)
 
   # Interrupt after 3 steps with a real SIGTERM (what a preempted TPU VM receives).
   real = methods.jit_train_step
-
-  def interrupting(config, method=None):
-    step_fn, calls = real(config, method), [0]
-
-    def wrapped(state, batch):
-      calls[0] += 1
-      if calls[0] == 3:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return step_fn(state, batch)
-    return wrapped
-
-  monkeypatch.setattr(methods, "jit_train_step", interrupting)
+  monkeypatch.setattr(methods, "jit_train_step", sigterm_at_call(real, 3))
   outside = signal.getsignal(signal.SIGTERM)
   first = main_lib.run(c, str(tmp_path / "resumed"))
   assert first["preempted"] and first["final_step"] == 3

@@ -31,7 +31,7 @@ print("OK")
 
 
 def test_step_and_benchmark_import_no_tensorflow():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0")
   r = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   assert "OK" in r.stdout
@@ -52,7 +52,7 @@ def test_study_a_smoke_runs_without_tensorflow(shared_data, tmp_path):
   import glob
   import json
   from tensorboard.backend.event_processing import event_accumulator
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0")
   wd = tmp_path / "wd"
   r = subprocess.run([sys.executable, "-c", STUDY, "--scale", "smoke", "--workdir", str(wd), "--data_dir",
                       str(shared_data)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -8,7 +8,7 @@ MoCo with case pairing works the same way.
 
 A method provides, in JAX terms:
 - `default_config()`: its own config block (or None), added to every config as
-  `config.<config_group>` by `configs/base.py`, so a misspelt key of it is still an error;
+  `config.<config_group>` by `medssl_jax/settings.py`, so a misspelt key of it is still an error;
 - `validate(config)`: refusals of settings it cannot run (a `UserError` saying what to change);
 - `build_model(config)`: the network; it must return `(features, outputs)` from
   `__call__(x, train)` and have a `features(x, train=False)` method (linear probe, features);

@@ -7,7 +7,6 @@ and saves then exits on SIGTERM (what a preempted Cloud TPU VM receives).
 """
 import dataclasses
 import json
-import os
 import signal
 import time
 from typing import Callable, Iterator

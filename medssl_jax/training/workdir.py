@@ -25,7 +25,7 @@ FREE_KEYS = ("train.log_every", "train.prefetch", "train.keep_checkpoints", "tra
 def config_differences(saved: dict, config, ignore=FREE_KEYS) -> list:
   """'key: saved -> now' for each setting that differs. A key the saved config lacks counts as
   the library's default (the run predates the key and behaved as the default does)."""
-  from configs.base import get_base_config
+  from medssl_jax.settings import get_base_config
   saved = loop.flatten(saved)
   if saved.get("method") == "micle" and "pairing" not in saved:  # written before method/pairing split
     saved.update({"method": "simclr", "pairing": "case"})

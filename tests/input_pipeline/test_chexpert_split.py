@@ -10,7 +10,7 @@ HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Atelectasis,Cardiomegaly
 
 
 def fake_chexpert(tmp_path, num_patients=400, seed=0):
-  """A CheXpert-v1.0-small folder (as tests/test_sources.py fakes it): 1-5 images per patient."""
+  """A CheXpert-v1.0-small folder (as tests/input_pipeline/test_sources.py fakes it): 1-5 images per patient."""
   base = tmp_path / "downloads" / "manual" / "CheXpert-v1.0-small"
   rng = np.random.default_rng(seed)
   img = Image.fromarray(np.zeros((4, 4), np.uint8))

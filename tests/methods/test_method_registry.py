@@ -2,8 +2,6 @@
 library's own pretraining run: nothing else in the library names it. Its extra state (a step
 counter and a moving average of the weights) is saved and restored with every checkpoint."""
 import functools
-import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +11,7 @@ import pytest
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import main as main_lib
 from medssl_jax import methods
-from medssl_jax.training.sharding import make_mesh
-from tests.helpers import tiny_config
+from tests.helpers import restore_full_state, sigterm_at_call, tiny_config
 
 
 def _toy_step(state, batch, *, decay):
@@ -70,41 +67,22 @@ def _config():
   return c
 
 
-def _restore(config, workdir):
-  template = methods.create_state(config, make_mesh(), jax.random.key(0))
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = jax.device_get(ck.restore(template))
-  ck.close()
-  return state
-
-
 def test_toy_method_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
   c = _config()
   assert ToyMethod.name in methods.names()
   results = main_lib.run(c, str(tmp_path / "straight"))
   assert results["completed"] and results["method"] == ToyMethod.name
-  straight = _restore(c, str(tmp_path / "straight"))
+  straight = restore_full_state(c, str(tmp_path / "straight"))
   assert ckpt_lib.state_items(straight) == ("params", "batch_stats", "opt_state", "extra")
   assert int(straight.extra["count"]) == 4
 
   real = methods.jit_train_step
-
-  def interrupting(config, method=None):
-    step_fn, calls = real(config, method), [0]
-
-    def wrapped(state, batch):
-      calls[0] += 1
-      if calls[0] == 2:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return step_fn(state, batch)
-    return wrapped
-
-  monkeypatch.setattr(methods, "jit_train_step", interrupting)
+  monkeypatch.setattr(methods, "jit_train_step", sigterm_at_call(real, 2))
   assert main_lib.run(c, str(tmp_path / "resumed"))["final_step"] == 2
-  assert int(_restore(c, str(tmp_path / "resumed")).extra["count"]) == 2
+  assert int(restore_full_state(c, str(tmp_path / "resumed")).extra["count"]) == 2
   monkeypatch.setattr(methods, "jit_train_step", real)
   assert main_lib.run(c, str(tmp_path / "resumed"))["completed"]
-  resumed = _restore(c, str(tmp_path / "resumed"))
+  resumed = restore_full_state(c, str(tmp_path / "resumed"))
   # The extra state went through the checkpoint: a reset on resume would give count 2, and an
   # average restarted from the step-2 weights.
   assert int(resumed.extra["count"]) == 4

@@ -1,20 +1,17 @@
 """MoCo v2 as a method: the step on 8 devices equals 1 device, the key encoder follows the EMA
 in MoCo's order, the queue takes the global batch's keys, shuffled BN uses other samples'
 statistics for the keys, and a resumed run restores the key encoder and queue bit-exactly."""
-import os
-import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import main as main_lib
 from medssl_jax import methods
 from medssl_jax.methods import momentum, moco_v2
 from medssl_jax.training.sharding import make_mesh, to_global
-from tests.helpers import tiny_config
+from tests.helpers import restore_full_state, sigterm_at_call, tiny_config
 
 
 def moco_config(bn="shuffle", batch=16, steps=10):
@@ -147,34 +144,15 @@ def _run_config(steps):
   return c
 
 
-def _full_state(config, workdir):
-  template = methods.create_state(config, make_mesh(), jax.random.key(0))
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = jax.device_get(ck.restore(template))
-  ck.close()
-  return state
-
-
 def test_resume_restores_key_encoder_and_queue_bit_exactly(tmp_path, monkeypatch):
   c = _run_config(steps=4)
   main_lib.run(c, str(tmp_path / "straight"))
   real = methods.jit_train_step
-
-  def interrupting(config, method=None):
-    step_fn, calls = real(config, method), [0]
-
-    def wrapped(state, batch):
-      calls[0] += 1
-      if calls[0] == 2:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return step_fn(state, batch)
-    return wrapped
-
-  monkeypatch.setattr(methods, "jit_train_step", interrupting)
+  monkeypatch.setattr(methods, "jit_train_step", sigterm_at_call(real, 2))
   assert main_lib.run(c, str(tmp_path / "resumed"))["final_step"] == 2
   monkeypatch.setattr(methods, "jit_train_step", real)
   assert main_lib.run(c, str(tmp_path / "resumed"))["completed"]
-  want, got = _full_state(c, str(tmp_path / "straight")), _full_state(c, str(tmp_path / "resumed"))
+  want, got = restore_full_state(c, str(tmp_path / "straight")), restore_full_state(c, str(tmp_path / "resumed"))
   assert int(got.step) == 4 and int(got.extra["queue_ptr"]) == 4 * 16 % c.moco.queue_size
   for name in ("params", "batch_stats", "opt_state", "extra"):
     for a, b in zip(jax.tree_util.tree_leaves(getattr(got, name)), jax.tree_util.tree_leaves(getattr(want, name))):

@@ -1,7 +1,6 @@
 """LARS and the learning-rate schedule against hand-computed updates."""
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs.base import get_base_config

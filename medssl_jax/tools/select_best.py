@@ -2,11 +2,11 @@
 validation metric, re-train that setting k times with other seeds, evaluate each on test, and
 write a summary table.
 
-  python launch/sweep.py --config=configs/derm_finetune.py:local --workdir_root=DIR \
+  medssl-jax sweep --config=configs/derm_finetune.py:local --workdir_root=DIR \
       --preset azizi_finetune --mode local
-  python launch/select_best.py --sweep_dir=DIR --metric=top1 --repeats=5 [--mode local|print]
+  medssl-jax select-best --sweep_dir=DIR --metric=top1 --repeats=5 [--mode local|print]
 
-Reads DIR/sweep.json (written by sweep.py) and every trial's results.json (its "val" metrics:
+Reads DIR/sweep.json (written by `medssl-jax sweep`) and every trial's results.json (its "val" metrics:
 the trials need a validation split, `eval.val_split`; with `eval.eval_every` > 0 they are those
 of the trial's best state during training, at its `selected_step`; CheXpert: `--metric=mean_auc`
 on the `resplit_val` part of the patient re-split). Writes DIR/selection.json and
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   sweep_file = os.path.join(a.sweep_dir, "sweep.json")
   if not os.path.isfile(sweep_file):
-    p.error(f"{sweep_file} not found: run launch/sweep.py with --workdir_root={a.sweep_dir} first")
+    p.error(f"{sweep_file} not found: run `medssl-jax sweep` with --workdir_root={a.sweep_dir} first")
   sweep = _load(sweep_file)
   rows = validation_table(sweep, a.metric)
   best = choose(rows, not a.lower_is_better)

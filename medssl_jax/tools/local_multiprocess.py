@@ -14,7 +14,7 @@ Every child's output lines are prefixed with `[p{i}] `. The launcher waits for a
 if one fails, the others are stopped and the launcher exits with the first non-zero code.
 
 Example:
-  python launch/local_multiprocess.py --num_processes 2 --devices_per_process 4 --port 0 \
+  medssl-jax local-multiprocess --num_processes 2 --devices_per_process 4 --port 0 \
       -- --config=configs/demo.py --workdir=/tmp/medssl_debug
 """
 import argparse

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from launch import select_best
+from medssl_jax.tools import select_best
 
 
 def _metric(v):

@@ -12,9 +12,11 @@ Fully deterministic in NumPy. 'train', 'val' and 'test' are disjoint sets of cas
 different random streams, with case ids such as 'train-case-00012'; class balance is exact
 at the case level (case labels are a shuffled round robin).
 """
+import functools
+
 import numpy as np
 
-from input_pipeline import sources
+from input_pipeline.sources.base import Source, check_no_leakage, unknown_split
 
 SPLITS = ("train", "val", "test")
 MOTIF = 5  # motif side in pixels at scale 1
@@ -53,7 +55,7 @@ def _case_sizes(rng, n, max_images):
 
 def make_synthetic(num_cases: int = 600, num_classes: int = 4, max_images_per_case: int = 6,
                    image_size: int = 32, colour: bool = True, seed: int = 0,
-                   split: str = "train") -> sources.Source:
+                   split: str = "train") -> Source:
   """Generates one split as an in-memory Source (uint8 images (N, S, S, 3 or 1))."""
   if split not in SPLITS:
     raise ValueError(f"synthetic data has splits {list(SPLITS)}, not {split!r}")
@@ -95,4 +97,23 @@ def make_synthetic(num_cases: int = 600, num_classes: int = 4, max_images_per_ca
         img[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] += contrast * m
       images[j] = np.round(np.clip(img[..., None] * tint, 0.0, 1.0) * 255)
       j += 1
-  return sources.Source(f"synthetic:{split}", labels, case_ids, image_ids, num_classes, images=images)
+  return Source(f"synthetic:{split}", labels, case_ids, image_ids, num_classes, images=images)
+
+
+# ---- the reader -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _synthetic_split(num_cases, num_classes, max_images, size, colour, seed, split) -> Source:
+  src = make_synthetic(num_cases, num_classes, max_images, size, colour, seed, split)
+  src.images.setflags(write=False)  # cached: shared by every caller
+  return src
+
+
+def load(data_cfg, split):
+  if split not in SPLITS:
+    raise unknown_split("synthetic data", split, SPLITS)
+  s = data_cfg.synthetic
+  args = (int(s.num_cases), int(s.num_classes), int(s.max_images_per_case), int(s.image_size), bool(s.colour),
+          int(s.get("seed", 0)))
+  splits = {name: _synthetic_split(*args, name) for name in SPLITS}
+  check_no_leakage(splits)
+  return splits[split]

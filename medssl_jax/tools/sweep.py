@@ -1,7 +1,7 @@
 """Turns a grid of config overrides into training jobs (one per point of the grid).
 
 Example:
-  python launch/sweep.py --config=configs/base.py --workdir_root=/tmp/sweep \
+  medssl-jax sweep --config=configs/base.py --workdir_root=/tmp/sweep \
       --grid 'optim.base_lr=0.001,0.01' --grid 'optim.weight_decay=0,1e-4' \
       --extra '--config.train.num_steps=100' --mode print
 
@@ -198,7 +198,7 @@ def write_sweep_file(workdir_root: str, record: dict[str, Any]) -> Optional[str]
     try:
       from tensorflow.io import gfile  # pylint: disable=g-import-not-at-top
     except ImportError:
-      print(f"sweep.py: warning: cannot write {path} (needs tensorflow for "
+      print(f"medssl-jax sweep: warning: cannot write {path} (needs tensorflow for "
             f"remote paths); skipped", file=sys.stderr)
       return None
     try:
@@ -206,7 +206,7 @@ def write_sweep_file(workdir_root: str, record: dict[str, Any]) -> Optional[str]
       with gfile.GFile(path, "w") as f:
         f.write(text)
     except Exception as e:  # pylint: disable=broad-except
-      print(f"sweep.py: warning: cannot write {path}: {e}", file=sys.stderr)
+      print(f"medssl-jax sweep: warning: cannot write {path}: {e}", file=sys.stderr)
       return None
     return path
   os.makedirs(workdir_root or ".", exist_ok=True)
@@ -231,7 +231,7 @@ def run_local(trials: list[dict[str, Any]], save) -> int:
   for t in trials:
     t["status"] = "running"
     save()
-    print(f"sweep.py: trial {t['index'] + 1}/{n}: {t['command']}",
+    print(f"medssl-jax sweep: trial {t['index'] + 1}/{n}: {t['command']}",
           file=sys.stderr, flush=True)
     code = subprocess.call(t["argv"])
     t["returncode"] = code
@@ -240,7 +240,7 @@ def run_local(trials: list[dict[str, Any]], save) -> int:
       for later in trials[t["index"] + 1:]:
         later["status"] = "not_run"
       save()
-      print(f"sweep.py: error: trial {t['index'] + 1}/{n} "
+      print(f"medssl-jax sweep: error: trial {t['index'] + 1}/{n} "
             f"({trial_dirname(t['overrides'])}) failed with exit code {code}; "
             f"{n - t['index'] - 1} later trial(s) not run.\n"
             f"  command: {t['command']}\n  workdir: {t['workdir']}",
@@ -248,7 +248,7 @@ def run_local(trials: list[dict[str, Any]], save) -> int:
       return code if code > 0 else 1
     t["status"] = "done"
     save()
-  print(f"sweep.py: all {n} trial(s) done", file=sys.stderr)
+  print(f"medssl-jax sweep: all {n} trial(s) done", file=sys.stderr)
   return 0
 
 
@@ -329,7 +329,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   sys.stdout.flush()
   path = save()
   if path:
-    print(f"sweep.py: {len(trials)} trial(s) listed in {path}", file=sys.stderr)
+    print(f"medssl-jax sweep: {len(trials)} trial(s) listed in {path}", file=sys.stderr)
   return 0
 
 
