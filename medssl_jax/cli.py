@@ -4,6 +4,7 @@
   medssl-jax throughput --config=...                  (= python -m medssl_jax.throughput)
   medssl-jax preview   --config=... --out=DIR         (= python -m input_pipeline.preview)
   medssl-jax compare   A.npz B.npz                    (= python -m medssl_jax.evaluation.compare)
+  medssl-jax features  --config=... --checkpoint=DIR --split=S --out=F.npz (frozen encoder features)
   medssl-jax sweep     --config=... --workdir_root=DIR (a grid of runs; = python -m medssl_jax.tools.sweep)
   medssl-jax select-best --sweep_dir=DIR --metric=M   (best grid point on validation, then repeats)
   medssl-jax local-multiprocess --num_processes N -- ARGS (N local processes as N hosts)
@@ -21,6 +22,7 @@ COMMANDS = {
     "throughput": "medssl_jax.throughput",
     "preview": "input_pipeline.preview",
     "compare": "medssl_jax.evaluation.compare",
+    "features": "medssl_jax.features",
     "sweep": "medssl_jax.tools.sweep",
     "select-best": "medssl_jax.tools.select_best",
     "local-multiprocess": "medssl_jax.tools.local_multiprocess",
