@@ -13,10 +13,14 @@ images are read in chunks of `--chunk` so a large split never sits in host memor
 The file holds `features` (N, D) float32 (the encoder's pooled output, what the linear head of
 linear evaluation sees), `image_ids`, `case_ids`, `labels` (as the source gives them:
 class ids, or multi-label values with -1 = uncertain and NaN = missing), `class_names`, and what
-made them: `checkpoint`, `step`, `split`, `config` (the model and data settings, JSON). Multi-host:
+made them: `checkpoint`, `step`, `split`, `config` (the model and data settings, JSON), and two
+fingerprints: `encoder_sha256` (of the encoder weights used) and `data_sha256` (of the data file
+`data.path`, or of a folder's file list; '' for the synthetic data), by which a consumer of several
+cached splits refuses a mix of encoders or data files (`feature_cache.py`). Multi-host:
 every process computes, process 0 writes (`--out` may be gs://). Used by DVME and the transfer
 benchmark, which train on cached features.
 """
+import hashlib
 import json
 
 import jax
@@ -58,6 +62,33 @@ def encoder_and_weights(config, checkpoint: str):
   return apply, variables, step
 
 
+def tree_sha256(tree) -> str:
+  """SHA-256 over a pytree's leaves (paths, dtypes, shapes and bytes), in path order."""
+  h = hashlib.sha256()
+  for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(tree)[0], key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def data_sha256(data_cfg) -> str:
+  """SHA-256 of the data file (npz, manifest CSV); of the sorted file names and sizes of a folder;
+  '' when there is no data file (synthetic)."""
+  path = epath.Path(data_cfg.path) if data_cfg.path else None
+  if path is None or not path.exists():
+    return ""
+  h = hashlib.sha256()
+  if path.is_dir():
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+      h.update(f"{f.relative_to(path)}|{f.stat().length}\n".encode())
+  else:
+    with path.open("rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()
+
+
 def extract(config, checkpoint: str, split: str, batch_size: int = 256, chunk: int = 4096) -> dict:
   """The features of `split` and their ids/labels (see the module docstring), on every process."""
   from input_pipeline import backends, sources
@@ -71,6 +102,7 @@ def extract(config, checkpoint: str, split: str, batch_size: int = 256, chunk: i
   pipeline = backends.get(config.data.pipeline)
   mesh = make_mesh()
   apply, variables, step = encoder_and_weights(config, checkpoint)
+  encoder_sha = tree_sha256(variables)
   variables = jax.device_put(variables, replicated(mesh))
   fn = jax.jit(lambda x: apply(variables, x))
   parts = []
@@ -80,7 +112,8 @@ def extract(config, checkpoint: str, split: str, batch_size: int = 256, chunk: i
                                           crop_fraction=config.aug.eval_crop_fraction)
     parts.append(np.asarray(batched_apply(fn, images, mesh, batch_size), np.float32))
   return {"features": np.concatenate(parts), "image_ids": source.image_ids, "case_ids": source.case_ids,
-          "labels": source.labels, "class_names": np.asarray(source.class_names, dtype=str), "step": int(step)}
+          "labels": source.labels, "class_names": np.asarray(source.class_names, dtype=str), "step": int(step),
+          "encoder_sha256": encoder_sha, "data_sha256": data_sha256(config.data)}
 
 
 def save(path: str, out: dict, *, checkpoint: str, split: str, config) -> None:

@@ -46,7 +46,10 @@ def run(config, workdir: str) -> dict:
   if config.mode in ("finetune", "linear_eval"):
     from medssl_jax import finetune
     return finetune.finetune(config, workdir)
-  raise UserError(f"mode={config.mode!r}: expected 'pretrain', 'finetune' or 'linear_eval'")
+  if config.mode == "dvme":
+    from medssl_jax import fusion
+    return fusion.run(config, workdir)
+  raise UserError(f"mode={config.mode!r}: expected 'pretrain', 'finetune', 'linear_eval' or 'dvme'")
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -85,6 +88,14 @@ def print_summary(results: dict) -> None:
       for name, r in results[split].items():
         if isinstance(r, dict) and "value" in r:
           print(f"  {name:20s} {r['value']:.4f}  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
+  if results.get("mode") == "dvme":
+    print(f"\nDone: best epoch {results['best_epoch']} of {results['epochs_run']} in {results['wall_time_sec']:.0f} s.")
+    att = results.get("attention_by_class")
+    if att:
+      print("Attention per source (test mean): " + ", ".join(
+          f"{n} {w:.3f}" for n, w in zip(att["sources"], att["mean"])))
+    print(f"Results:      {os.path.join(workdir, 'results.json')}")
+    return
   speed = results.get("images_per_sec", float("nan"))
   print(f"\nDone: step {results['final_step']}/{results['num_steps']} in {results['wall_time_sec']:.0f} s"
         + (f" ({speed:.0f} images/s)." if speed == speed else "."))

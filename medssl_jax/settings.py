@@ -13,7 +13,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # What kind of run: 'pretrain' (SimCLR / MICLe / MoCo v2), 'finetune' (end to end) or
   # 'linear_eval' (frozen encoder, new linear head).
-  c.mode = "pretrain"
+  c.mode = "pretrain"            # 'pretrain' | 'finetune' | 'linear_eval' | 'dvme'.
   # Pretraining method, the objective: a name registered in medssl_jax/methods/ ('simclr',
   # 'moco_v2'). Its own settings are the block of the same name below (e.g. c.moco).
   c.method = "simclr"
@@ -162,6 +162,24 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.probe.compare_random_init = True
   c.probe.max_train_examples = 4000
   c.probe.batch_size = 256
+
+  # ---- DVME on cached features (mode 'dvme', medssl_jax/fusion.py; Truong et al. 2021) -------
+  c.dvme = ml_collections.ConfigDict()
+  c.dvme.features = ""           # 'name=path_{split}.npz,...': files of `medssl-jax features`, one per encoder.
+  c.dvme.attention = True        # False: the paper's ablation without self-attention (concatenation).
+  c.dvme.tokens = "source"       # 'source' (one 512-d token per encoder) | 'scalar' (Listing 1's layout).
+  c.dvme.block = "vit"           # 'vit' (pre-norm ViT block) | 'attention' (attention alone).
+  c.dvme.num_heads = 8
+  c.dvme.proj_dim = 512
+  c.dvme.hidden_dim = 512
+  c.dvme.dropout_rate = 0.2
+  c.dvme.lr = 1e-3               # Adam.
+  c.dvme.batch_size = 64
+  c.dvme.epochs = 50             # at most; early stopping usually ends sooner.
+  c.dvme.plateau_factor = 0.1    # ReduceLROnPlateau on the validation loss.
+  c.dvme.lr_patience = 5
+  c.dvme.stop_patience = 10      # early stopping on the validation loss.
+  c.dvme.monitor = "loss"        # the validation quantity for both (the paper does not say; a reading).
 
   # ---- each pretraining method's own settings (defaults from its file in medssl_jax/methods/) --
   from medssl_jax import methods

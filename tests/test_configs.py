@@ -6,7 +6,7 @@ import os
 import pytest
 
 from configs import (chexpert_finetune, chexpert_simclr, covid_cxr_micle, demo, derm_finetune, derm_micle,
-                     derm_simclr, truong_linear)
+                     derm_simclr, truong_dvme, truong_linear)
 from medssl_jax.training import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,7 +16,8 @@ VARIANTS = {"demo": [""], "derm_simclr": ["", "local"], "chexpert_simclr": ["", 
             "chexpert_finetune": ["", "mococxr", "mococxr,fraction=0.001", "mococxr,fraction=0.01",
                                   "mococxr,fraction=0.1", "mococxr,fraction=1", "local"],
             "truong_linear": ["", "finetune"], "moco_v2": ["", "demo", "local"],
-            "chexpert_moco": ["", "densenet121"]}
+            "chexpert_moco": ["", "densenet121"], "shenzhen_transfer": ["", "fraction=0.0625", "fraction=0.25"],
+            "truong_dvme": ["", "concat", "multilabel"]}
 
 
 def _config(name, variant):
@@ -56,6 +57,10 @@ def test_paper_numbers():
       ("multilabel", 20.0, 0.2, 0.2)
   mc = chexpert_finetune.get_config("mococxr")
   assert (mc.optim.base_lr, mc.train.batch_size, mc.aug.rotation_degrees) == (3e-5, 16, 10.0)
+  v = truong_dvme.get_config()
+  assert (v.mode, v.dvme.lr, v.dvme.batch_size, v.dvme.plateau_factor, v.dvme.lr_patience, v.dvme.stop_patience,
+          v.dvme.dropout_rate, v.dvme.proj_dim) == ("dvme", 1e-3, 64, 0.1, 5, 10, 0.2, 512)
+  assert truong_dvme.get_config("concat").dvme.attention is False
   t = truong_linear.get_config()
   assert (t.mode, t.optim.name, t.optim.base_lr, t.train.batch_size) == ("linear_eval", "adam", 1e-3, 64)
   assert demo.get_config().probe.enabled

@@ -71,6 +71,11 @@ def test_features_equal_the_encoder_applied_directly(checkpoint):
               method=lambda m, x, train: m.encoder(x, train=train))
   np.testing.assert_allclose(out["features"], np.asarray(ref), rtol=1e-5, atol=1e-5)
   assert np.std(out["features"], axis=0).mean() > 0  # not a constant
+  # Fingerprints: of exactly the encoder weights used (another draw differs), no data file here.
+  enc = {"params": {"encoder": params["encoder"]}, "batch_stats": {"encoder": batch_stats["encoder"]}}
+  assert out["encoder_sha256"] == features.tree_sha256(enc) != features.tree_sha256(
+      jax.tree_util.tree_map(lambda x: x + 1, enc))
+  assert out["data_sha256"] == ""
 
 
 def test_another_architecture_is_refused(checkpoint):

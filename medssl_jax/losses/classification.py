@@ -9,9 +9,13 @@ import jax.numpy as jnp
 import optax
 
 
-def softmax_cross_entropy(logits, labels):
-  """Mean over the batch; labels (N,) int."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+def softmax_cross_entropy(logits, labels, weights=None):
+  """Mean over the batch; labels (N,) int. `weights` (N,): a weighted mean (0 leaves a row out,
+  e.g. the padding of a last, partial batch)."""
+  per_row = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  if weights is None:
+    return jnp.mean(per_row)
+  return jnp.sum(weights * per_row) / jnp.maximum(jnp.sum(weights), 1e-12)
 
 
 def masked_sigmoid_cross_entropy(logits, labels):

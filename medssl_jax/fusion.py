@@ -1,0 +1,190 @@
+"""Training a DVME head (or its no-attention ablation) on cached features of several frozen encoders:
+`mode='dvme'` of `medssl_jax.main` (configs/truong_dvme.py).
+
+Truong et al. 2021 (Sec. 4, 5.6, App. C, E; PROTOCOLS.md section 2): Adam, lr 1e-3, batch 64,
+ReduceLROnPlateau (factor 0.1, patience 5) and early stopping (patience 10) on the validation split,
+at most 30-50 epochs, the best-on-validation weights evaluated on test. The validation quantity is
+the validation loss (the paper does not say which; a reading, `dvme.monitor='loss'`).
+
+Input: `dvme.features` names the sources, `name=path_{split}.npz,...` (files of `medssl-jax features`,
+read and checked by `feature_cache.py`) for data.train_split, eval.val_split and data.eval_split.
+An epoch visits every training row once in a seeded order; the last, partial batch is padded with
+rows of weight 0, so every step has the same shape. Batches are sharded over the mesh's data axis.
+
+Output in the workdir: results.json (test metrics with bootstrap intervals, the validation history,
+the best epoch, the per-source attention weights averaged per class on the test set, the
+sources' fingerprints) and predictions_test.npz (scored by `medssl-jax compare` like any run's).
+"""
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from etils import epath
+
+from medssl_jax import feature_cache
+from medssl_jax.errors import UserError
+from medssl_jax.losses.classification import masked_sigmoid_cross_entropy, softmax_cross_entropy
+from medssl_jax.models import dvme as dvme_lib
+from medssl_jax.training.plateau import PlateauSchedule
+from medssl_jax.training.sharding import check_global_batch, make_mesh, replicated
+
+MONITORS = ("loss",)
+
+
+def make_model(config, num_outputs: int) -> dvme_lib.DVME:
+  d = config.dvme
+  return dvme_lib.DVME(num_classes=num_outputs, proj_dim=int(d.proj_dim), hidden_dim=int(d.hidden_dim),
+                       dropout_rate=float(d.dropout_rate), attention=bool(d.attention), tokens=d.tokens,
+                       block=d.block, num_heads=int(d.num_heads))
+
+
+def _labels(split: feature_cache.SplitFeatures, config) -> np.ndarray:
+  if config.eval.task == "multiclass":
+    if split.labels.ndim != 1:
+      raise UserError(f"eval.task='multiclass' needs (N,) class labels; the features hold {split.labels.shape} "
+                      f"labels: set eval.task='multilabel'")
+    if np.any(split.labels < 0):
+      raise UserError(f"{int(np.sum(split.labels < 0))} images have no label (-1); DVME needs labelled images")
+    return split.labels.astype(np.int32)
+  if split.labels.ndim != 2:
+    raise UserError("eval.task='multilabel' needs (N, L) labels; set eval.task='multiclass'")
+  from medssl_jax.finetune import apply_uncertain_policy
+  return apply_uncertain_policy(split.labels, config.eval.uncertain_policy).astype(np.float32)
+
+
+def loss_fn(logits, labels, weights, task: str):
+  if task == "multiclass":
+    return softmax_cross_entropy(logits, labels, weights)
+  return masked_sigmoid_cross_entropy(logits, jnp.where(weights[:, None] > 0, labels, jnp.nan))
+
+
+def train_step(params, opt_state, feats, labels, weights, rng, lr, *, model, tx, task):
+  def objective(p):
+    logits = model.apply({"params": p}, list(feats), deterministic=False, rngs={"dropout": rng})
+    return loss_fn(logits, labels, weights, task)
+  loss, grads = jax.value_and_grad(objective)(params)
+  opt_state.hyperparams["learning_rate"] = lr
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss
+
+
+def forward(params, feats, *, model):
+  """(logits, per-source attention weights or None) in inference mode."""
+  logits, inter = model.apply({"params": params}, list(feats), deterministic=True, mutable=["intermediates"])
+  probs = inter["intermediates"].get("attention")
+  if probs is None:
+    return logits, None
+  tokens_per_source = 1 if model.tokens == "source" else model.proj_dim
+  return logits, dvme_lib.source_attention(probs[0], tokens_per_source)
+
+
+def _batches(n: int, batch: int, rng: np.random.Generator):
+  order = rng.permutation(n)
+  for i in range(0, n, batch):
+    rows = order[i:i + batch]
+    yield np.concatenate([rows, np.zeros(batch - len(rows), rows.dtype)]), np.arange(batch) < len(rows)
+
+
+def _put(x, sharding):
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def evaluate(params, split, labels, config, model, mesh, batch: int):
+  """(mean loss, probabilities, attention weights (N, S) or None) over a whole split."""
+  from medssl_jax.inference import batched_apply
+  n = len(labels)
+  fwd = jax.jit(functools.partial(forward, model=model))
+  width = [f.shape[1] for f in split.features]
+  packed = np.concatenate(split.features, axis=1)  # one host array, so batched_apply pads and shards it
+  cuts = np.cumsum(width)[:-1]
+
+  def fn(x):
+    logits, att = fwd(params, tuple(jnp.split(x, cuts, axis=1)))
+    return (logits, att) if att is not None else (logits, jnp.zeros((x.shape[0], 0)))
+  logits = batched_apply(lambda x: fn(x)[0], packed, mesh, batch)
+  att = batched_apply(lambda x: fn(x)[1], packed, mesh, batch) if config.dvme.attention else None
+  logits_j, labels_j = jnp.asarray(logits), jnp.asarray(labels)
+  loss = float(loss_fn(logits_j, labels_j, jnp.ones(n), config.eval.task))
+  act = jax.nn.softmax if config.eval.task == "multiclass" else jax.nn.sigmoid
+  return loss, np.asarray(act(logits_j), np.float32), att
+
+
+def run(config, workdir: str) -> dict:
+  from medssl_jax.evaluation import bootstrap, compare
+  t_start = time.time()
+  d = config.dvme
+  if d.monitor not in MONITORS:
+    raise UserError(f"dvme.monitor={d.monitor!r}: expected one of {MONITORS}")
+  if not config.eval.val_split:
+    raise UserError("DVME selects its epoch on the validation split: set eval.val_split")
+  names = {"train": config.data.train_split, "val": config.eval.val_split, "test": config.data.eval_split}
+  splits = feature_cache.load(d.features, list(dict.fromkeys(names.values())))
+  train, val, test = (splits[names[k]] for k in ("train", "val", "test"))
+  y = {k: _labels(s, config) for k, s in (("train", train), ("val", val), ("test", test))}
+  num_outputs = (int(max(y["train"].max(), y["val"].max(), y["test"].max())) + 1
+                 if config.eval.task == "multiclass" else y["train"].shape[1])
+  if train.class_names and config.eval.task == "multiclass":
+    num_outputs = max(num_outputs, len(train.class_names))
+  mesh = make_mesh()
+  batch = check_global_batch(int(d.batch_size), mesh, "dvme.batch_size")
+  model = make_model(config, num_outputs)
+  rng = jax.random.key(config.seed)
+  init_feats = [jnp.zeros((1, f.shape[1]), jnp.float32) for f in train.features]
+  params = jax.jit(lambda r: model.init(r, init_feats)["params"], out_shardings=replicated(mesh))(rng)
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=float(d.lr))
+  opt_state = jax.jit(tx.init, out_shardings=replicated(mesh))(params)
+  step = jax.jit(functools.partial(train_step, model=model, tx=tx, task=config.eval.task), donate_argnums=(0, 1))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  schedule = PlateauSchedule(base_lr=float(d.lr), mode="min", factor=float(d.plateau_factor),
+                             lr_patience=int(d.lr_patience), stop_patience=int(d.stop_patience))
+  history, best = [], None
+  host_rng = np.random.default_rng(config.seed)
+  for epoch in range(int(d.epochs)):
+    losses = []
+    for rows, keep in _batches(len(y["train"]), batch, host_rng):
+      feats = tuple(_put(f[rows], sharding) for f in train.features)
+      rng, sub = jax.random.split(rng)
+      params, opt_state, loss = step(params, opt_state, feats, _put(y["train"][rows], sharding),
+                                     _put(keep.astype(np.float32), sharding), sub,
+                                     jnp.float32(schedule.learning_rate))
+      losses.append(loss)
+    val_loss = evaluate(params, val, y["val"], config, model, mesh, batch)[0]
+    decision = schedule.step(val_loss, epoch)
+    history.append({"epoch": epoch, "train_loss": float(np.mean(jax.device_get(losses))), "val_loss": val_loss,
+                    "lr": float(decision.lr_scale * float(d.lr))})
+    logging.info("epoch %d: train loss %.4f, val loss %.4f, lr %.2g%s", epoch, history[-1]["train_loss"],
+                 val_loss, history[-1]["lr"], " (best)" if decision.improved else "")
+    if decision.improved:
+      best = (epoch, jax.device_get(params))
+    if decision.should_stop:
+      break
+  best_epoch, best_params = best
+  test_loss, probs, att = evaluate(jax.device_put(best_params, replicated(mesh)), test, y["test"], config,
+                                   model, mesh, batch)
+  metrics = bootstrap.bootstrap_all(y["test"], probs, config.eval.task, num_replicates=config.eval.num_replicates,
+                                    seed=config.eval.bootstrap_seed)
+  results = {"mode": "dvme", "sources": list(train.names), "attention": bool(d.attention), "tokens": d.tokens,
+             "task": config.eval.task, "num_train_images": int(len(y["train"])), "best_epoch": best_epoch,
+             "epochs_run": len(history), "val_history": history, "test_loss": test_loss, "test": metrics,
+             "fingerprints": train.fingerprints, "wall_time_sec": time.time() - t_start, "completed": True,
+             "workdir": workdir}
+  if att is not None:
+    cls = y["test"] if config.eval.task == "multiclass" else (y["test"] > 0.5).astype(np.int32)
+    by_class = np.asarray(dvme_lib.attention_by_class(jnp.asarray(att), jnp.asarray(cls), num_outputs))
+    results["attention_by_class"] = {"sources": list(train.names), "weights": by_class.tolist(),
+                                     "mean": np.asarray(att).mean(0).tolist()}
+  if jax.process_index() == 0:
+    out = epath.Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    compare.save_predictions(os.fspath(out / "predictions_test.npz"), image_ids=test.image_ids,
+                             case_ids=test.case_ids, labels=y["test"], probs=probs, task=config.eval.task,
+                             class_names=test.class_names)
+    (out / "config.json").write_text(config.to_json_best_effort(indent=2))
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+  return results
