@@ -17,10 +17,19 @@ First cache each encoder's features of the three splits (same data config for al
   python -m medssl_jax.main --config=configs/truong_dvme.py --workdir=runs/dvme \\
       --config.dvme.features='simclr=feats/simclr_{split}.npz,moco=feats/moco_{split}.npz'
 
+Data regimes (Sec. 4, Table 1): Small / Medium / Full training sets, class-balanced, 5 folds
+(random draws): `--config.dvme.train_size=N --config.dvme.fold=K` with N from TRAIN_SIZES below
+(0 = Full, the whole training split), K = 0..4; report the mean and spread over the folds.
+
 Variants: `:concat` is the paper's ablation without self-attention; `:multilabel` for multi-label
 features (e.g. NIH, CheXpert; sigmoid per label, uncertain labels by eval.uncertain_policy).
 """
 from configs.base import finalize, get_base_config
+
+# Truong et al. Table 1: training images of the Small / Medium / Full regimes.
+TRAIN_SIZES = {"patchcamelyon": (500, 5_000, 50_000), "aptos": (50, 500, 3_662),
+               "pneumonia_cxr": (50, 500, 5_216), "nih_cxr": (20, 200, 2_414)}
+NUM_FOLDS = 5
 
 
 def get_config(variant: str = ""):

@@ -8,7 +8,9 @@ the validation loss (the paper does not say which; a reading, `dvme.monitor='los
 
 Input: `dvme.features` names the sources, `name=path_{split}.npz,...` (files of `medssl-jax features`,
 read and checked by `feature_cache.py`) for data.train_split, eval.val_split and data.eval_split.
-An epoch visits every training row once in a seeded order; the last, partial batch is padded with
+`dvme.train_size` > 0 trains on a class-balanced subset of that many training
+images (Truong's Small / Medium / Full regimes), drawn anew for each `dvme.fold`. An epoch visits
+every training row once in a seeded order; the last, partial batch is padded with
 rows of weight 0, so every step has the same shape. Batches are sharded over the mesh's data axis.
 
 Output in the workdir: results.json (test metrics with bootstrap intervals, the validation history,
@@ -56,6 +58,29 @@ def _labels(split: feature_cache.SplitFeatures, config) -> np.ndarray:
     raise UserError("eval.task='multilabel' needs (N, L) labels; set eval.task='multiclass'")
   from medssl_jax.finetune import apply_uncertain_policy
   return apply_uncertain_policy(split.labels, config.eval.uncertain_policy).astype(np.float32)
+
+
+def training_subset(labels: np.ndarray, size: int, fold: int, seed: int) -> np.ndarray:
+  """Row indices of Truong et al.'s class-balanced training subsets (Sec. 4, Table 1): `size`
+  images, size // C of each of the C classes (the remainder to the first classes), drawn without
+  replacement by (seed, fold); each fold is another draw. size 0: every row. Multi-label labels
+  have no classes to balance: a plain random draw."""
+  n = len(labels)
+  if size <= 0 or size >= n:
+    return np.arange(n)
+  rng = np.random.default_rng([seed, fold])
+  if labels.ndim != 1:
+    return np.sort(rng.choice(n, size, replace=False))
+  classes = np.unique(labels)
+  want = np.full(len(classes), size // len(classes)) + (np.arange(len(classes)) < size % len(classes))
+  picked = []
+  for c, k in zip(classes, want):
+    rows = np.flatnonzero(labels == c)
+    if k > len(rows):
+      raise UserError(f"dvme.train_size={size}: class {c} has {len(rows)} training images, fewer than the "
+                      f"{k} a balanced subset needs; use a smaller train_size")
+    picked.append(rng.choice(rows, k, replace=False))
+  return np.sort(np.concatenate(picked))
 
 
 def loss_fn(logits, labels, weights, task: str):
@@ -127,6 +152,8 @@ def run(config, workdir: str) -> dict:
   splits = feature_cache.load(d.features, list(dict.fromkeys(names.values())))
   train, val, test = (splits[names[k]] for k in ("train", "val", "test"))
   y = {k: _labels(s, config) for k, s in (("train", train), ("val", val), ("test", test))}
+  subset = training_subset(y["train"], int(d.train_size), int(d.fold), config.seed)
+  train_feats, y["train"] = tuple(f[subset] for f in train.features), y["train"][subset]
   num_outputs = (int(max(y["train"].max(), y["val"].max(), y["test"].max())) + 1
                  if config.eval.task == "multiclass" else y["train"].shape[1])
   if train.class_names and config.eval.task == "multiclass":
@@ -148,7 +175,7 @@ def run(config, workdir: str) -> dict:
   for epoch in range(int(d.epochs)):
     losses = []
     for rows, keep in _batches(len(y["train"]), batch, host_rng):
-      feats = tuple(_put(f[rows], sharding) for f in train.features)
+      feats = tuple(_put(f[rows], sharding) for f in train_feats)
       rng, sub = jax.random.split(rng)
       params, opt_state, loss = step(params, opt_state, feats, _put(y["train"][rows], sharding),
                                      _put(keep.astype(np.float32), sharding), sub,
@@ -170,7 +197,8 @@ def run(config, workdir: str) -> dict:
   metrics = bootstrap.bootstrap_all(y["test"], probs, config.eval.task, num_replicates=config.eval.num_replicates,
                                     seed=config.eval.bootstrap_seed)
   results = {"mode": "dvme", "sources": list(train.names), "attention": bool(d.attention), "tokens": d.tokens,
-             "task": config.eval.task, "num_train_images": int(len(y["train"])), "best_epoch": best_epoch,
+             "task": config.eval.task, "num_train_images": int(len(y["train"])),
+             "train_size": int(d.train_size), "fold": int(d.fold), "best_epoch": best_epoch,
              "epochs_run": len(history), "val_history": history, "test_loss": test_loss, "test": metrics,
              "fingerprints": train.fingerprints, "wall_time_sec": time.time() - t_start, "completed": True,
              "workdir": workdir}

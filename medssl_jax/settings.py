@@ -179,6 +179,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dvme.plateau_factor = 0.1    # ReduceLROnPlateau on the validation loss.
   c.dvme.lr_patience = 5
   c.dvme.stop_patience = 10      # early stopping on the validation loss.
+  c.dvme.train_size = 0          # > 0: a class-balanced training subset of this many images (Small / Medium).
+  c.dvme.fold = 0                # which draw of that subset (Truong: 5 folds).
   c.dvme.monitor = "loss"        # the validation quantity for both (the paper does not say; a reading).
 
   # ---- each pretraining method's own settings (defaults from its file in medssl_jax/methods/) --

@@ -61,9 +61,13 @@ def test_dvme_learns_separable_features_and_reports_attention(features, tmp_path
     assert p["probs"].shape == (48, 2) and set(p["image_ids"]) == {f"test-{i}" for i in range(48)}
 
 
-def test_concatenation_ablation_has_no_attention(features, tmp_path):
-  r = fusion.run(config(features, "concat", epochs=3), str(tmp_path / "concat"))
+def test_concatenation_ablation_on_a_small_subset(features, tmp_path):
+  c = config(features, "concat", epochs=3)
+  with c.unlocked():
+    c.dvme.train_size, c.dvme.fold = 20, 2
+  r = fusion.run(c, str(tmp_path / "concat"))
   assert "attention_by_class" not in r and not r["attention"] and r["epochs_run"] == 3
+  assert (r["num_train_images"], r["fold"]) == (20, 2)
 
 
 def test_plateau_cuts_the_rate_and_early_stopping_ends_the_run(features, tmp_path):
@@ -96,3 +100,16 @@ def test_a_cache_from_another_encoder_or_other_images_is_refused(features, tmp_p
     fusion.run(config(tmp_path, spec="good=G/good_{split}.npz,short=G/short_{split}.npz"), str(tmp_path / "y"))
   with pytest.raises(UserError, match=r"has no '\{split\}'"):
     fusion.run(config(tmp_path, spec="good=G/good.npz"), str(tmp_path / "z"))
+
+
+def test_balanced_subsets_per_fold():
+  labels = np.repeat([0, 1, 2], [40, 30, 10])
+  a = fusion.training_subset(labels, 25, fold=0, seed=0)
+  assert np.bincount(labels[a]).tolist() == [9, 8, 8] and len(set(a)) == 25  # 25 // 3, remainder first
+  b = fusion.training_subset(labels, 25, fold=1, seed=0)
+  assert not np.array_equal(a, b) and np.array_equal(a, fusion.training_subset(labels, 25, fold=0, seed=0))
+  assert len(fusion.training_subset(labels, 0, 0, 0)) == 80
+  with pytest.raises(UserError, match="class 2 has 10 training images"):
+    fusion.training_subset(labels, 60, 0, 0)
+  multi = np.zeros((50, 3), np.float32)
+  assert len(set(fusion.training_subset(multi, 20, 0, 0))) == 20
