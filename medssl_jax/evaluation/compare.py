@@ -16,7 +16,6 @@ from before these settings were recorded takes them from the config.json beside 
 """
 import argparse
 import json
-import os
 
 import numpy as np
 
@@ -47,12 +46,12 @@ def _savez(f, *, image_ids, case_ids, labels, probs, task, case_level, exclude_c
 
 def _settings_from_config(path) -> dict:
   """Metric settings of a prediction file written before they were recorded: its run's config.json."""
-  cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-  if not os.path.isfile(cfg_path):
+  from etils import epath
+  cfg_path = epath.Path(path).parent / "config.json"
+  if not cfg_path.is_file():
     raise UserError(f"{path} does not record the settings of its metric (case_level, exclude_classes) and "
                      f"has no config.json beside it; re-run the run's evaluation to rewrite it")
-  with open(cfg_path) as f:
-    ev = json.load(f).get("eval", {})
+  ev = json.loads(cfg_path.read_text()).get("eval", {})
   exclude = list(ev.get("exclude_classes", []))
   if any(not isinstance(c, int) for c in exclude):
     raise UserError(f"{path} predates class names in prediction files and {cfg_path} excludes classes by name "
@@ -62,7 +61,11 @@ def _settings_from_config(path) -> dict:
 
 
 def load_predictions(path) -> dict:
-  with np.load(path, allow_pickle=False) as f:
+  """A prediction file (local or gs://)."""
+  from etils import epath
+  if not epath.Path(path).is_file():
+    raise UserError(f"prediction file {path} does not exist")
+  with epath.Path(path).open("rb") as fh, np.load(fh, allow_pickle=False) as f:
     missing = {"image_ids", "case_ids", "labels", "probs", "task"} - set(f.files)
     if missing:
       raise ValueError(f"{path} is not a prediction file (missing {sorted(missing)})")
@@ -162,7 +165,8 @@ def main(argv=None) -> int:
     print(f"{name:20s} {r['a']:8.4f} {r['b']:8.4f} {r['difference']:+9.4f}  [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
           f"  {r['excludes_zero']}")
   if args.out:
-    with open(args.out, "w") as f:
+    from etils import epath
+    with epath.Path(args.out).open("w") as f:
       json.dump({"a": args.a, "b": args.b, "num_replicates": args.num_replicates, "seed": args.seed,
                  "metric_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
                  "metrics": result}, f, indent=2)

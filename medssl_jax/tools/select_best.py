@@ -23,11 +23,17 @@ import subprocess
 import sys
 
 import numpy as np
+from etils import epath
+
+from medssl_jax.errors import UserError
 
 
 def _load(path):
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(epath.Path(path).read_text())
+
+
+def _exists(path) -> bool:
+  return epath.Path(path).is_file()
 
 
 def validation_table(sweep: dict, metric: str) -> list:
@@ -36,13 +42,13 @@ def validation_table(sweep: dict, metric: str) -> list:
   for t in sweep["trials"]:
     path = os.path.join(t["workdir"], "results.json")
     value = None
-    if os.path.isfile(path):
+    if _exists(path):
       r = _load(path)
       if "val" not in r:
-        raise ValueError(f"{path} has no validation metrics: run the sweep with a validation split "
+        raise UserError(f"{path} has no validation metrics: run the sweep with a validation split "
                          f"(eval.val_split) so that a setting can be selected")
       if metric not in r["val"]:
-        raise ValueError(f"{path}: no validation metric {metric!r}; it has {sorted(r['val'])}")
+        raise UserError(f"{path}: no validation metric {metric!r}; it has {sorted(r['val'])}")
       value = r["val"][metric]["value"]
     rows.append((t["index"], t["overrides"], value, t["workdir"]))
   return rows
@@ -51,7 +57,7 @@ def validation_table(sweep: dict, metric: str) -> list:
 def choose(rows: list, higher_is_better: bool = True):
   done = [r for r in rows if r[2] is not None and np.isfinite(r[2])]
   if not done:
-    raise ValueError("no finished trial with a validation metric: run the sweep first")
+    raise UserError("no finished trial with a validation metric: run the sweep first")
   return (max if higher_is_better else min)(done, key=lambda r: r[2])
 
 
@@ -70,7 +76,7 @@ def summarise(sweep_dir: str, rows, best, seeds, metric: str) -> dict:
   repeats = []
   for seed in seeds:
     path = os.path.join(sweep_dir, f"repeat_{seed}", "results.json")
-    if os.path.isfile(path):
+    if _exists(path):
       repeats.append({"seed": seed, "test": _load(path)["test"]})
   values = [r["test"][metric]["value"] for r in repeats]
   summary = {"metric": metric, "chosen": {"index": best[0], "overrides": best[1], "val": best[2]},
@@ -105,7 +111,7 @@ def main(argv=None) -> int:
                  help="local: run the repeats one after another; print: print their commands")
   a = p.parse_args(argv)
   sweep_file = os.path.join(a.sweep_dir, "sweep.json")
-  if not os.path.isfile(sweep_file):
+  if not _exists(sweep_file):
     p.error(f"{sweep_file} not found: run `medssl-jax sweep` with --workdir_root={a.sweep_dir} first")
   sweep = _load(sweep_file)
   rows = validation_table(sweep, a.metric)
@@ -117,10 +123,9 @@ def main(argv=None) -> int:
     if a.mode == "local":
       subprocess.run(argv_, check=True)
   summary = summarise(a.sweep_dir, rows, best, seeds, a.metric)
-  with open(os.path.join(a.sweep_dir, "selection.json"), "w") as f:
-    json.dump({k: v for k, v in summary.items() if k != "markdown"}, f, indent=2)
-  with open(os.path.join(a.sweep_dir, "selection.md"), "w") as f:
-    f.write(summary["markdown"])
+  out = epath.Path(a.sweep_dir)
+  (out / "selection.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "markdown"}, indent=2))
+  (out / "selection.md").write_text(summary["markdown"])
   print(summary["markdown"])
   return 0
 

@@ -51,3 +51,4 @@ def test_needs_validation_metrics(tmp_path):
     select_best.validation_table(sweep, "top1")
   with pytest.raises(ValueError, match="no finished trial"):
     select_best.choose([(0, {}, None, "x")])
+

@@ -88,3 +88,31 @@ def test_predictions_on_gcs(fake_gcs):
     saved = np.load(f)
     np.testing.assert_array_equal(saved["probs"], probs)
     assert saved["image_ids"].tolist() == ["a", "b"] and str(saved["task"]) == "multiclass"
+
+
+def test_select_best_and_compare_on_gcs(fake_gcs, capsys):
+  """`medssl-jax select-best` reads a gs:// sweep and writes its selection there; `compare` reads
+  gs:// prediction files and writes its JSON there (nothing on the local disk: the fixture)."""
+  from medssl_jax.tools import select_best
+  metric = lambda v: {"top1": {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}}
+  root = "gs://bucket/grid"
+  trials = []
+  for i, v in enumerate((0.6, 0.8)):
+    wd = f"{root}/t{i}"
+    with fake_gcs.open(f"{wd}/results.json", "w") as f:
+      f.write(json.dumps({"val": metric(v), "test": metric(v - 0.05)}))
+    trials.append({"index": i, "overrides": {"optim.base_lr": str(i)}, "workdir": wd})
+  with fake_gcs.open(f"{root}/sweep.json", "w") as f:
+    f.write(json.dumps({"config": "c.py", "trials": trials}))
+  assert select_best.main(["--sweep_dir", root, "--repeats", "1", "--mode", "print"]) == 0
+  with fake_gcs.open(f"{root}/selection.json") as f:
+    assert json.load(f)["chosen"]["index"] == 1
+  probs = {"a": np.array([[0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32),
+           "b": np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]], np.float32)}
+  for name, p in probs.items():
+    compare.save_predictions(f"gs://bucket/{name}/predictions_test.npz", image_ids=["x", "y", "z"],
+                             case_ids=["x", "y", "z"], labels=np.array([1, 0, 1]), probs=p, task="multiclass")
+  assert compare.main(["gs://bucket/a/predictions_test.npz", "gs://bucket/b/predictions_test.npz",
+                       "--num_replicates=20", "--out=gs://bucket/a_vs_b.json"]) == 0
+  with fake_gcs.open("gs://bucket/a_vs_b.json") as f:
+    assert json.load(f)["metrics"]["top1"]["a"] == 1.0
