@@ -23,6 +23,8 @@ COMMANDS = {
     "preview": "input_pipeline.preview",
     "compare": "medssl_jax.evaluation.compare",
     "features": "medssl_jax.features",
+    "import-weights": "medssl_jax.import_weights",
+    "export-weights": "medssl_jax.export_weights",
     "sweep": "medssl_jax.tools.sweep",
     "select-best": "medssl_jax.tools.select_best",
     "local-multiprocess": "medssl_jax.tools.local_multiprocess",

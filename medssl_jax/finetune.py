@@ -268,6 +268,9 @@ def finetune(config, workdir: str) -> dict:
   if config.eval.init != "random" and not config.eval.checkpoint:
     raise UserError(f"eval.init={config.eval.init!r} needs eval.checkpoint (a workdir of a pretraining "
                      f"or fine-tuning run); use eval.init='random' to start from scratch")
+  if config.eval.init != "random":  # weights made under other model.* settings (e.g. imported ones): refused
+    from medssl_jax import weights
+    weights.check_settings(config.eval.checkpoint, config.model, f"eval.checkpoint={config.eval.checkpoint}")
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # gs:// too
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()

@@ -30,8 +30,15 @@ from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch
 def _init_from(state, path: str, method, config):
   """Starts from another run's weights (MICLe from SimCLR), with a fresh optimiser and a fresh
   method state built from those weights (e.g. MoCo's key encoder starts equal to them)."""
+  from medssl_jax import weights
   params, batch_stats, step = ckpt_lib.restore_weights(path)
   where = f"train.init_checkpoint={path} (step {step})"
+  weights.check_settings(path, config.model, where)
+  if "head" not in params and "encoder" in params:  # an encoder without a projection head (import-weights,
+    # a fine-tuning run): the encoder comes from it, the head starts as initialised
+    params = dict(state.params, encoder=ckpt_lib.load_subtree(params, state.params, "encoder", where))
+    batch_stats = dict(state.batch_stats, encoder=ckpt_lib.load_subtree(batch_stats, state.batch_stats, "encoder", where))
+    logging.info("%s has no projection head: the head starts fresh", where)
   ckpt_lib.check_tree_shapes(params, state.params, where)
   ckpt_lib.check_tree_shapes(batch_stats, state.batch_stats, where)
   logging.info("Initialised from %s", where)

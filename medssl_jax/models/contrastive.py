@@ -32,16 +32,30 @@ def check_arch(model_cfg) -> None:
     if float(model_cfg.width) != 1.0 or model_cfg.stem != "imagenet":
       raise UserError(f"model.arch='densenet' has torchvision's layout only: model.width must be 1 and "
                       f"model.stem 'imagenet' (got width={model_cfg.width}, stem={model_cfg.stem!r})")
+    changed = {k: v for k, v in resnet_settings(model_cfg).items() if v != RESNET_DEFAULTS[k]}
+    if changed:
+      raise UserError(f"model.arch='densenet' does not have the ResNet settings {changed}; leave them at "
+                      f"their defaults {RESNET_DEFAULTS}")
+
+
+# ResNet settings that reproduce other libraries' ResNets (models/resnet.py); defaults = the original model.
+RESNET_DEFAULTS = {"downsample_padding": "same", "bottleneck_width": 1.0, "input_norm": "none"}
+
+
+def resnet_settings(model_cfg) -> dict:
+  """The ResNet port settings of `model_cfg` (a config without them has the defaults)."""
+  return {k: getattr(model_cfg, k, v) for k, v in RESNET_DEFAULTS.items()}
 
 
 def make_encoder(arch: str, depth: int, width: float, stem: str, dtype: Any, bn_momentum: float,
-                 bn_axis_name: str | None = None) -> nn.Module:
-  """The encoder module of `arch`; its caller binds it to the attribute name 'encoder'."""
+                 bn_axis_name: str | None = None, resnet_kw: tuple = ()) -> nn.Module:
+  """The encoder module of `arch`; its caller binds it to the attribute name 'encoder'.
+  `resnet_kw`: (name, value) pairs of `RESNET_DEFAULTS` settings for a ResNet."""
   if arch == "densenet":
     return DenseNet(depth=depth, dtype=dtype, bn_momentum=bn_momentum, bn_axis_name=bn_axis_name)
   if arch == "resnet":
     return ResNet(depth=depth, width=width, stem=stem, dtype=dtype, bn_momentum=bn_momentum,
-                  bn_axis_name=bn_axis_name)
+                  bn_axis_name=bn_axis_name, **dict(resnet_kw))
   raise ValueError(f"model.arch={arch!r}: expected one of {ARCHS}")
 
 
@@ -57,10 +71,11 @@ class ContrastiveModel(nn.Module):
   bn_axis_name: str | None = None
   head_batch_norm: bool = True   # False: MoCo v2's MLP head (biases, no batch norm)
   arch: str = "resnet"           # 'resnet' | 'densenet' (model.arch)
+  resnet_kw: tuple = ()          # ((name, value), ...) of RESNET_DEFAULTS settings
 
   def setup(self):
     self.encoder = make_encoder(self.arch, self.depth, self.width, self.stem, self.dtype, self.bn_momentum,
-                                self.bn_axis_name)
+                                self.bn_axis_name, self.resnet_kw)
     self.head = ProjectionHead(num_layers=self.head_layers, out_dim=self.head_dim, dtype=self.dtype,
                                bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                                batch_norm=self.head_batch_norm)
@@ -81,4 +96,5 @@ def from_config(model_cfg, bn_axis_name: str | None = None, head_batch_norm: boo
   return ContrastiveModel(arch=getattr(model_cfg, "arch", "resnet"), depth=model_cfg.depth, width=model_cfg.width,
                           stem=model_cfg.stem, head_layers=model_cfg.head_layers, head_dim=model_cfg.head_dim,
                           dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
-                          bn_axis_name=bn_axis_name, head_batch_norm=head_batch_norm)
+                          bn_axis_name=bn_axis_name, head_batch_norm=head_batch_norm,
+                          resnet_kw=tuple(sorted(resnet_settings(model_cfg).items())))

@@ -1,0 +1,69 @@
+"""`medssl-jax export-weights`: a checkpoint of this project -> another library's weights file.
+
+  medssl-jax export-weights --checkpoint WORKDIR --format torchvision --out resnet50.pth
+
+writes the ResNet trunk (and a fine-tuned classifier as `fc`, when the checkpoint has one) as a
+torchvision state_dict (`.pth`, torch.save) or `.safetensors`. Load it with
+`torchvision.models.resnet50(num_classes=K).load_state_dict(torch.load(FILE))`; a file without
+`fc` (a pretraining checkpoint) loads strictly after `model.fc = torch.nn.Identity()`, and the
+model then returns the pooled features. torchvision pads as `model.downsample_padding='symmetric'`:
+a checkpoint trained under 'same' is refused unless --allow_padding_change (its weights then
+compute slightly different features in torchvision). The input normalisation the weights expect
+(`model.input_norm`) is printed and stored in a `.safetensors` file's metadata.
+"""
+import argparse
+import os
+
+FORMATS = ("torchvision",)
+
+
+def export_weights(checkpoint: str, fmt: str, out: str, allow_padding_change: bool = False) -> dict:
+  """Writes `out`; returns {'arch', 'tensors', 'fc', 'input_norm', 'downsample_padding'}."""
+  from medssl_jax import weights
+  from medssl_jax.errors import UserError
+  from medssl_jax.models.contrastive import RESNET_DEFAULTS
+  from medssl_jax.training import checkpoint as ckpt_lib
+  if fmt not in FORMATS:
+    raise UserError(f"--format={fmt!r}: expected one of {FORMATS}")
+  from medssl_jax.weights import torchvision as fmt_lib
+  if not (out.endswith(".pth") or out.endswith(".pt") or out.endswith(".safetensors")):
+    raise UserError(f"--out={out}: expected a .pth (torch state_dict) or .safetensors file name")
+  config = weights.stored_config(checkpoint) or {}
+  model = {**RESNET_DEFAULTS, **{k: v for k, v in config.get("model", {}).items() if k in RESNET_DEFAULTS}}
+  if model["downsample_padding"] != "symmetric" and not allow_padding_change:
+    raise UserError(f"{checkpoint} was trained with model.downsample_padding={model['downsample_padding']!r}; "
+                    f"torchvision pads 'symmetric', so its outputs would differ; pass --allow_padding_change to "
+                    f"export anyway")
+  params, batch_stats, step = ckpt_lib.restore_weights(checkpoint)
+  arch = fmt_lib.infer_arch(params)
+  # A linear evaluation's feature batch norm sits between trunk and classifier: torchvision has none.
+  include_fc = "classifier" in params and "norm" not in batch_stats
+  state_dict = fmt_lib.to_state_dict(params, batch_stats, arch, include_fc=include_fc)
+  meta = {"format": "torchvision", "arch": arch, "input_norm": model["input_norm"],
+          "downsample_padding": model["downsample_padding"], "source": os.path.abspath(checkpoint), "step": step}
+  weights.save_tensors(state_dict, out, metadata=meta)
+  return {"arch": arch, "tensors": len(state_dict), "fc": include_fc, "input_norm": model["input_norm"],
+          "downsample_padding": model["downsample_padding"], "dropped_classifier": "classifier" in params and not include_fc}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="medssl-jax export-weights", description=__doc__.split("\n")[0])
+  p.add_argument("--checkpoint", required=True, help="a run's workdir (or its checkpoints/), or an imported DIR")
+  p.add_argument("--format", required=True, choices=FORMATS)
+  p.add_argument("--out", required=True, help="FILE.pth or FILE.safetensors")
+  p.add_argument("--allow_padding_change", action="store_true",
+                 help="export a model trained with model.downsample_padding='same' anyway")
+  args = p.parse_args(argv)
+  r = export_weights(args.checkpoint, args.format, args.out, args.allow_padding_change)
+  norm = ("ImageNet mean/std normalised inputs" if r["input_norm"] == "imagenet"
+          else "inputs in [0, 1], not normalised")
+  print(f"wrote {args.out}: torchvision {r['arch']}, {r['tensors']} tensors, "
+        + ("with fc" if r["fc"] else "no fc (load after model.fc = torch.nn.Identity())")
+        + f"; the weights expect {norm}"
+        + ("; the linear evaluation's classifier (behind a feature batch norm) was left out" if r["dropped_classifier"] else ""))
+  return 0
+
+
+if __name__ == "__main__":
+  from medssl_jax import errors
+  raise SystemExit(errors.guard(main)())

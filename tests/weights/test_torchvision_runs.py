@@ -1,0 +1,100 @@
+"""Runs that start from an imported torchvision ResNet-18 (import-weights): a fine-tuning run
+(eval.checkpoint) and continued pretraining (train.init_checkpoint); a run under other model
+settings than the weights' is refused. Kept apart from test_torchvision.py for its CPU time."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+import jax  # noqa: E402
+
+from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.errors import UserError  # noqa: E402
+from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
+from medssl_jax.weights import torchvision as tv  # noqa: E402
+from tests.weights.test_torchvision import _torch_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+  root = tmp_path_factory.mktemp("tv_runs")
+  torch.save(_torch_model("resnet18", num_classes=10, seed=1).state_dict(), str(root / "resnet18.pth"))
+  out = str(root / "imported")
+  import_lib.import_weights("torchvision", "resnet18", str(root / "resnet18.pth"), out)
+  return None, out, root
+
+
+def _run_config(mode, out, steps=1):
+  """A tiny run of torchvision's ResNet-18 layout (full width: what the file holds) on 16 px images."""
+  from tests.helpers import tiny_config
+  c = tiny_config(batch_size=8, image_size=16, depth=18, width=1.0, steps=steps)
+  c.mode = mode
+  c.model.stem = "imagenet"
+  for k, v in tv.model_settings("resnet18").items():
+    setattr(c.model, k, v)
+  c.data.source = "synthetic"
+  c.data.synthetic.num_cases = 16
+  c.data.synthetic.image_size = 16
+  c.aug.blur_prob = 0.0
+  c.train.log_every = c.train.checkpoint_every = 1
+  c.train.prefetch = 1
+  c.optim.warmup_steps = 0
+  c.eval.init, c.eval.checkpoint, c.eval.val_split, c.eval.num_replicates = "pretrained", out, "", 20
+  c.optim.name, c.optim.lr_scaling, c.optim.base_lr = "sgd", "none", 0.01
+  c.train.init_checkpoint = out if mode == "pretrain" else ""
+  return c
+
+
+def _assert_equal_trees(got, want):
+  got = jax.device_get(got)
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+
+
+def test_finetune_run_starts_from_the_imported_encoder(imported, tmp_path, monkeypatch):
+  from medssl_jax import finetune
+  from medssl_jax import main as main_lib
+  _, out, _ = imported
+  # Under this project's default port settings the imported weights are refused, naming the setting.
+  wrong = _run_config("finetune", out)
+  wrong.model.downsample_padding = "same"
+  with pytest.raises(UserError, match="model.downsample_padding='symmetric' there, 'same' here"):
+    main_lib.run(wrong, str(tmp_path / "wrong"))
+  at_start = {}
+  real = finetune.load_encoder
+
+  def capture(state, path):
+    state = real(state, path)
+    at_start.update(step=int(state.step), params=jax.device_get(state.params["encoder"]),
+                    batch_stats=jax.device_get(state.batch_stats["encoder"]))
+    return state
+  monkeypatch.setattr(finetune, "load_encoder", capture)
+  results = main_lib.run(_run_config("finetune", out), str(tmp_path / "ft"))
+  assert results["completed"] and at_start["step"] == 0
+  saved_p, saved_bs, _ = ckpt_lib.restore_weights(out)
+  _assert_equal_trees(at_start["params"], saved_p["encoder"])
+  _assert_equal_trees(at_start["batch_stats"], saved_bs["encoder"])
+
+
+def test_continued_pretraining_starts_from_the_imported_encoder(imported):
+  """pretrain._init_from (train.init_checkpoint) on an encoder-only checkpoint: the encoder comes
+  from the file, the projection head keeps its initialisation; other port settings are refused."""
+  from medssl_jax import methods
+  from medssl_jax import pretrain
+  from medssl_jax.training.sharding import make_mesh
+  _, out, _ = imported
+  config = _run_config("pretrain", out)
+  method = methods.get(config.method)
+  fresh = methods.create_state(config, make_mesh(), jax.random.key(0), method)
+  head = jax.device_get(fresh.params["head"])
+  state = pretrain._init_from(fresh, out, method, config)
+  assert int(state.step) == 0
+  saved_p, saved_bs, _ = ckpt_lib.restore_weights(out)
+  _assert_equal_trees(state.params["encoder"], saved_p["encoder"])
+  _assert_equal_trees(state.batch_stats["encoder"], saved_bs["encoder"])
+  _assert_equal_trees(state.params["head"], head)
+  assert set(state.params) == {"encoder", "head"}  # the file's classifier (fc) is not taken
+  config.model.input_norm = "none"
+  with pytest.raises(UserError, match="model.input_norm='imagenet' there, 'none' here"):
+    pretrain._init_from(fresh, out, method, config)
