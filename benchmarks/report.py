@@ -324,6 +324,9 @@ def main(argv=None) -> int:
       lines += study_a_section(m, os.path.abspath(path), a.out, baselines, os.path.abspath(a.baselines))
     elif m["study"] == "micle_vs_simclr":
       lines += study_b_section(m, os.path.abspath(path), a.out)
+    elif m["study"] == "dvme":
+      from benchmarks import dvme_study
+      lines += dvme_study.section(m, os.path.abspath(path))
   lines.append(f"Report built in {time.time() - t0:.1f} s.")
   out = os.path.join(a.out, "report.md")
   with open(out, "w") as f:

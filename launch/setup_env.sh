@@ -1,15 +1,17 @@
-# Sourced by demo.sh and test.sh: creates .venv with the package and its test extra the first
-# time (or when setup.py changed), then activates it. Needs only Python 3.11+ and pip.
+# Sourced by demo.sh and test.sh: creates .venv with the package and the extras in MEDSSL_EXTRAS
+# (default 'test'; test.sh adds 'torch', the weight-port tests' reference libraries) the first time
+# (or when setup.py or the extras changed), then activates it. Needs only Python 3.11+ and pip.
 PYTHON="${PYTHON:-python3}"
+EXTRAS="${MEDSSL_EXTRAS:-test}"
 if [ ! -x .venv/bin/python ]; then
   echo "+ $PYTHON -m venv .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.medssl-installed
+stamp=".venv/.medssl-installed-${EXTRAS//,/-}"
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
-  echo "+ .venv/bin/python -m pip install -e '.[test]'  (first run: a few minutes)"
+  echo "+ .venv/bin/python -m pip install -e '.[${EXTRAS}]'  (first run: a few minutes)"
   log=.venv/pip-install.log
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"; } >"$log" 2>&1; then
     tail -n 30 "$log"
     echo "error: installing the package into .venv failed; the full log is $log" >&2
     exit 1

@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from benchmarks import common
+from benchmarks import dvme_study
 from benchmarks import label_efficiency as study_a
 from benchmarks import micle_vs_simclr as study_b
 from benchmarks import report
@@ -150,11 +151,23 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   mtime = os.path.getmtime(os.path.join(m["runs"][0]["workdir"], "results.json"))
   assert study_b.main(args + ["--workdir", wd]) == 0
   assert os.path.getmtime(os.path.join(m["runs"][0]["workdir"], "results.json")) == mtime
+  # Study C on Study A's pretraining runs (skipped there: done): features cached once, 5 arms x
+  # (20 images, Full) on BreastMNIST.
+  assert dvme_study.main(args + ["--workdir", wd]) == 0
+  c = json.load(open(os.path.join(wd, "smoke", "dvme", "study.json")))
+  heads = [r for r in c["runs"] if r["role"] == "eval"]
+  assert sorted({r["arm"] for r in heads}) == ["concat", "dvme", "moco_v2", "random", "simclr"] and len(heads) == 10
+  assert {r["workdir"] for r in c["runs"] if r["role"] == "pretrain"} == {r["workdir"] for r in a["runs"]
+                                                                          if r["role"] == "pretrain"}
+  dv = common.read_results(next(r["workdir"] for r in heads if r["arm"] == "dvme" and r["train_size"] == 20))
+  assert dv["num_train_images"] == 20 and len(dv["attention_by_class"]["sources"]) == 3
   out = tmp_path / "report"
   assert report.main(["--workdir", wd, "--out", str(out),
                       "--baselines", str(shared_data / "medmnist_v2_benchmark.md")]) == 0
   md = (out / "report.md").read_text()
   assert "## Study A" in md and "## Study B" in md and "127 patients" in md
+  assert "## Study C" in md and "### breastmnist, training set n20 (1 fold(s))" in md
+  assert "DVME attention received per source (test mean over folds): simclr " in md
   assert "- MoCo v2 pretraining (train images, labels unused): 4/4 steps" in md
   assert md.count("| finetune | 1 | 0 |") == 2 and "Δ MoCo − random top1 | Δ SimCLR − MoCo top1" in md
   assert md.count("LARS base lr 0.075 (sqrt scaling) at batch 16; encoder weights moved by") == 2

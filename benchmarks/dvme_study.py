@@ -1,0 +1,177 @@
+"""Study C: DVME (Truong et al. 2021) vs its single encoders, on cached features.
+
+  python -m benchmarks.dvme_study --scale=smoke --workdir=workdirs/benchmarks
+
+Per data set (the scale's; PneumoniaMNIST and BreastMNIST at `small`):
+1. The encoders: Study A's SimCLR and MoCo v2 pretraining runs (the same run folders; run here
+   if absent) and a randomly initialised encoder of the same architecture (seeded).
+2. Their frozen features of train / val / test (`medssl-jax features`, cached under the study).
+3. Heads trained with Truong's protocol (`mode='dvme'`, medssl_jax/fusion.py) for each training
+   regime (class-balanced Small / Medium subsets and Full, the scale's `train_sizes`) and fold
+   (another draw of the subset): the same head on each single encoder (no attention, one
+   source), on all encoders concatenated (`concat`, the paper's ablation) and DVME.
+Finished runs are skipped on a re-run. Writes <workdir>/<scale>/dvme/study.json; `benchmarks.report`
+turns it into its section (mean and std over folds, per-source attention).
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks import label_efficiency as study_a
+
+MODULE = "benchmarks.dvme_study"
+STUDY = "dvme"
+ENCODERS = ("simclr", "moco_v2", "random")
+SPLITS = ("train", "val", "test")
+# Training regimes (0 = Full) and folds per scale; Small / Medium are Truong's Pneumonia CXR sizes
+# (Table 1: 50 / 500), head sizes the paper's at small and full.
+DVME_SCALES = {
+    "smoke": dict(train_sizes=(20, 0), folds=1, epochs=2, proj_dim=16, heads=2),
+    "small": dict(train_sizes=(50, 500, 0), folds=5, epochs=50, proj_dim=512, heads=8),
+    "full": dict(train_sizes=(50, 500, 0), folds=5, epochs=50, proj_dim=512, heads=8),
+}
+
+
+def regime_name(size: int) -> str:
+  return "full" if size == 0 else f"n{size}"
+
+
+def data_config(path: str, s: dict):
+  """The data, architecture and evaluation preprocessing every encoder's features are taken with."""
+  return study_a.eval_config(path, s, mode="linear_eval", init="random", checkpoint="", fraction=1.0, draw=0)
+
+
+def random_encoder(path: str, s: dict, workdir: str, seed: int = 0) -> str:
+  """A checkpoint of a randomly initialised encoder (seeded), made once."""
+  import jax
+  from medssl_jax import finetune
+  from medssl_jax.training import checkpoint as ckpt_lib
+  from medssl_jax.training.sharding import make_mesh
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  if ck.latest_step() is None:
+    ck.save(0, finetune.create_state(data_config(path, s), make_mesh(), num_outputs=2, rng=jax.random.key(seed)))
+  ck.close()
+  return workdir
+
+
+def cached_features(config, checkpoint: str, out_template: str) -> str:
+  """Features of every split of `checkpoint` under `out_template` ('{split}'), extracted once."""
+  from medssl_jax import features
+  for split in SPLITS:
+    out = out_template.format(split=split)
+    if not os.path.isfile(out):
+      features.save(out, features.extract(config, checkpoint, split), checkpoint=checkpoint, split=split,
+                    config=config)
+  return out_template
+
+
+def head_config(spec: str, attention: bool, size: int, fold: int, d: dict, s: dict):
+  from configs import truong_dvme
+  c = truong_dvme.get_config("" if attention else "concat")
+  with c.unlocked():
+    c.dvme.features = spec
+    c.dvme.train_size, c.dvme.fold, c.dvme.epochs = size, fold, d["epochs"]
+    c.dvme.proj_dim = c.dvme.hidden_dim = d["proj_dim"]
+    c.dvme.num_heads = d["heads"]
+    c.eval.num_replicates = s["num_replicates"]
+  return c
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  common.add_common_flags(p)
+  p.add_argument("--datasets", default="", help="comma-separated subset (default: the scale's)")
+  a = p.parse_args(argv)
+  s = dict(common.SCALES[a.scale])
+  d = DVME_SCALES[a.scale]
+  if a.datasets:
+    s["datasets"] = tuple(a.datasets.split(","))
+  t0, run = time.time(), not a.only_finished
+  root = common.study_dir(a.workdir, a.scale, STUDY)
+  manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
+              "machine": common.machine_record(), "settings": dict(s, dvme=d), "runs": [],
+              "data": [common.data_record(os.path.join(a.data_dir, study_a.FILES[x])) for x in s["datasets"]]}
+  for dataset in s["datasets"]:
+    path = os.path.join(a.data_dir, study_a.FILES[dataset])
+    print(f"[{STUDY}] {dataset}: encoders")
+    pre = {"simclr": common.pretrain_dir(a.workdir, a.scale, dataset),
+           "moco_v2": study_a.moco_pretrain_dir(a.workdir, a.scale, dataset)}
+    ready = {}
+    for name, cfg in (("simclr", study_a.pretrain_config(path, s)), ("moco_v2", study_a.moco_pretrain_config(path, s))):
+      done = common.run_once(cfg, pre[name], run=run)
+      common.add_run(manifest, {"role": "pretrain", "method": name, "dataset": dataset,
+                                "workdir": os.path.abspath(pre[name])}, done)
+      if done is not None:
+        ready[name] = pre[name]
+    if run:
+      ready["random"] = random_encoder(path, s, os.path.join(root, dataset, "random_init"))
+    if set(ready) != set(ENCODERS):
+      manifest.setdefault("missing", []).append(f"{dataset}: encoders {sorted(set(ENCODERS) - set(ready))}")
+      continue
+    config = data_config(path, s)
+    spec = {}
+    for name in ENCODERS:
+      print(f"[{STUDY}] {dataset}: features of {name}")
+      spec[name] = cached_features(config, os.path.abspath(ready[name]),
+                                   os.path.join(root, dataset, "features", f"{name}_{{split}}.npz"))
+    arms = [(name, f"{name}={spec[name]}", False) for name in ENCODERS]
+    both = ",".join(f"{n}={spec[n]}" for n in ENCODERS)
+    arms += [("concat", both, False), ("dvme", both, True)]
+    for size in d["train_sizes"]:
+      for fold in range(d["folds"] if size else 1):
+        for arm, sources, attention in arms:
+          wd = os.path.join(root, dataset, regime_name(size), f"fold{fold}", arm)
+          print(f"[{STUDY}] {dataset}: {arm}, {regime_name(size)}, fold {fold}")
+          c = head_config(sources, attention, size, fold, d, s)
+          done = common.run_once(c, wd, run=run)
+          common.add_run(manifest, {"role": "eval", "dataset": dataset, "arm": arm, "regime": regime_name(size),
+                                    "train_size": size, "fold": fold, "workdir": os.path.abspath(wd)}, done)
+  return common.finish_study(root, manifest, t0, STUDY)
+
+
+def section(m: dict, manifest_path: str) -> list:
+  """The report's Markdown for a study.json of this study: per data set and regime, each arm's
+  test AUC and accuracy as mean and std over folds (and the folds' bootstrap intervals when one
+  fold), and DVME's mean attention per source."""
+  from benchmarks import report
+  lines = ["## Study C: DVME vs single encoders on cached features", ""] + report.header_lines(m, manifest_path)
+  d = m["settings"]["dvme"]
+  lines += [f"- Heads: Truong et al.'s protocol (Adam 1e-3, batch 64, plateau 0.1 / 5, early stopping 10 on "
+            f"the validation loss, at most {d['epochs']} epochs), projection width {d['proj_dim']}, {d['heads']} "
+            f"heads; single encoders train the same head without attention on their features alone", ""]
+  runs = report.finished_runs(m)
+  for dataset in sorted({r["dataset"] for r in runs}):
+    for regime in [x for x in dict.fromkeys(r["regime"] for r in runs if r["dataset"] == dataset)]:
+      cell = [r for r in runs if r["dataset"] == dataset and r["regime"] == regime]
+      folds = sorted({r["fold"] for r in cell})
+      lines += [f"### {dataset}, training set {regime} ({len(folds)} fold(s))", "",
+                "| arm | test AUC | test top-1 | epochs run (best) |", "| --- | --- | --- | --- |"]
+      for arm in dict.fromkeys(r["arm"] for r in cell):
+        rs = [r["results"] for r in cell if r["arm"] == arm]
+        lines.append(f"| {arm} | {_agg(rs, 'auc')} | {_agg(rs, 'top1')} | "
+                     + ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs) + " |")
+      att = [r["results"]["attention_by_class"] for r in cell if r["arm"] == "dvme"
+             and "attention_by_class" in r["results"]]
+      if att:
+        mean = np.mean([a["mean"] for a in att], axis=0)
+        lines += ["", "DVME attention received per source (test mean over folds): "
+                  + ", ".join(f"{n} {w:.3f}" for n, w in zip(att[0]["sources"], mean))]
+      lines.append("")
+  return lines
+
+
+def _agg(results: list, metric: str) -> str:
+  vals = [r["test"][metric]["value"] for r in results if metric in r["test"]]
+  if not vals:
+    return "n/a"
+  if len(vals) == 1:  # one fold: its bootstrap interval
+    m = results[0]["test"][metric]
+    return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+  return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
