@@ -33,14 +33,19 @@ from ml_collections import config_flags
 from medssl_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file: its model.* and data.* settings.", lock_config=True)
-flags.DEFINE_string("checkpoint", "", "Workdir (or checkpoints/ folder) whose encoder is used; default "
-                    "the config's eval.checkpoint.")
-flags.DEFINE_string("split", "", "Data split; default the config's data.eval_split.")
-flags.DEFINE_string("out", None, "Output .npz file (local or gs://).")
-flags.DEFINE_integer("batch_size", 256, "Images per forward pass (all devices together).")
-flags.DEFINE_integer("chunk", 4096, "Images decoded into host memory at a time.")
-flags.mark_flags_as_required(["config", "out"])
+
+
+def _define_flags() -> None:
+  """The command's flags, defined only when it runs (the module is also imported as a library,
+  beside other commands' flags of the same names)."""
+  config_flags.DEFINE_config_file("config", None, "Config file: its model.* and data.* settings.", lock_config=True)
+  flags.DEFINE_string("checkpoint", "", "Workdir (or checkpoints/ folder) whose encoder is used; default "
+                      "the config's eval.checkpoint.")
+  flags.DEFINE_string("split", "", "Data split; default the config's data.eval_split.")
+  flags.DEFINE_string("out", None, "Output .npz file (local or gs://).")
+  flags.DEFINE_integer("batch_size", 256, "Images per forward pass (all devices together).")
+  flags.DEFINE_integer("chunk", 4096, "Images decoded into host memory at a time.")
+  flags.mark_flags_as_required(["config", "out"])
 
 
 def encoder_and_weights(config, checkpoint: str):
@@ -143,4 +148,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from medssl_jax import errors
+  _define_flags()
   errors.guard(app.run)(main)
