@@ -146,6 +146,8 @@ def run(config, workdir: str) -> dict:
   d = config.dvme
   if d.monitor not in MONITORS:
     raise UserError(f"dvme.monitor={d.monitor!r}: expected one of {MONITORS}")
+  if int(d.epochs) < 1 or int(d.batch_size) < 1:
+    raise UserError(f"dvme.epochs={d.epochs} and dvme.batch_size={d.batch_size} must be >= 1")
   if not config.eval.val_split:
     raise UserError("DVME selects its epoch on the validation split: set eval.val_split")
   names = {"train": config.data.train_split, "val": config.eval.val_split, "test": config.data.eval_split}

@@ -98,6 +98,9 @@ def test_a_cache_from_another_encoder_or_other_images_is_refused(features, tmp_p
   write_features(tmp_path, "short", True, drop_test=True)
   with pytest.raises(UserError, match="hold different images"):
     fusion.run(config(tmp_path, spec="good=G/good_{split}.npz,short=G/short_{split}.npz"), str(tmp_path / "y"))
+  c = config(tmp_path, spec="good=G/good_{split}.npz", epochs=0)
+  with pytest.raises(UserError, match="dvme.epochs=0 and dvme.batch_size=16 must be >= 1"):
+    fusion.run(c, str(tmp_path / "w"))
   with pytest.raises(UserError, match=r"has no '\{split\}'"):
     fusion.run(config(tmp_path, spec="good=G/good.npz"), str(tmp_path / "z"))
 
