@@ -79,20 +79,26 @@ def tree_sha256(tree) -> str:
   return h.hexdigest()
 
 
+def file_sha256(path) -> str:
+  """SHA-256 of one file's bytes (local or gs://), read in 1 MiB blocks."""
+  h = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
 def data_sha256(data_cfg) -> str:
   """SHA-256 of the data file (npz, manifest CSV); of the sorted file names and sizes of a folder;
   '' when there is no data file (synthetic)."""
   path = epath.Path(data_cfg.path) if data_cfg.path else None
   if path is None or not path.exists():
     return ""
+  if not path.is_dir():
+    return file_sha256(path)
   h = hashlib.sha256()
-  if path.is_dir():
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-      h.update(f"{f.relative_to(path)}|{f.stat().length}\n".encode())
-  else:
-    with path.open("rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
+  for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    h.update(f"{f.relative_to(path)}|{f.stat().length}\n".encode())
   return h.hexdigest()
 
 

@@ -120,20 +120,21 @@ def _put(x, sharding):
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def evaluate(params, split, labels, config, model, mesh, batch: int):
-  """(mean loss, probabilities, attention weights (N, S) or None) over a whole split."""
+def evaluate(params, split, labels, config, fwd, mesh, batch: int):
+  """(mean loss, probabilities, attention weights (N, S) or None) over a whole split; `fwd` is the
+  jitted `forward` (made once per run, so evaluating every epoch does not recompile it)."""
   from medssl_jax.inference import batched_apply
   n = len(labels)
-  fwd = jax.jit(functools.partial(forward, model=model))
   width = [f.shape[1] for f in split.features]
   packed = np.concatenate(split.features, axis=1)  # one host array, so batched_apply pads and shards it
   cuts = np.cumsum(width)[:-1]
 
-  def fn(x):
+  def fn(x):  # one pass: logits and (if any) attention side by side, split on the host
     logits, att = fwd(params, tuple(jnp.split(x, cuts, axis=1)))
-    return (logits, att) if att is not None else (logits, jnp.zeros((x.shape[0], 0)))
-  logits = batched_apply(lambda x: fn(x)[0], packed, mesh, batch)
-  att = batched_apply(lambda x: fn(x)[1], packed, mesh, batch) if config.dvme.attention else None
+    return logits if att is None else jnp.concatenate([logits, att], axis=1)
+  out = batched_apply(fn, packed, mesh, batch)
+  k = out.shape[1] - (len(width) if config.dvme.attention else 0)
+  logits, att = out[:, :k], (out[:, k:] if config.dvme.attention else None)
   logits_j, labels_j = jnp.asarray(logits), jnp.asarray(labels)
   loss = float(loss_fn(logits_j, labels_j, jnp.ones(n), config.eval.task))
   act = jax.nn.softmax if config.eval.task == "multiclass" else jax.nn.sigmoid
@@ -168,6 +169,7 @@ def run(config, workdir: str) -> dict:
   params = jax.jit(lambda r: model.init(r, init_feats)["params"], out_shardings=replicated(mesh))(rng)
   tx = optax.inject_hyperparams(optax.adam)(learning_rate=float(d.lr))
   opt_state = jax.jit(tx.init, out_shardings=replicated(mesh))(params)
+  fwd = jax.jit(functools.partial(forward, model=model))
   step = jax.jit(functools.partial(train_step, model=model, tx=tx, task=config.eval.task), donate_argnums=(0, 1))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   schedule = PlateauSchedule(base_lr=float(d.lr), mode="min", factor=float(d.plateau_factor),
@@ -183,7 +185,7 @@ def run(config, workdir: str) -> dict:
                                      _put(keep.astype(np.float32), sharding), sub,
                                      jnp.float32(schedule.learning_rate))
       losses.append(loss)
-    val_loss = evaluate(params, val, y["val"], config, model, mesh, batch)[0]
+    val_loss = evaluate(params, val, y["val"], config, fwd, mesh, batch)[0]
     decision = schedule.step(val_loss, epoch)
     history.append({"epoch": epoch, "train_loss": float(np.mean(jax.device_get(losses))), "val_loss": val_loss,
                     "lr": float(decision.lr_scale * float(d.lr))})
@@ -195,7 +197,7 @@ def run(config, workdir: str) -> dict:
       break
   best_epoch, best_params = best
   test_loss, probs, att = evaluate(jax.device_put(best_params, replicated(mesh)), test, y["test"], config,
-                                   model, mesh, batch)
+                                   fwd, mesh, batch)
   metrics = bootstrap.bootstrap_all(y["test"], probs, config.eval.task, num_replicates=config.eval.num_replicates,
                                     seed=config.eval.bootstrap_seed)
   results = {"mode": "dvme", "sources": list(train.names), "attention": bool(d.attention), "tokens": d.tokens,

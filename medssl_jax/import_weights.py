@@ -10,31 +10,23 @@ refused). Formats: torchvision (ResNet-18/34/50/101/152, wide_resnet50_2/101_2; 
 state_dict or `.safetensors`). Needs `pip install medssl-jax[torch]` for `.pth` files.
 """
 import argparse
-import hashlib
 import os
 
 FORMATS = ("torchvision",)
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def import_weights(fmt: str, arch: str, in_path: str, out_dir: str) -> dict:
   """Converts `in_path` and writes `out_dir`; returns the model settings the weights need."""
   from medssl_jax import weights
   from medssl_jax.errors import UserError
+  from medssl_jax.features import file_sha256
   if fmt not in FORMATS:
     raise UserError(f"--format={fmt!r}: expected one of {FORMATS}")
   from medssl_jax.weights import torchvision as fmt_lib
   settings = fmt_lib.model_settings(arch)  # refuses an unknown arch before reading the file
   params, batch_stats = fmt_lib.from_state_dict(weights.load_tensors(in_path), arch)
   weights.write_checkpoint(out_dir, params, batch_stats, settings,
-                           {"format": fmt, "arch": arch, "file": os.path.abspath(in_path), "sha256": _sha256(in_path),
+                           {"format": fmt, "arch": arch, "file": os.path.abspath(in_path), "sha256": file_sha256(in_path),
                             "classifier_outputs": int(params["classifier"]["bias"].shape[0]) if "classifier" in params else 0})
   return settings
 

@@ -1,4 +1,5 @@
 """Test set-up: 8 simulated CPU devices, so sharded code paths run on any machine."""
+import importlib.util
 import os
 import tempfile
 
@@ -24,10 +25,8 @@ import pytest
 # The torch extra (weight-port tests): torchvision must be imported before TensorFlow. Imported
 # after it, torchvision's import of triton crashes the process (segmentation fault, measured with
 # tensorflow-cpu 2.21 + torch 2.14.1 + torchvision 0.29.1), and with it the whole test session.
-try:
+if importlib.util.find_spec("torchvision") is not None:
   import torchvision  # noqa: F401
-except ImportError:
-  pass
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
