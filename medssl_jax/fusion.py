@@ -31,6 +31,7 @@ from etils import epath
 
 from medssl_jax import feature_cache
 from medssl_jax.errors import UserError
+from medssl_jax.inference import shard_host_array
 from medssl_jax.losses.classification import masked_sigmoid_cross_entropy, softmax_cross_entropy
 from medssl_jax.models import dvme as dvme_lib
 from medssl_jax.training.plateau import PlateauSchedule
@@ -116,10 +117,6 @@ def _batches(n: int, batch: int, rng: np.random.Generator):
     yield np.concatenate([rows, np.zeros(batch - len(rows), rows.dtype)]), np.arange(batch) < len(rows)
 
 
-def _put(x, sharding):
-  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-
 def evaluate(params, split, labels, config, fwd, mesh, batch: int):
   """(mean loss, probabilities, attention weights (N, S) or None) over a whole split; `fwd` is the
   jitted `forward` (made once per run, so evaluating every epoch does not recompile it)."""
@@ -171,7 +168,6 @@ def run(config, workdir: str) -> dict:
   opt_state = jax.jit(tx.init, out_shardings=replicated(mesh))(params)
   fwd = jax.jit(functools.partial(forward, model=model))
   step = jax.jit(functools.partial(train_step, model=model, tx=tx, task=config.eval.task), donate_argnums=(0, 1))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   schedule = PlateauSchedule(base_lr=float(d.lr), mode="min", factor=float(d.plateau_factor),
                              lr_patience=int(d.lr_patience), stop_patience=int(d.stop_patience))
   history, best = [], None
@@ -179,10 +175,10 @@ def run(config, workdir: str) -> dict:
   for epoch in range(int(d.epochs)):
     losses = []
     for rows, keep in _batches(len(y["train"]), batch, host_rng):
-      feats = tuple(_put(f[rows], sharding) for f in train_feats)
+      feats = tuple(shard_host_array(f[rows], mesh) for f in train_feats)
       rng, sub = jax.random.split(rng)
-      params, opt_state, loss = step(params, opt_state, feats, _put(y["train"][rows], sharding),
-                                     _put(keep.astype(np.float32), sharding), sub,
+      params, opt_state, loss = step(params, opt_state, feats, shard_host_array(y["train"][rows], mesh),
+                                     shard_host_array(keep.astype(np.float32), mesh), sub,
                                      jnp.float32(schedule.learning_rate))
       losses.append(loss)
     val_loss = evaluate(params, val, y["val"], config, fwd, mesh, batch)[0]
