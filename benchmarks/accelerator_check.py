@@ -49,6 +49,9 @@ def parse_args(argv=None):
   p.add_argument("--also_moco", action="store_true",
                  help="Also time the MoCo v2 step (queue, momentum encoder, shuffled BN) at the largest batch that ran.")
   p.add_argument("--torch_compile", default="auto", choices=("auto", "off"))
+  p.add_argument("--device_augment", action="store_true",
+                 help="Also time the SimCLR step with aug.on_device (uint8 views in, flip/colour/grayscale/blur in the "
+                      "step) at the largest batch that ran, and the host pipeline sending such views.")
   p.add_argument("--images", default=DEFAULT_IMAGES,
                  help="Folder for the host part: a covid_cxr_multi-style folder or any folder of JPEG/PNG files.")
   p.add_argument("--host_batches", type=int, default=6)
@@ -99,7 +102,22 @@ def jax_part(args) -> dict:
                    "queue_size": c.moco.queue_size, "bn_groups": c.moco.bn_groups})
     except Exception as e:  # noqa: BLE001 - reported in the table
       moco.append({"batch": max(ran), "error": str(e).splitlines()[0][:300]})
-  return {"rows": rows, "moco_rows": moco, "jax": jax.__version__, "device": jax.devices()[0].device_kind,
+  device_aug = []
+  if args.device_augment and ran:
+    c = derm_simclr.get_config()
+    with c.unlocked():
+      c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
+      c.data.image_size, c.train.batch_size, c.aug.on_device = args.image_size, max(ran), True
+    try:
+      r = throughput.time_step(c, args.steps)
+      device_aug.append({"batch": max(ran), "pairs_per_sec": r["images_per_sec"] / 2,
+                         "step_ms": 1000 * r["seconds"] / r["steps"], "compile_s": r["compile_and_warmup_seconds"],
+                         "loss_finite": r["loss_finite"]})
+      print(f"jax on-device augmentation batch {max(ran)}: {device_aug[-1]['pairs_per_sec']:.0f} pairs/s",
+            file=sys.stderr, flush=True)
+    except Exception as e:  # noqa: BLE001 - reported in the table
+      device_aug.append({"batch": max(ran), "error": str(e).splitlines()[0][:300]})
+  return {"rows": rows, "moco_rows": moco, "device_aug_rows": device_aug, "jax": jax.__version__, "device": jax.devices()[0].device_kind,
           "platform": jax.devices()[0].platform, "device_count": jax.device_count()}
 
 
@@ -235,8 +253,12 @@ def host_part(args) -> dict:
   source = _image_source(args.images)
   rows = []
   cores = os.cpu_count() or 1
-  for aug_name, cfg_mod in (("simclr", derm_simclr), ("chexpert", chexpert_simclr)):
+  modes = (False, True) if args.device_augment else (False,)
+  for (aug_name, cfg_mod), on_device in [(a, d) for a in (("simclr", derm_simclr), ("chexpert", chexpert_simclr))
+                                         for d in modes]:
     c = cfg_mod.get_config()
+    with c.unlocked():
+      c.aug.on_device = on_device  # True: crop, resize and rotation only; uint8 views
     for workers in sorted({1, min(cores, 16)}):
       numpy_pipeline._workers = lambda w=workers: w  # noqa: E731 - thread count under test
       it = numpy_pipeline.pretrain_iterator(source, data_cfg=_DataCfg(args.image_size, 3), aug_cfg=c.aug,
@@ -247,7 +269,8 @@ def host_part(args) -> dict:
         next(it)
       dt = time.perf_counter() - t0
       pairs = args.host_batch * args.host_batches / dt
-      rows.append({"pipeline": "numpy", "augmentation": aug_name, "workers": workers,
+      rows.append({"pipeline": "numpy", "augmentation": aug_name + (" (host part of on_device)" if on_device else ""),
+                   "workers": workers,
                    "pairs_per_sec": pairs, "pairs_per_sec_per_worker": pairs / workers})
       print(f"host {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
   return {"rows": rows, "images": len(source), "host_cores": cores, "image_size": args.image_size}
@@ -303,6 +326,12 @@ def table(res: dict) -> str:
       lines.append(f"| JAX MoCo v2 (ours) | {r['batch']} | failed: {r['error'][:80]} | | |")
     else:
       lines.append(f"| JAX MoCo v2 (ours) | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
+                   f"{r['compile_s']:.1f} |")
+  for r in res["jax"].get("device_aug_rows", []):
+    if "error" in r:
+      lines.append(f"| JAX (ours), aug.on_device | {r['batch']} | failed: {r['error'][:80]} | | |")
+    else:
+      lines.append(f"| JAX (ours), aug.on_device | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
                    f"{r['compile_s']:.1f} |")
   if "error" in res["jax"]:
     lines.append(f"| JAX (ours) | | failed: {res['jax']['error']} | | |")

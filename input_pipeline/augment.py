@@ -383,17 +383,22 @@ TF_OPS = view_plan.Ops(crop=_crop, fixed_crop=fixed_crop, center_crop=center_cro
                        blur=random_blur, clip=lambda x: tf.clip_by_value(x, 0.0, 1.0))
 
 
-def make_view_fn(aug: ml_collections.ConfigDict, image_size: int,
-                 channels: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+def make_view_fn(aug: ml_collections.ConfigDict, image_size: int, channels: int,
+                 on_device: bool = False) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
 
   The ops and their order are `view_plan.apply`'s (shared with the NumPy pipeline); each is
   switched by `aug` (see medssl_jax/settings.py) and draws from its own sub-seed of `seed`.
+  on_device: only the host's part (`ViewPlan.host_part`: crop, resize, rotation), rounded to a
+  uint8 view; the train step does the rest (input_pipeline/augment_device.py).
   """
   plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
+  if on_device:
+    plan = plan.host_part()
 
   def view_fn(image, seed):
     x = view_plan.apply(plan, TF_OPS, image, _split(seed, view_plan.NUM_OPS), seed=seed)
-    return tf.ensure_shape(x, [image_size, image_size, channels])
+    x = tf.ensure_shape(x, [image_size, image_size, channels])
+    return tf.cast(tf.round(x * 255.0), tf.uint8) if on_device else x
 
   return view_fn

@@ -411,20 +411,25 @@ NUMPY_OPS = view_plan.Ops(crop=_crop, fixed_crop=fixed_crop, center_crop=center_
                           blur=random_blur, clip=lambda x: np.clip(x, 0.0, 1.0))
 
 
-def make_view_fn(aug, image_size: int,
-                 channels: int) -> Callable[[np.ndarray, Sequence[int]], np.ndarray]:
+def make_view_fn(aug, image_size: int, channels: int,
+                 on_device: bool = False) -> Callable[[np.ndarray, Sequence[int]], np.ndarray]:
   """fn(image, seed) -> one augmented float32 (image_size, image_size, channels) view.
 
   `aug` is any object with the attributes of medssl_jax/settings.py's `aug`; the ops and their order
   are `view_plan.apply`'s (shared with the tf.data pipeline). `seed` is a length-2 integer
-  sequence (see `op_rngs`).
+  sequence (see `op_rngs`). on_device: only the host's part (`ViewPlan.host_part`: crop,
+  resize, rotation), rounded to a uint8 view; the train step does the rest
+  (input_pipeline/augment_device.py).
   """
   plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
+  if on_device:
+    plan = plan.host_part()
 
   def view_fn(image, seed):
     x = np.asarray(image)
     if x.ndim == 2:
       x = x[..., None]
-    return view_plan.apply(plan, NUMPY_OPS, x, op_rngs(seed), seed=seed).astype(np.float32)
+    x = view_plan.apply(plan, NUMPY_OPS, x, op_rngs(seed), seed=seed).astype(np.float32)
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8) if on_device else x
 
   return view_fn

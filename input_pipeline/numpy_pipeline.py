@@ -116,7 +116,8 @@ def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: 
   stream = indexing.pair_stream(table, sizes, case_index, global_batch=global_batch, seed=seed,
                                 start_step=start_step, process_index=process_index, process_count=process_count)
   load = _loader(source)
-  view = augment_np.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels))
+  view = augment_np.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels),
+                                 on_device=bool(getattr(aug_cfg, "on_device", False)))
 
   def make_pair(example):
     ia, ib, case, sa, sb = example

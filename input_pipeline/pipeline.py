@@ -50,7 +50,8 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, pairing: str, global_bat
 
   spec = (tf.TensorSpec([], tf.int64),) * 3 + (tf.TensorSpec([2], tf.int64),) * 2
   load = _loader(source)
-  view = augment.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels))
+  view = augment.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels),
+                              on_device=bool(getattr(aug_cfg, "on_device", False)))
 
   def make_pair(ia, ib, case, sa, sb):
     out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": tf.cast(case, tf.int32),

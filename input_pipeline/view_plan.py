@@ -83,6 +83,12 @@ class ViewPlan:
                std_contrast=float(aug.std_contrast), blur_prob=float(aug.blur_prob),
                blur_kernel_size=blur_kernel_size(image_size))
 
+  def host_part(self) -> "ViewPlan":
+    """The ops the host keeps with `aug.on_device` (crop, resize, rotation); the others run in
+    the train step (input_pipeline/augment_device.py)."""
+    return dataclasses.replace(self, flip=False, color_prob=0.0, grayscale_prob=0.0, additive_brightness=0.0,
+                               std_contrast=0.0, blur_prob=0.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Ops:

@@ -263,6 +263,9 @@ def finetune(config, workdir: str) -> dict:
   pipeline = backends.get(config.data.pipeline)  # tf.data, or NumPy where TensorFlow is absent
 
   t_start = time.time()
+  if config.aug.get("on_device", False):
+    raise UserError(f"aug.on_device=True applies to pretraining only; fine-tuning and linear evaluation "
+                    f"augment on the host: set aug.on_device=False for mode={config.mode!r}")
   if config.eval.init not in INITS:
     raise UserError(f"eval.init={config.eval.init!r}: expected one of {INITS}")
   if config.eval.init != "random" and not config.eval.checkpoint:

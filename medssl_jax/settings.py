@@ -84,6 +84,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # CheXpert fine-tune augmentation (Azizi App. A.2); 0 = off.
   c.aug.additive_brightness = 0.0  # add U(-b, b) to all channels.
   c.aug.std_contrast = 0.0         # scale deviation from the channel mean by 1 + U(-c, c).
+  # Pretraining only: the host crops, resizes and rotates and sends uint8 views; flip, colour,
+  # grayscale, brightness/contrast and blur run in the jitted step (input_pipeline/augment_device.py).
+  c.aug.on_device = False
 
   # ---- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()

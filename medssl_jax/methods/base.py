@@ -16,7 +16,9 @@ A method provides, in JAX terms:
   e.g. a momentum encoder and a queue; a pytree, saved and restored with every checkpoint;
 - `train_step(config)`: a pure function `(state, batch) -> (state, metrics)` on global arrays,
   jitted by the caller with the state donated; `batch` holds 'view_a' and 'view_b' (N, S, S, C)
-  and, for case pairing, 'distinct'. Metrics must include 'loss'.
+  float32 in [0, 1] and, for case pairing, 'distinct'. Metrics must include 'loss'. (With
+  `aug.on_device` the host sends uint8 views and `jit_train_step` augments them before the
+  method's step sees them: a method never handles that mode.)
 
 The loop, checkpoints (every field of the state, `training/checkpoint.py`), resume, logging,
 the throughput command, the linear probe and multi-host runs only use this interface.
@@ -27,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from input_pipeline import augment_device
 from medssl_jax.training import optim
 from medssl_jax.errors import UserError
 from medssl_jax.models import from_config
@@ -105,11 +108,17 @@ def jit_train_step(config, method: Method | None = None):
   state replicated, batch on the data axis)."""
   from medssl_jax.methods import registry
   method = registry.get(config.method) if method is None else method
-  return jax.jit(method.train_step(config), donate_argnums=(0,))
+  step = method.train_step(config)
+  if bool(config.aug.get("on_device", False)):  # uint8 views in; flip, colour, blur... in the step
+    step = augment_device.wrap_step(step, config)
+  return jax.jit(step, donate_argnums=(0,))
 
 
 def synthetic_batch(config, rng: np.random.Generator, batch_size: int | None = None) -> dict:
-  """Random views in [0, 1]: enough for timing the step and for tests."""
+  """Random views in [0, 1] (uint8 0..255 with aug.on_device, as the host sends them then): enough
+  for timing the step and for tests."""
   b = config.train.batch_size if batch_size is None else batch_size
   s, c = config.data.image_size, config.data.channels
+  if bool(config.aug.get("on_device", False)):
+    return {k: rng.integers(0, 256, (b, s, s, c), np.uint8) for k in ("view_a", "view_b")}
   return {"view_a": rng.random((b, s, s, c), np.float32), "view_b": rng.random((b, s, s, c), np.float32)}

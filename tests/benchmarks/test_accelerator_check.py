@@ -22,7 +22,7 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   out = tmp_path / "check.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check", "--depth=18", "--width=0.125",
-                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--also_moco", "--torch_batch=4", "--torch_compile=off",
+                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--also_moco", "--device_augment", "--torch_batch=4", "--torch_compile=off",
                       f"--images={images}", "--host_batches=1", "--host_batch=2", f"--out={out}"],
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-2000:]
@@ -32,10 +32,14 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   assert jax_rows[0]["pairs_per_sec"] > 0 and jax_rows[0]["loss_finite"]
   moco = res["jax"]["moco_rows"]
   assert len(moco) == 1 and moco[0]["pairs_per_sec"] > 0 and moco[0]["loss_finite"], moco
+  device_aug = res["jax"]["device_aug_rows"]
+  assert len(device_aug) == 1 and device_aug[0]["pairs_per_sec"] > 0 and device_aug[0]["loss_finite"], device_aug
+  assert f"| JAX (ours), aug.on_device | 4 | {device_aug[0]['pairs_per_sec']:.0f} |" in p.stdout
   torch = res["torch"]
   assert "skipped" in torch or torch["eager"]["pairs_per_sec"] > 0
   host = {(r["augmentation"], r["workers"]) for r in res["host"]["rows"]}
   assert ("simclr", 1) in host and ("chexpert", 1) in host
+  assert ("simclr (host part of on_device)", 1) in host and ("chexpert (host part of on_device)", 1) in host
   assert res["host"]["images"] == 3
   # The table is the last thing printed, with one JAX row carrying the measured rate.
   assert p.stdout.strip().splitlines()[0].startswith("## Accelerator check: SimCLR ResNet-18")
