@@ -84,6 +84,7 @@ def jax_part(args) -> dict:
     rows.append({"batch": b, "pairs_per_sec": r["images_per_sec"] / 2, "compile_s": r["compile_and_warmup_seconds"],
                  "step_ms": 1000 * r["seconds"] / r["steps"], "loss_finite": r["loss_finite"]})
     print(f"jax batch {b}: {rows[-1]['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
+    print(json.dumps({"rows": rows, "jax": jax.__version__, "device": jax.devices()[0].device_kind}), flush=True)
   ran = [r["batch"] for r in rows if "pairs_per_sec" in r]
   moco = []
   if args.also_moco and ran:
@@ -273,6 +274,7 @@ def host_part(args) -> dict:
                    "workers": workers,
                    "pairs_per_sec": pairs, "pairs_per_sec_per_worker": pairs / workers})
       print(f"host {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
+      print(json.dumps({"rows": rows, "host_cores": cores}), flush=True)
   return {"rows": rows, "images": len(source), "host_cores": cores, "image_size": args.image_size}
 
 
@@ -288,8 +290,13 @@ def _run_part(args, part: str, extra=()) -> dict:
   t0 = time.time()
   try:
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.part_timeout)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {args.part_timeout} s"}
+  except subprocess.TimeoutExpired as e:
+    # A part prints its result so far after every row: keep the rows that finished.
+    out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+    done = [l for l in out.splitlines() if l.startswith("{")]
+    kept = json.loads(done[-1]) if done else {}
+    kept["error"] = f"timed out after {args.part_timeout} s" + (" (the rows above finished)" if done else "")
+    return kept
   sys.stderr.write(p.stderr[-2000:])
   lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
   if p.returncode or not lines:

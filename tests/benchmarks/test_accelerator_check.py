@@ -44,3 +44,20 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   # The table is the last thing printed, with one JAX row carrying the measured rate.
   assert p.stdout.strip().splitlines()[0].startswith("## Accelerator check: SimCLR ResNet-18")
   assert f"| JAX (ours) | 4 | {jax_rows[0]['pairs_per_sec']:.0f} |" in p.stdout
+
+
+def test_a_part_that_times_out_keeps_the_rows_it_finished(monkeypatch):
+  from benchmarks import accelerator_check as ac
+
+  partial = json.dumps({"rows": [{"batch": 512, "pairs_per_sec": 3000.0, "step_ms": 170.0, "compile_s": 60.0}]})
+
+  def run(cmd, **kw):
+    raise subprocess.TimeoutExpired(cmd, kw["timeout"], output=("jax batch 512\n" + partial + "\n").encode())
+
+  monkeypatch.setattr(ac.subprocess, "run", run)
+  out = ac._run_part(ac.parse_args(["--part_timeout=7"]), "jax")
+  assert out["rows"][0]["pairs_per_sec"] == 3000.0
+  assert out["error"] == "timed out after 7 s (the rows above finished)"
+  monkeypatch.setattr(ac.subprocess, "run", lambda cmd, **kw: (_ for _ in ()).throw(
+      subprocess.TimeoutExpired(cmd, kw["timeout"], output=b"")))
+  assert ac._run_part(ac.parse_args(["--part_timeout=7"]), "jax") == {"error": "timed out after 7 s"}
