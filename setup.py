@@ -16,6 +16,7 @@ CORE = [
     "matplotlib",
     "pillow",
     "pandas",
+    "grain>=0.2.18,<0.3",  # data.pipeline='grain' (multi-process host pipeline, no TensorFlow)
 ]
 HOST_DATA = [
     "tensorflow-cpu>=2.21,<2.22",

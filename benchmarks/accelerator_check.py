@@ -15,9 +15,11 @@ pool, and one part failing, e.g. out of memory, must not lose the others' number
            LARS with 1-D parameters excluded from weight decay and trust ratio, bf16 autocast,
            channels_last; eager, then `torch.compile` where it works. Skipped, saying so, where
            torch or torchvision is not installed.
-- `host`:  the TensorFlow-free NumPy host pipeline (`input_pipeline/numpy_pipeline.py`) reading real
-           image files with the full SimCLR augmentation at `--image_size`, with 1 and with all
-           worker threads: pairs/s, and pairs/s per worker thread.
+- `host`:  the TensorFlow-free host pipelines of `--host_pipelines` (numpy: `numpy_pipeline.py` on
+           threads; grain: `grain_pipeline.py` on processes) reading real image files with the
+           SimCLR and the CheXpert augmentation at `--image_size` (with `--device_augment`, also
+           the host part of aug.on_device), with 1 and with all workers (at most 16): pairs/s,
+           and pairs/s per worker.
 
 It prints one table (the last lines of the output) and writes every number, the card and the
 library versions to `--out` (JSON). Pairs/s counts positive pairs (2 views each) per second.
@@ -55,6 +57,8 @@ def parse_args(argv=None):
   p.add_argument("--images", default=DEFAULT_IMAGES,
                  help="Folder for the host part: a covid_cxr_multi-style folder or any folder of JPEG/PNG files.")
   p.add_argument("--host_batches", type=int, default=6)
+  p.add_argument("--host_pipelines", default="numpy",
+                 help="Comma-separated host pipelines to time: numpy (threads), grain (worker processes).")
   p.add_argument("--host_batch", type=int, default=32, help="Pairs per host batch.")
   p.add_argument("--part_timeout", type=int, default=400, help="Seconds before a part is abandoned.")
   p.add_argument("--out", default="")
@@ -249,38 +253,43 @@ def _image_source(folder: str):
 
 def host_part(args) -> dict:
   from configs import chexpert_simclr, derm_simclr
-  from input_pipeline import numpy_pipeline
+  from input_pipeline import grain_pipeline, numpy_pipeline
 
   source = _image_source(args.images)
   rows = []
   cores = os.cpu_count() or 1
   modes = (False, True) if args.device_augment else (False,)
-  for (aug_name, cfg_mod), on_device in [(a, d) for a in (("simclr", derm_simclr), ("chexpert", chexpert_simclr))
-                                         for d in modes]:
+  for pipe, (aug_name, cfg_mod), on_device in [
+      (p, a, d) for p in args.host_pipelines.split(",") for a in (("simclr", derm_simclr), ("chexpert", chexpert_simclr))
+      for d in modes]:
     c = cfg_mod.get_config()
     with c.unlocked():
       c.aug.on_device = on_device  # True: crop, resize and rotation only; uint8 views
     for workers in sorted({1, min(cores, 16)}):
       numpy_pipeline._workers = lambda w=workers: w  # noqa: E731 - thread count under test
-      it = numpy_pipeline.pretrain_iterator(source, data_cfg=_DataCfg(args.image_size, 3), aug_cfg=c.aug,
-                                            pairing="views", global_batch=args.host_batch, seed=0)
-      next(it)
+      module = {"numpy": numpy_pipeline, "grain": grain_pipeline}[pipe]
+      it = module.pretrain_iterator(source, data_cfg=_DataCfg(args.image_size, 3, workers), aug_cfg=c.aug,
+                                    pairing="views", global_batch=args.host_batch, seed=0)
+      for _ in range(min(workers, 4) if pipe == "grain" else 1):  # grain: every worker started and busy
+        next(it)
       t0 = time.perf_counter()
       for _ in range(args.host_batches):
         next(it)
       dt = time.perf_counter() - t0
+      it.close()
       pairs = args.host_batch * args.host_batches / dt
-      rows.append({"pipeline": "numpy", "augmentation": aug_name + (" (host part of on_device)" if on_device else ""),
+      rows.append({"pipeline": pipe, "augmentation": aug_name + (" (host part of on_device)" if on_device else ""),
                    "workers": workers,
                    "pairs_per_sec": pairs, "pairs_per_sec_per_worker": pairs / workers})
-      print(f"host {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
+      print(f"host {pipe} {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
       print(json.dumps({"rows": rows, "host_cores": cores}), flush=True)
   return {"rows": rows, "images": len(source), "host_cores": cores, "image_size": args.image_size}
 
 
 class _DataCfg:
-  def __init__(self, image_size, channels):
+  def __init__(self, image_size, channels, host_workers=0):
     self.image_size, self.channels, self.max_bag_size = image_size, channels, 6
+    self.host_workers = host_workers
 
 
 # ---- driver ----------------------------------------------------------------------------------------
@@ -359,13 +368,13 @@ def table(res: dict) -> str:
   if torch_best and t.get("batch") in jb:
     lines.append("")
     lines.append(f"JAX / best PyTorch at batch {t['batch']}: {jb[t['batch']] / torch_best:.2f}x")
-  lines += ["", "| host pipeline | augmentation | worker threads | pairs/s | pairs/s per thread |",
+  lines += ["", "| host pipeline | augmentation | workers (numpy: threads, grain: processes) | pairs/s | pairs/s per worker |",
             "| --- | --- | --- | --- | --- |"]
   for r in res["host"].get("rows", []):
     lines.append(f"| {r['pipeline']} | {r['augmentation']} | {r['workers']} | {r['pairs_per_sec']:.1f} | "
                  f"{r['pairs_per_sec_per_worker']:.1f} |")
   if "error" in res["host"]:
-    lines.append(f"| numpy | | | failed: {res['host']['error']} | |")
+    lines.append(f"| host | | | failed: {res['host']['error']} | |")
   return "\n".join(lines)
 
 

@@ -1,17 +1,22 @@
-"""Picks the host pipeline: tf.data (`pipeline.py`) or its TensorFlow-free twin (`numpy_pipeline.py`).
+"""Picks the host pipeline: tf.data (`pipeline.py`), its TensorFlow-free twin (`numpy_pipeline.py`), or
+that twin on grain worker processes (`grain_pipeline.py`, the same batches as 'numpy').
 
-Both have `pretrain_iterator`, `supervised_iterator` and `make_eval_arrays`, and put the same
+All have `pretrain_iterator`, `supervised_iterator` and `make_eval_arrays`, and put the same
 images, pairs and view seeds in every batch (`indexing.py`).
 """
 from absl import logging
 
-NAMES = ("auto", "tf", "numpy")
+NAMES = ("auto", "tf", "numpy", "grain")
 
 
 def get(name: str = "auto"):
   """The pipeline module for data.pipeline=`name`; 'auto' takes tf.data when TensorFlow imports."""
   if name not in NAMES:
     raise ValueError(f"data.pipeline={name!r}: expected one of {NAMES}")
+  if name == "grain":
+    from input_pipeline import grain_pipeline
+    grain_pipeline._grain()  # not installed: one line saying so, before any work
+    return grain_pipeline
   if name in ("auto", "tf"):
     try:
       from input_pipeline import pipeline
@@ -26,5 +31,8 @@ def get(name: str = "auto"):
 
 
 def short_name(module) -> str:
-  """'tf' or 'numpy', for results files."""
-  return "numpy" if module.__name__.endswith("numpy_pipeline") else "tf"
+  """'tf', 'numpy' or 'grain', for results files."""
+  for name in ("numpy", "grain"):
+    if module.__name__.endswith(f"{name}_pipeline"):
+      return name
+  return "tf"

@@ -11,6 +11,8 @@ process p of P takes the contiguous slice [p*B/P, (p+1)*B/P). Every random choic
 example (which two images of a bag, every augmentation) is seeded by (seed, global stream
 position), so the batch at step s is a pure function of (seed, s).
 """
+import functools
+import itertools
 from typing import Iterator, Tuple
 
 import numpy as np
@@ -46,23 +48,25 @@ def supervised_units(indices, global_batch: int, process_count: int, repeat_to_f
   return indices, local
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_perm(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The unit order of one epoch (cached: consecutive steps share it; do not modify it)."""
   return np.random.default_rng([seed, epoch, 104729]).permutation(n)
+
+
+def step_positions(num_units, global_batch, seed, step, process_index, process_count) -> list:
+  """[(global position, unit)] of this process's share of global batch `step`."""
+  local = global_batch // process_count
+  epoch, k = divmod(step, num_units // global_batch)
+  perm = epoch_perm(int(seed), int(epoch), int(num_units))
+  lo = k * global_batch + process_index * local
+  return [(step * global_batch + process_index * local + j, int(perm[lo + j])) for j in range(local)]
 
 
 def positions(num_units, global_batch, seed, start_step, process_index, process_count):
   """Yields (global position, unit) for this process's share of steps start_step, start_step+1, ..."""
-  local = global_batch // process_count
-  steps_per_epoch = num_units // global_batch
-  step, cached = start_step, (None, None)
-  while True:
-    epoch, k = divmod(step, steps_per_epoch)
-    if cached[0] != epoch:
-      cached = (epoch, epoch_perm(seed, epoch, num_units))
-    lo = k * global_batch + process_index * local
-    for j in range(local):
-      yield step * global_batch + process_index * local + j, int(cached[1][lo + j])
-    step += 1
+  for step in itertools.count(start_step):
+    yield from step_positions(num_units, global_batch, seed, step, process_index, process_count)
 
 
 def bag_table(source, max_bag_size: int):
@@ -102,13 +106,24 @@ def pair_stream(table, sizes, case_index, *, global_batch, seed, start_step, pro
   the same image twice (two views of it).
   """
   for pos, unit in positions(len(table), global_batch, seed, start_step, process_index, process_count):
-    m = sizes[unit]
-    if m >= 2:
-      a, b = np.random.default_rng([seed, pos, 15485863]).choice(m, size=2, replace=False)
-    else:
-      a = b = 0
-    yield (int(table[unit, a]), int(table[unit, b]), int(case_index[unit]), np.array([seed, 2 * pos], np.int64),
-           np.array([seed, 2 * pos + 1], np.int64))
+    yield pair_example(table, sizes, case_index, seed, pos, unit)
+
+
+def pair_example(table, sizes, case_index, seed, pos, unit):
+  """The example of `pair_stream` at global stream position `pos` (holding `unit`)."""
+  m = sizes[unit]
+  if m >= 2:
+    a, b = np.random.default_rng([seed, pos, 15485863]).choice(m, size=2, replace=False)
+  else:
+    a = b = 0
+  return (int(table[unit, a]), int(table[unit, b]), int(case_index[unit]), np.array([seed, 2 * pos], np.int64),
+          np.array([seed, 2 * pos + 1], np.int64))
+
+
+def pair_batch(table, sizes, case_index, *, global_batch, seed, step, process_index, process_count) -> list:
+  """This process's examples of global batch `step`: the same as `pair_stream` yields for it."""
+  return [pair_example(table, sizes, case_index, seed, pos, unit)
+          for pos, unit in step_positions(len(table), global_batch, seed, step, process_index, process_count)]
 
 
 def supervised_stream(indices, labels, *, global_batch, seed, start_step, process_index, process_count):
@@ -116,3 +131,12 @@ def supervised_stream(indices, labels, *, global_batch, seed, start_step, proces
   for pos, unit in positions(len(indices), global_batch, seed, start_step, process_index, process_count):
     i = int(indices[unit])
     yield i, labels[i], np.array([seed, pos], np.int64)
+
+
+def supervised_batch(indices, labels, *, global_batch, seed, step, process_index, process_count) -> list:
+  """This process's examples of global batch `step`: the same as `supervised_stream` yields for it."""
+  out = []
+  for pos, unit in step_positions(len(indices), global_batch, seed, step, process_index, process_count):
+    i = int(indices[unit])
+    out.append((i, labels[i], np.array([seed, pos], np.int64)))
+  return out

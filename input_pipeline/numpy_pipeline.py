@@ -54,8 +54,7 @@ def _batched(examples: Iterator, local: int, make: Callable, workers: int) -> It
   try:
     while True:
       chunk = [next(examples) for _ in range(local)]
-      rows = list(pool.map(make, chunk))
-      yield {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+      yield stack_rows(list(pool.map(make, chunk)))
   finally:
     pool.shutdown(wait=False, cancel_futures=True)
 
@@ -115,6 +114,11 @@ def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: 
   local = indexing.check_split(global_batch, process_count, len(table), what)
   stream = indexing.pair_stream(table, sizes, case_index, global_batch=global_batch, seed=seed,
                                 start_step=start_step, process_index=process_index, process_count=process_count)
+  return _background(_batched(stream, local, pair_maker(source, data_cfg, aug_cfg, pairing), _workers()))
+
+
+def pair_maker(source, data_cfg, aug_cfg, pairing: str) -> Callable:
+  """fn(example of `indexing.pair_stream`) -> the batch row {view_a, view_b, ...} of that pair."""
   load = _loader(source)
   view = augment_np.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels),
                                  on_device=bool(getattr(aug_cfg, "on_device", False)))
@@ -127,7 +131,7 @@ def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: 
       out["distinct"] = np.bool_(ia != ib)
     return out
 
-  return _background(_batched(stream, local, make_pair, _workers()))
+  return make_pair
 
 
 def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
@@ -138,9 +142,15 @@ def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, glob
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   indices, local = indexing.supervised_units(indices, global_batch, process_count, repeat_to_fill)
   labels = np.asarray(source.labels)
-  label_dtype = np.float32 if labels.dtype.kind == "f" else np.int32
   stream = indexing.supervised_stream(indices, labels, global_batch=global_batch, seed=seed, start_step=start_step,
                                       process_index=process_index, process_count=process_count)
+  make = supervised_maker(source, aug_cfg, image_size, channels)
+  return _background(_batched(stream, local, make, _workers()))
+
+
+def supervised_maker(source, aug_cfg, image_size: int, channels: int) -> Callable:
+  """fn(example of `indexing.supervised_stream`) -> the batch row {image, label, index}."""
+  label_dtype = np.float32 if np.asarray(source.labels).dtype.kind == "f" else np.int32
   load = _loader(source)
   view = augment_np.make_view_fn(aug_cfg, int(image_size), int(channels))
 
@@ -148,7 +158,12 @@ def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, glob
     i, y, s = example
     return {"image": view(load(i), s), "label": np.asarray(y, label_dtype), "index": np.int32(i)}
 
-  return _background(_batched(stream, local, make, _workers()))
+  return make
+
+
+def stack_rows(rows: list) -> dict:
+  """The batch of a list of rows: each field stacked."""
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def make_eval_arrays(source, image_size: int, channels: int, indices=None, batch_size: int = 256,

@@ -36,8 +36,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.max_bag_size = 6      # MICLe: cap on images per case considered.
   c.data.verify_images = True  # manifest: open every image once at start (fail early).
   # Host pipeline: 'tf' (tf.data), 'numpy' (no TensorFlow needed; same batches, NumPy augmentation
-  # draws) or 'auto' (tf when TensorFlow imports, else numpy).
+  # draws), 'grain' (numpy's batches, built on grain worker processes: for many-core accelerator
+  # hosts) or 'auto' (tf when TensorFlow imports, else numpy).
   c.data.pipeline = "auto"
+  c.data.host_workers = 0      # 'grain' pretraining: worker processes (0: one per core, at most 16).
   # npz: a CSV that groups the file's images into cases (e.g. dermamnist_split_lesions.csv).
   c.data.group_table = ""
   c.data.group_case_column = "lesion_id"

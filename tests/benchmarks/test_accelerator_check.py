@@ -23,7 +23,7 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check", "--depth=18", "--width=0.125",
                       "--image_size=16", "--batch_sizes=4", "--steps=1", "--also_moco", "--device_augment", "--torch_batch=4", "--torch_compile=off",
-                      f"--images={images}", "--host_batches=1", "--host_batch=2", f"--out={out}"],
+                      f"--images={images}", "--host_pipelines=numpy,grain", "--host_batches=1", "--host_batch=2", f"--out={out}"],
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-2000:]
   res = json.loads(out.read_text())
@@ -38,6 +38,7 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   torch = res["torch"]
   assert "skipped" in torch or torch["eager"]["pairs_per_sec"] > 0
   host = {(r["augmentation"], r["workers"]) for r in res["host"]["rows"]}
+  assert {r["pipeline"] for r in res["host"]["rows"]} == {"numpy", "grain"}
   assert ("simclr", 1) in host and ("chexpert", 1) in host
   assert ("simclr (host part of on_device)", 1) in host and ("chexpert (host part of on_device)", 1) in host
   assert res["host"]["images"] == 3
