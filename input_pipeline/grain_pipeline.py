@@ -71,7 +71,10 @@ class _SupervisedBatch:
 
 def _iterate(make_batch, start_step: int, num_workers: int) -> Iterator[dict]:
   grain = _grain()
-  ds = grain.MapDataset.range(start_step, start_step + _NO_END).map(make_batch).to_iter_dataset()
+  # One thread per worker process and a small buffer: grain's defaults (16 threads, 500 elements
+  # read ahead) would hold hundreds of whole batches in memory.
+  read = grain.ReadOptions(num_threads=1, prefetch_buffer_size=1)
+  ds = grain.MapDataset.range(start_step, start_step + _NO_END).map(make_batch).to_iter_dataset(read)
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
   it = iter(ds)
