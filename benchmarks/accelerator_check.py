@@ -59,7 +59,8 @@ def parse_args(argv=None):
                  help="Folder for the host part: a covid_cxr_multi-style folder or any folder of JPEG/PNG files.")
   p.add_argument("--host_batches", type=int, default=6)
   p.add_argument("--host_pipelines", default="numpy",
-                 help="Comma-separated host pipelines to time: numpy (threads), grain (worker processes).")
+                 help="Comma-separated host pipelines to time: numpy (threads), grain (worker processes), "
+                      "tf (tf.data, its own parallelism over all cores; needs TensorFlow).")
   p.add_argument("--host_batch", type=int, default=32, help="Pairs per host batch.")
   p.add_argument("--part_timeout", type=int, default=400, help="Seconds before a part is abandoned.")
   p.add_argument("--out", default="")
@@ -266,14 +267,17 @@ def host_part(args) -> dict:
     c = cfg_mod.get_config()
     with c.unlocked():
       c.aug.on_device = on_device  # True: crop, resize and rotation only; uint8 views
-    for workers in sorted({1, min(cores, 16)}):
+    # tf.data sets its own parallelism (AUTOTUNE over all cores): one row, counted as all cores.
+    for workers in ([cores] if pipe == "tf" else sorted({1, min(cores, 16)})):
       numpy_pipeline._workers = lambda w=workers: w  # noqa: E731 - thread count under test
-      module = {"numpy": numpy_pipeline, "grain": grain_pipeline}[pipe]
+      if pipe == "tf":
+        from input_pipeline import pipeline as tf_pipeline
+      module = {"numpy": numpy_pipeline, "grain": grain_pipeline}.get(pipe) or tf_pipeline
       it = module.pretrain_iterator(source, data_cfg=_DataCfg(args.image_size, 3, workers), aug_cfg=c.aug,
                                     pairing="views", global_batch=args.host_batch, seed=0)
       # Warm-up: grain's workers each buffer up to 3 batches; those are drained before the clock starts,
       # so the timed batches are produced while timed (the steady rate, not a buffer being emptied).
-      for _ in range(3 * workers + 1 if pipe == "grain" else 1):
+      for _ in range(3 * workers + 1 if pipe == "grain" else 4 if pipe == "tf" else 1):  # tf: past its prefetch
         next(it)
       t0 = time.perf_counter()
       for _ in range(args.host_batches):
@@ -282,7 +286,7 @@ def host_part(args) -> dict:
       # grain's close waits for its workers (up to 25 s each); off the clock and off the next row's path.
       threading.Thread(target=it.close, daemon=True).start()
       pairs = args.host_batch * args.host_batches / dt
-      rows.append({"pipeline": pipe, "augmentation": aug_name + (" (host part of on_device)" if on_device else ""),
+      rows.append({"pipeline": "tf.data (AUTOTUNE)" if pipe == "tf" else pipe, "augmentation": aug_name + (" (host part of on_device)" if on_device else ""),
                    "workers": workers,
                    "pairs_per_sec": pairs, "pairs_per_sec_per_worker": pairs / workers})
       print(f"host {pipe} {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
