@@ -110,8 +110,9 @@ def test_host_part_sends_uint8_of_the_geometric_ops_only():
   assert host_plan.rotation_degrees == 10.0 and host_plan.crop
 
 
-def test_train_step_with_device_augmentation_is_sharding_invariant_and_moves_the_parameters():
+def test_train_step_with_device_augmentation_is_sharding_invariant_and_moves_the_parameters(tmp_path):
   from medssl_jax import methods
+  from medssl_jax.training.checkpoint import Checkpointer
   from medssl_jax.training.sharding import make_mesh, to_global
 
   config = tiny_config(batch_size=8, image_size=16)
@@ -133,6 +134,17 @@ def test_train_step_with_device_augmentation_is_sharding_invariant_and_moves_the
   assert moved > 1e-4
   for a, b in zip(jax.tree_util.tree_leaves(finals[0]), jax.tree_util.tree_leaves(finals[1])):
     np.testing.assert_allclose(a, b, atol=2e-5, rtol=2e-4)
+  # Resume: one step, checkpoint, restore into a fresh state, one more step == two steps straight.
+  mesh = make_mesh(jax.devices()[:1])
+  step = methods.jit_train_step(config)
+  state, _ = step(methods.create_state(config, mesh, jax.random.key(0)), to_global(batch, mesh))
+  ckpt = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+  ckpt.save(1, state)
+  restored = ckpt.restore(methods.create_state(config, mesh, jax.random.key(1)))
+  assert int(restored.step) == 1
+  restored, _ = step(restored, to_global(batch, mesh))
+  for a, b in zip(jax.tree_util.tree_leaves(finals[0]), jax.tree_util.tree_leaves(restored.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
 
 
 def test_fine_tuning_refuses_device_augmentation(tmp_path):
