@@ -9,10 +9,15 @@ from absl import logging
 NAMES = ("auto", "tf", "numpy", "grain")
 
 
-def get(name: str = "auto"):
-  """The pipeline module for data.pipeline=`name`; 'auto' takes tf.data when TensorFlow imports."""
+def get(name: str = "auto", host_workers: int = 0):
+  """The pipeline module for data.pipeline=`name`; 'auto' takes tf.data when TensorFlow imports.
+  `host_workers` (data.host_workers) is grain's alone: set with another pipeline, it is refused."""
   if name not in NAMES:
     raise ValueError(f"data.pipeline={name!r}: expected one of {NAMES}")
+  if int(host_workers) and name != "grain":
+    from medssl_jax.errors import UserError
+    raise UserError(f"data.host_workers={host_workers} sets grain's worker processes, but data.pipeline={name!r}; "
+                    f"set data.pipeline='grain', or data.host_workers=0")
   if name == "grain":
     from input_pipeline import grain_pipeline
     grain_pipeline._grain()  # not installed: one line saying so, before any work

@@ -112,7 +112,7 @@ def extract(config, checkpoint: str, split: str, batch_size: int = 256, chunk: i
   if chunk < 1 or batch_size < 1:
     raise UserError(f"--chunk={chunk} and --batch_size={batch_size} must be >= 1")
   source = sources.load_source(config.data, split)
-  pipeline = backends.get(config.data.pipeline)
+  pipeline = backends.get(config.data.pipeline, config.data.get("host_workers", 0))
   mesh = make_mesh()
   apply, variables, step = encoder_and_weights(config, checkpoint)
   encoder_sha = tree_sha256(variables)

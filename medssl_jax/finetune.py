@@ -260,7 +260,7 @@ def finetune(config, workdir: str) -> dict:
   """Runs (or resumes) fine-tuning or linear evaluation in `workdir`; returns the results."""
   from input_pipeline import backends, fractions, sources
 
-  pipeline = backends.get(config.data.pipeline)  # tf.data, or NumPy where TensorFlow is absent
+  pipeline = backends.get(config.data.pipeline, config.data.get("host_workers", 0))  # tf.data, NumPy or grain
 
   t_start = time.time()
   if config.aug.get("on_device", False):
@@ -311,7 +311,8 @@ def finetune(config, workdir: str) -> dict:
       train_src, aug_cfg=config.aug, image_size=config.data.image_size, channels=config.data.channels,
       global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count(), indices=indices,
-      repeat_to_fill=config.eval.repeat_to_fill_batch)
+      repeat_to_fill=config.eval.repeat_to_fill_batch,
+      **({"num_workers": int(config.data.host_workers)} if backends.short_name(pipeline) == "grain" else {}))
   batches = (dict(image=b["image"], label=b["label"]) for b in batches)
   writer = loop.make_writer(workdir)
   step_fn = jax.jit(functools.partial(train_step, task=config.eval.task), donate_argnums=(0,))

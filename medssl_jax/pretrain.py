@@ -53,7 +53,7 @@ def pretrain(config, workdir: str) -> dict:
   """Runs (or resumes) pretraining of `config.method` in `workdir`; returns the results dict."""
   from input_pipeline import backends, sources
 
-  pipeline = backends.get(config.data.pipeline)  # tf.data, or NumPy where TensorFlow is absent
+  pipeline = backends.get(config.data.pipeline, config.data.get("host_workers", 0))  # tf.data, NumPy or grain
 
   t_start = time.time()
   method = methods.get(config.method)

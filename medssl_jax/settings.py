@@ -39,7 +39,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # draws), 'grain' (numpy's batches, built on grain worker processes: for many-core accelerator
   # hosts) or 'auto' (tf when TensorFlow imports, else numpy).
   c.data.pipeline = "auto"
-  c.data.host_workers = 0      # 'grain' pretraining: worker processes (0: one per core, at most 16).
+  c.data.host_workers = 0      # 'grain': worker processes (0: one per core, at most 16).
   # npz: a CSV that groups the file's images into cases (e.g. dermamnist_split_lesions.csv).
   c.data.group_table = ""
   c.data.group_case_column = "lesion_id"

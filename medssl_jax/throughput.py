@@ -54,7 +54,7 @@ def time_step(config, steps: int) -> dict:
 
 def time_input(config, batches: int) -> dict:
   from input_pipeline import backends, sources
-  pipeline = backends.get(config.data.pipeline)
+  pipeline = backends.get(config.data.pipeline, config.data.get("host_workers", 0))
   source = sources.load_source(config.data, config.data.train_split)
   it = pipeline.pretrain_iterator(source, data_cfg=config.data, aug_cfg=config.aug, pairing=config.pairing,
                                   global_batch=config.train.batch_size, seed=config.seed,

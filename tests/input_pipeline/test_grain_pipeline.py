@@ -67,3 +67,5 @@ def test_backend_name_and_refusals():
   with pytest.raises(UserError, match="data.host_workers=-1"):
     grain_pipeline.workers(-1)
   assert grain_pipeline.workers(3) == 3 and grain_pipeline.workers(0) >= 1
+  with pytest.raises(UserError, match="data.host_workers=4 sets grain's worker processes, but data.pipeline='numpy'"):
+    backends.get("numpy", host_workers=4)
