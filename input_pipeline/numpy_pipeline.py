@@ -9,6 +9,7 @@ decoded with Pillow. Examples are augmented on a thread pool and batches are bui
 on a background thread, so the host works while the device trains.
 """
 import concurrent.futures
+import io
 import os
 import queue
 import threading
@@ -21,10 +22,12 @@ from input_pipeline import indexing
 from medssl_jax.errors import UserError
 
 
-def _decode(path: str) -> np.ndarray:
-  """uint8 (H, W, 1 or 3); 16-bit greys are scaled to 8 bits (x / 257), alpha is dropped.
-  A file that cannot be decoded (truncated, corrupt) is a UserError naming it."""
+def _decode(path, name: str = "") -> np.ndarray:
+  """uint8 (H, W, 1 or 3) of a file path or file object; 16-bit greys are scaled to 8 bits
+  (x / 257), alpha is dropped. A file that cannot be decoded (truncated, corrupt) is a UserError
+  naming it (`name`, else the path)."""
   from PIL import Image
+  name = name or path
   try:
     with Image.open(path) as im:
       if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -34,7 +37,7 @@ def _decode(path: str) -> np.ndarray:
       else:
         x = np.asarray(im.convert("RGB"))
   except Exception as e:  # Pillow raises many types for a bad file
-    raise UserError(f"cannot decode image {path} ({type(e).__name__}: {e}); replace or remove it "
+    raise UserError(f"cannot decode image {name} ({type(e).__name__}: {e}); replace or remove it "
                     f"(data.verify_images=True checks every image before training)") from e
   return x[..., None] if x.ndim == 2 else x
 
@@ -44,6 +47,9 @@ def _loader(source) -> Callable[[int], np.ndarray]:
   if source.images is not None:
     images = source.images
     return lambda i: images[i]
+  if source.records is not None:
+    records = source.records
+    return lambda i: _decode(io.BytesIO(records[i]), f"record {int(i)} ({source.image_ids[i]}) of {source.name}")
   paths = [str(p) for p in source.paths]
   return lambda i: _decode(paths[i])
 

@@ -27,11 +27,15 @@ def _loader(source):
   if source.images is not None:
     images = tf.constant(source.images)
     return lambda i: tf.gather(images, i)
-  paths = tf.constant(np.asarray(source.paths).astype(str))
+  if source.records is not None:  # the encoded bytes of record i (random access), decoded by TF
+    records = source.records
+    read = lambda i: tf.numpy_function(lambda k: records[int(k)], [i], tf.string, stateful=False)  # noqa: E731
+  else:
+    paths = tf.constant(np.asarray(source.paths).astype(str))
+    read = lambda i: tf.io.read_file(tf.gather(paths, i))  # noqa: E731
 
   def load(i):
-    img = tf.io.decode_image(tf.io.read_file(tf.gather(paths, i)), channels=0, dtype=tf.uint8,
-                             expand_animations=False)
+    img = tf.io.decode_image(tf.reshape(read(i), []), channels=0, dtype=tf.uint8, expand_animations=False)
     c = tf.shape(img)[-1]
     return tf.cond(c >= 3, lambda: img[..., :3], lambda: img[..., :1])  # drop alpha
   return load

@@ -5,6 +5,7 @@
   medssl-jax preview   --config=... --out=DIR         (= python -m input_pipeline.preview)
   medssl-jax compare   A.npz B.npz                    (= python -m medssl_jax.evaluation.compare)
   medssl-jax features  --config=... --checkpoint=DIR --split=S --out=F.npz (frozen encoder features)
+  medssl-jax prepare-data --config=... --out=DIR      (the data set as ArrayRecord shards: data.source='records')
   medssl-jax sweep     --config=... --workdir_root=DIR (a grid of runs; = python -m medssl_jax.tools.sweep)
   medssl-jax select-best --sweep_dir=DIR --metric=M   (best grid point on validation, then repeats)
   medssl-jax local-multiprocess --num_processes N -- ARGS (N local processes as N hosts)
@@ -23,6 +24,7 @@ COMMANDS = {
     "preview": "input_pipeline.preview",
     "compare": "medssl_jax.evaluation.compare",
     "features": "medssl_jax.features",
+    "prepare-data": "medssl_jax.prepare_data",
     "import-weights": "medssl_jax.import_weights",
     "export-weights": "medssl_jax.export_weights",
     "sweep": "medssl_jax.tools.sweep",

@@ -7,7 +7,8 @@
 - 'manifest' (`manifest.py`): a CSV of image paths, case ids, labels and splits; or the
   covid_cxr_multi folder itself (`covid_cxr_manifest`);
 - 'tfds' (`tfds.py`): a TFDS data set prepared from a manual download ('chexpert': read from its
-  manual folder, keeping paths and patient ids).
+  manual folder, keeping paths and patient ids);
+- 'records' (`records.py`): any of these written as ArrayRecord shards by `medssl-jax prepare-data`.
 `base.py` holds `Source` and the checks every reader shares; `images.py` the image-file checks.
 
 Whenever one split of a source with case ids is loaded, all of its splits are checked for a
@@ -15,7 +16,7 @@ case (patient) that appears in more than one split, which is an error (patient l
 Labels: (N,) int64 class ids, -1 = no label (allowed for pretraining); or (N, L) float32
 multi-label with 1 / 0, -1 = uncertain (CheXpert) and NaN = missing.
 """
-from input_pipeline.sources import manifest, npz, synthetic, tfds
+from input_pipeline.sources import manifest, npz, records, synthetic, tfds
 from input_pipeline.sources.base import UNLABELLED, Source, check_no_leakage, patient_split
 from input_pipeline.sources.images import verify_images
 from input_pipeline.sources.manifest import COVID_METADATA, covid_cxr_manifest
@@ -27,7 +28,8 @@ __all__ = ["CHEXPERT_DIR", "CHEXPERT_RESPLIT", "CHEXPERT_RESPLIT_SEED", "CHEXPER
            "READERS", "SOURCES", "UNLABELLED", "Source", "check_no_leakage", "covid_cxr_manifest",
            "group_by_table", "load_source", "patient_split", "verify_images"]
 
-READERS = {"synthetic": synthetic.load, "npz": npz.load, "manifest": manifest.load, "tfds": tfds.load}
+READERS = {"synthetic": synthetic.load, "npz": npz.load, "manifest": manifest.load, "tfds": tfds.load,
+           "records": records.load}
 SOURCES = tuple(READERS)
 
 

@@ -13,7 +13,8 @@ UNLABELLED = -1
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Source:
-  """One split of a data set: labels, case ids and images (in memory) or image paths."""
+  """One split of a data set: labels, case ids and images (in memory), image paths, or records
+  (random access to encoded images: `records.RecordImages`)."""
   name: str
   labels: np.ndarray
   case_ids: np.ndarray
@@ -22,6 +23,7 @@ class Source:
   images: np.ndarray | None = None
   paths: np.ndarray | None = None
   class_names: tuple = ()
+  records: object = None
 
   def __post_init__(self):
     setattr_ = functools.partial(object.__setattr__, self)
@@ -29,17 +31,17 @@ class Source:
     setattr_("case_ids", np.asarray(self.case_ids).astype(str))
     setattr_("image_ids", np.asarray(self.image_ids).astype(str))
     setattr_("class_names", tuple(self.class_names))
-    if (self.images is None) == (self.paths is None):
-      raise UserError(f"{self.name}: exactly one of images / paths must be set")
+    if sum(x is not None for x in (self.images, self.paths, self.records)) != 1:
+      raise UserError(f"{self.name}: exactly one of images / paths / records must be set")
     n = len(self.labels)
     if self.images is not None:
       setattr_("images", np.asarray(self.images))
       if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
         raise UserError(f"{self.name}: images must be uint8 (N, H, W, 1 or 3), got {self.images.dtype} "
                          f"{self.images.shape}")
-    else:
+    elif self.paths is not None:
       setattr_("paths", np.asarray(self.paths).astype(str))
-    data = ("images",) if self.images is not None else ("paths",)
+    data = ("images",) if self.images is not None else ("paths",) if self.paths is not None else ("records",)
     for field in ("case_ids", "image_ids") + data:
       if len(getattr(self, field)) != n:
         raise UserError(f"{self.name}: {field} has {len(getattr(self, field))} entries for {n} labels")
