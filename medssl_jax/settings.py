@@ -29,6 +29,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.path = ""             # .npz file, manifest CSV, or TFDS data_dir.
   c.data.image_dir = ""        # manifest: folder the CSV's image paths are relative to.
   c.data.tfds_name = ""        # tfds: builder name, e.g. 'chexpert'.
+  c.data.chexpert_folder = "CheXpert-v1.0-small"  # or 'CheXpert-v1.0' (the full-resolution download)
   c.data.train_split = "train"
   c.data.eval_split = "test"
   c.data.image_size = 32       # side of the square images fed to the network.

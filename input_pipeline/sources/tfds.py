@@ -11,6 +11,7 @@ from medssl_jax.errors import MissingFileError, UserError
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")  # before any TFDS import: never reach the network
 
 CHEXPERT_DIR = "CheXpert-v1.0-small"
+CHEXPERT_DIRS = (CHEXPERT_DIR, "CheXpert-v1.0")  # data.chexpert_folder: downsampled or full resolution
 CHEXPERT_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 # Azizi et al. 2021 (Sec. 4.1, App. A.2) re-split CheXpert's training set into 67,429 / 22,240 /
 # 33,745 train / validation / test images. Those sum to 123,414, while the "full training set"
@@ -56,12 +57,16 @@ def _chexpert(data_cfg, split):
   else the 5 competition tasks.
   """
   import pandas as pd
+  folder = str(data_cfg.get("chexpert_folder", CHEXPERT_DIR))
+  if folder not in CHEXPERT_DIRS:
+    raise UserError(f"data.chexpert_folder={folder!r}: expected one of {CHEXPERT_DIRS} (the downsampled or the "
+                    f"full-resolution download)")
   roots = _manual_dirs(data_cfg)
-  found = [r for r in roots if os.path.isfile(os.path.join(r, CHEXPERT_DIR, "train.csv"))]
+  found = [r for r in roots if os.path.isfile(os.path.join(r, folder, "train.csv"))]
   if not found:
     raise MissingFileError(
-        f"CheXpert is not there: no {CHEXPERT_DIR}/train.csv in {' or '.join(roots)}. Download "
-        f"CheXpert-v1.0-small (stanfordmlgroup.github.io/competitions/chexpert, after agreeing to its terms) "
+        f"CheXpert is not there: no {folder}/train.csv in {' or '.join(roots)}. Download "
+        f"{folder} (stanfordmlgroup.github.io/competitions/chexpert, after agreeing to its terms) "
         f"into <data_dir>/downloads/manual/ and set --config.data.path=<data_dir>")
   root = found[0]
   files = {"train": "train.csv", "validation": "valid.csv"}
@@ -69,7 +74,7 @@ def _chexpert(data_cfg, split):
   name = aliases.get(split, split)
   if name not in files and name not in CHEXPERT_RESPLIT:
     raise unknown_split(f"chexpert (and its re-split {' / '.join(CHEXPERT_RESPLIT)})", split, files)
-  tables = {s: pd.read_csv(os.path.join(root, CHEXPERT_DIR, f), dtype=str, keep_default_na=False)
+  tables = {s: pd.read_csv(os.path.join(root, folder, f), dtype=str, keep_default_na=False)
             for s, f in files.items()}
   patient = lambda t: t["Path"].str.extract(r"(patient\d+)", expand=False).to_numpy()
   check_no_leakage({s: patient(t) for s, t in tables.items()})

@@ -6,6 +6,7 @@ from PIL import Image
 
 from configs.base import get_base_config
 from input_pipeline import sources
+from medssl_jax.errors import MissingFileError, UserError
 
 
 def data_cfg(**kw):
@@ -254,8 +255,9 @@ def test_chexpert_absent_is_a_clear_error(tmp_path):
     sources.load_source(data_cfg(source="tfds"), "train")
 
 
-def test_chexpert_manual_folder(tmp_path):
-  base = tmp_path / "downloads" / "manual" / "CheXpert-v1.0-small"
+@pytest.mark.parametrize("folder", ["CheXpert-v1.0-small", "CheXpert-v1.0"])
+def test_chexpert_manual_folder(tmp_path, folder):
+  base = tmp_path / "downloads" / "manual" / folder
   header = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Atelectasis,Cardiomegaly,Consolidation,Edema,Pleural Effusion"
   files = {"train": ["train/patient00001/study1/view1_frontal.jpg", "train/patient00001/study2/view1_frontal.jpg",
                      "train/patient00002/study1/view1_frontal.jpg"],
@@ -265,9 +267,17 @@ def test_chexpert_manual_folder(tmp_path):
     for name in names:
       (base / name).parent.mkdir(parents=True, exist_ok=True)
       Image.fromarray(np.zeros((8, 8), np.uint8)).save(base / name)
-    rows = [f"CheXpert-v1.0-small/{n},Male,50,Frontal,AP,,{values[i]}" for i, n in enumerate(names)]
+    rows = [f"{folder}/{n},Male,50,Frontal,AP,,{values[i]}" for i, n in enumerate(names)]
     (base / f"{split}.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
   cfg = data_cfg(source="tfds", tfds_name="chexpert", path=str(tmp_path))
+  if folder != "CheXpert-v1.0-small":
+    with pytest.raises(MissingFileError, match="no CheXpert-v1.0-small/train.csv"):
+      sources.load_source(cfg, "train")  # the default folder is the downsampled one
+    cfg.chexpert_folder = folder
+  bad = data_cfg(source="tfds", tfds_name="chexpert", path=str(tmp_path))
+  bad.chexpert_folder = "CheXpert-v2"
+  with pytest.raises(UserError, match="data.chexpert_folder='CheXpert-v2'"):
+    sources.load_source(bad, "train")
   train = sources.load_source(cfg, "train")
   assert train.num_classes == 5 and train.class_names == sources.CHEXPERT_TASKS
   assert train.case_ids.tolist() == ["patient00001", "patient00001", "patient00002"]
