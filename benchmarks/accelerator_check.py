@@ -68,64 +68,64 @@ def parse_args(argv=None):
 
 
 # ---- JAX ------------------------------------------------------------------------------------------
+def _jax_config(args, batch: int):
+  from configs import derm_simclr
+  c = derm_simclr.get_config()
+  with c.unlocked():
+    c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
+    c.data.image_size, c.train.batch_size = args.image_size, batch
+  return c
+
+
+def _timed_row(c, args) -> dict:
+  """One step measurement as a table row; a failure (e.g. out of memory) is a row with its error."""
+  from medssl_jax import throughput
+  b = int(c.train.batch_size)
+  try:
+    r = throughput.time_step(c, args.steps)
+  except Exception as e:  # noqa: BLE001 - reported in the table
+    return {"batch": b, "error": str(e).splitlines()[0][:300], "oom": "RESOURCE_EXHAUSTED" in str(e)
+            or "out of memory" in str(e).lower()}
+  return {"batch": b, "pairs_per_sec": r["images_per_sec"] / 2, "compile_s": r["compile_and_warmup_seconds"],
+          "step_ms": 1000 * r["seconds"] / r["steps"], "loss_finite": r["loss_finite"]}
+
+
 def jax_part(args) -> dict:
   import jax
-  from configs import derm_simclr
-  from medssl_jax import throughput
 
   rows = []
   for b in [int(x) for x in args.batch_sizes.split(",") if x]:
-    c = derm_simclr.get_config()
-    with c.unlocked():
-      c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
-      c.data.image_size, c.train.batch_size = args.image_size, b
-    try:
-      r = throughput.time_step(c, args.steps)
-    except Exception as e:  # noqa: BLE001 - out of memory ends the sweep, reported as such
-      msg = str(e).splitlines()[0][:300]
-      rows.append({"batch": b, "error": msg})
-      if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
-        break
-      continue
-    rows.append({"batch": b, "pairs_per_sec": r["images_per_sec"] / 2, "compile_s": r["compile_and_warmup_seconds"],
-                 "step_ms": 1000 * r["seconds"] / r["steps"], "loss_finite": r["loss_finite"]})
-    print(f"jax batch {b}: {rows[-1]['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
-    print(json.dumps({"rows": rows, "jax": jax.__version__, "device": jax.devices()[0].device_kind}), flush=True)
+    rows.append(_timed_row(_jax_config(args, b), args))
+    if rows[-1].pop("oom", False):  # out of memory ends the sweep, reported as such
+      break
+    if "pairs_per_sec" in rows[-1]:
+      print(f"jax batch {b}: {rows[-1]['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
+      print(json.dumps({"rows": rows, "jax": jax.__version__, "device": jax.devices()[0].device_kind}), flush=True)
   ran = [r["batch"] for r in rows if "pairs_per_sec" in r]
-  moco = []
+  moco, device_aug = [], []
   if args.also_moco and ran:
-    c = derm_simclr.get_config()
+    c = _jax_config(args, max(ran))
     with c.unlocked():
       c.method, c.train.temperature = "moco_v2", 0.2
       c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_steps = "sgd", 0.03, 1e-4, 0
-      c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
-      c.data.image_size, c.train.batch_size = args.image_size, max(ran)
       c.moco.queue_size = max(c.moco.queue_size // max(ran), 1) * max(ran)
       c.moco.bn_groups = max([g for g in (8, 4, 2) if max(ran) % g == 0 and max(ran) // g >= 2] or [2])
-    try:
-      r = throughput.time_step(c, args.steps)
-      moco.append({"batch": max(ran), "pairs_per_sec": r["images_per_sec"] / 2, "step_ms": 1000 * r["seconds"] / r["steps"],
-                   "compile_s": r["compile_and_warmup_seconds"], "loss_finite": r["loss_finite"],
-                   "queue_size": c.moco.queue_size, "bn_groups": c.moco.bn_groups})
-    except Exception as e:  # noqa: BLE001 - reported in the table
-      moco.append({"batch": max(ran), "error": str(e).splitlines()[0][:300]})
-  device_aug = []
+    moco.append(_timed_row(c, args))
+    moco[-1].pop("oom", None)
+    if "pairs_per_sec" in moco[-1]:
+      moco[-1].update(queue_size=c.moco.queue_size, bn_groups=c.moco.bn_groups)
   if args.device_augment and ran:
-    c = derm_simclr.get_config()
+    c = _jax_config(args, max(ran))
     with c.unlocked():
-      c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
-      c.data.image_size, c.train.batch_size, c.aug.on_device = args.image_size, max(ran), True
-    try:
-      r = throughput.time_step(c, args.steps)
-      device_aug.append({"batch": max(ran), "pairs_per_sec": r["images_per_sec"] / 2,
-                         "step_ms": 1000 * r["seconds"] / r["steps"], "compile_s": r["compile_and_warmup_seconds"],
-                         "loss_finite": r["loss_finite"]})
+      c.aug.on_device = True
+    device_aug.append(_timed_row(c, args))
+    device_aug[-1].pop("oom", None)
+    if "pairs_per_sec" in device_aug[-1]:
       print(f"jax on-device augmentation batch {max(ran)}: {device_aug[-1]['pairs_per_sec']:.0f} pairs/s",
             file=sys.stderr, flush=True)
-    except Exception as e:  # noqa: BLE001 - reported in the table
-      device_aug.append({"batch": max(ran), "error": str(e).splitlines()[0][:300]})
-  return {"rows": rows, "moco_rows": moco, "device_aug_rows": device_aug, "jax": jax.__version__, "device": jax.devices()[0].device_kind,
-          "platform": jax.devices()[0].platform, "device_count": jax.device_count()}
+  return {"rows": rows, "moco_rows": moco, "device_aug_rows": device_aug, "jax": jax.__version__,
+          "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+          "device_count": jax.device_count()}
 
 
 # ---- PyTorch ------------------------------------------------------------------------------------
@@ -338,25 +338,14 @@ def table(res: dict) -> str:
            f"card: {res.get('gpu') or res['jax'].get('device', '?')}; jax {res['jax'].get('jax', '?')}; "
            f"torch {res['torch'].get('torch', 'n/a')}; host cores {res['host'].get('host_cores', '?')}",
            "", "| what | batch (pairs) | pairs/s | step ms | compile+warm-up s |", "| --- | --- | --- | --- | --- |"]
-  best = 0.0
-  for r in res["jax"].get("rows", []):
-    if "error" in r:
-      lines.append(f"| JAX (ours) | {r['batch']} | failed: {r['error'][:80]} | | |")
-    else:
-      best = max(best, r["pairs_per_sec"])
-      lines.append(f"| JAX (ours) | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | {r['compile_s']:.1f} |")
-  for r in res["jax"].get("moco_rows", []):
-    if "error" in r:
-      lines.append(f"| JAX MoCo v2 (ours) | {r['batch']} | failed: {r['error'][:80]} | | |")
-    else:
-      lines.append(f"| JAX MoCo v2 (ours) | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
-                   f"{r['compile_s']:.1f} |")
-  for r in res["jax"].get("device_aug_rows", []):
-    if "error" in r:
-      lines.append(f"| JAX (ours), aug.on_device | {r['batch']} | failed: {r['error'][:80]} | | |")
-    else:
-      lines.append(f"| JAX (ours), aug.on_device | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
-                   f"{r['compile_s']:.1f} |")
+  for label, key in (("JAX (ours)", "rows"), ("JAX MoCo v2 (ours)", "moco_rows"),
+                     ("JAX (ours), aug.on_device", "device_aug_rows")):
+    for r in res["jax"].get(key, []):
+      if "error" in r:
+        lines.append(f"| {label} | {r['batch']} | failed: {r['error'][:80]} | | |")
+      else:
+        lines.append(f"| {label} | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
+                     f"{r['compile_s']:.1f} |")
   if "error" in res["jax"]:
     lines.append(f"| JAX (ours) | | failed: {res['jax']['error']} | | |")
   t = res["torch"]

@@ -47,8 +47,8 @@ def workers(requested: int = 0) -> int:
 class _PretrainBatch:
   """step -> this process's pretraining batch at that global step (picklable: sent to workers)."""
 
-  def __init__(self, source, data_cfg, aug_cfg, pairing, global_batch, seed, process_index, process_count):
-    self.table, self.sizes, self.case_index, _ = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
+  def __init__(self, source, units, data_cfg, aug_cfg, pairing, global_batch, seed, process_index, process_count):
+    self.table, self.sizes, self.case_index = units
     self.make = numpy_pipeline.pair_maker(source, data_cfg, aug_cfg, pairing)
     self.where = dict(global_batch=global_batch, seed=seed, process_index=process_index, process_count=process_count)
 
@@ -89,9 +89,9 @@ def _iterate(make_batch, start_step: int, num_workers: int) -> Iterator[dict]:
 def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                       start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
-  table, _, _, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
+  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
   indexing.check_split(global_batch, process_count, len(table), what)
-  make = _PretrainBatch(source, data_cfg, aug_cfg, pairing, global_batch, seed, process_index, process_count)
+  make = _PretrainBatch(source, (table, sizes, case_index), data_cfg, aug_cfg, pairing, global_batch, seed, process_index, process_count)
   return _iterate(make, start_step, workers(int(getattr(data_cfg, "host_workers", 0))))
 
 
