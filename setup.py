@@ -30,8 +30,11 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["medssl_jax", "medssl_jax.*", "input_pipeline", "input_pipeline.*", "configs"]),
     install_requires=CORE + HOST_DATA,
-    extras_require={"test": ["pytest>=8", "pytest-xdist"],
+    extras_require={"test": ["pytest>=8", "pytest-xdist",
+                             # tests/training/test_gcs_workdir.py: gs:// workdirs on an offline GCS emulator
+                             "gcp-storage-emulator", "gcsfs"],
                     # import-weights / export-weights (.pth, .safetensors) and their tests
-                    "torch": ["torch>=2.14,<2.15", "torchvision>=0.29,<0.30", "safetensors>=0.8,<0.9"]},
+                    "torch": ["torch>=2.14,<2.15", "torchvision>=0.29,<0.30", "safetensors>=0.8,<0.9",
+                              "timm>=1.0.31,<1.1"]},  # --format timm tests
     entry_points={"console_scripts": ["medssl-jax=medssl_jax.cli:main"]},
 )

@@ -76,6 +76,8 @@ def head_config(spec: str, attention: bool, size: int, fold: int, d: dict, s: di
     c.dvme.train_size, c.dvme.fold, c.dvme.epochs = size, fold, d["epochs"]
     c.dvme.proj_dim = c.dvme.hidden_dim = d["proj_dim"]
     c.dvme.num_heads = d["heads"]
+    # t-SNE maps only on fold 0 of the Full subset: they are for looking at, and cost more than the head
+    c.dvme.tsne = fold == 0 and size == 0
     c.eval.num_replicates = s["num_replicates"]
   return c
 

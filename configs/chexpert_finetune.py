@@ -34,6 +34,12 @@ Variants:
   (`eval.uncertain_policy='ones'`: the paper's prevalence of pleural effusion counts images
   "labeled as positive or uncertain"); label fractions of the re-split training set (MoCo-CXR's
   are of the whole CheXpert training set).
+- `:imagenet,weights=DIR[,arch=A]`: Azizi's supervised ImageNet baseline: fine-tuning from
+  supervised ImageNet weights imported with `import-weights --format torchvision --arch A`
+  (default resnet50) into DIR (`eval.checkpoint=DIR`, torchvision's model settings; torchvision's
+  ResNet-50 stands in for the paper's TF models, a reading). MoCo-CXR's ImageNet baseline is
+  `:mococxr` with `--config.eval.checkpoint=DIR` of an imported resnet18 and the settings
+  import-weights prints.
 - `:local`: PneumoniaMNIST (../shared/data, 28 px, 2 classes, multi-class) with the App. A.2 ops.
 Readings: "random crop 224" as the fixed-size random crop (`aug.crop_mode='fixed'`): a square of
 87.5% of the short side (224 of 256) at a uniformly random place, resized to the input size; a
@@ -49,6 +55,7 @@ import math
 import os
 
 from configs.base import finalize, get_base_config
+from medssl_jax.weights import presets
 
 _SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -119,6 +126,10 @@ def get_config(variant: str = ""):
     c.train.batch_size = MOCOCXR_BATCH
     c.eval.label_fraction = fraction
     c.train.num_steps = mococxr_steps(fraction)
+  elif name == "imagenet":
+    opts = presets.parse_options(options, "chexpert_finetune", ("weights", "arch"))
+    presets.apply(c, presets.torchvision_settings(opts.get("arch", "resnet50")))
+    c.eval.init, c.eval.checkpoint = "pretrained", opts["weights"]
   elif variant == "local":
     c.data.source = "npz"
     c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
@@ -132,5 +143,5 @@ def get_config(variant: str = ""):
     c.train.log_every, c.train.checkpoint_every = 50, 300
   elif variant:
     raise ValueError(f"chexpert_finetune: unknown variant {variant!r} (use '', 'mococxr', "
-                     f"'mococxr,fraction=F' or 'local')")
+                     f"'mococxr,fraction=F', 'imagenet,weights=DIR' or 'local')")
   return finalize(c)

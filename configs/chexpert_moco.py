@@ -14,9 +14,13 @@ What the paper states (Sec. 3.1-3.2, Table 2):
   0.908 / 0.944 / 0.939, so 1e-4 is the best. The paper reports no per-backbone best; DenseNet-121
   takes the same 1e-4 here (a reading). The rate is the peak itself (`optim.lr_scaling='none'`),
   SGD with momentum 0.9 as in MoCo;
-- initialised from ImageNet weights (Sec. 3.2). Not available here until an ImageNet weight
-  import exists: `train.init_checkpoint` is left empty, so this config starts from random
-  weights, which is NOT the paper's setting.
+- initialised from ImageNet weights (Sec. 3.2): `:from_imagenet,weights=DIR`, DIR written by
+  `medssl-jax import-weights --format torchvision --arch resnet18 --in resnet18-f37072fd.pth
+  --out DIR` (torchvision's supervised ImageNet ResNet-18, what a PyTorch MoCo run starting from
+  "ImageNet weights" loads: a reading, the paper names no file); the run takes the trunk and starts
+  a fresh MoCo head and queue, under torchvision's settings (`model.downsample_padding='symmetric'`,
+  `model.input_norm='imagenet'`). The plain config starts from random weights, which is NOT the
+  paper's setting. (DenseNet-121 has no ImageNet import yet.)
 Queue 24,576 keys (PROTOCOLS.md: the size MoCo-CXR used; not stated in the paper's text).
 
 Readings where the paper is silent: cosine schedule (it tried step milestones and cosine and does
@@ -29,6 +33,7 @@ Reads CheXpert through TFDS's `chexpert` builder with the manual download in `da
   python -m medssl_jax.main --config=configs/chexpert_moco.py --workdir=gs://bucket/mococxr_r18 \
       --config.data.path=/data/tfds
   python -m medssl_jax.main --config=configs/chexpert_moco.py:densenet121 ...
+  python -m medssl_jax.main --config=configs/chexpert_moco.py:from_imagenet,weights=/ckpt/r18_imagenet ...
 
 Evaluation: configs/chexpert_finetune.py:mococxr,fraction=F (lr 3e-5, batch 16, 220/95/41/18
 epochs), `--config.mode=linear_eval` for the linear model, `--config.eval.checkpoint=<workdir>`.
@@ -38,6 +43,7 @@ That variant builds ResNet-18; for a DenseNet-121 checkpoint add `--config.model
 import math
 
 from configs import moco_v2
+from medssl_jax.weights import presets
 
 QUEUE = 24_576
 BATCH = 16
@@ -59,10 +65,15 @@ def get_config(variant: str = ""):
     c.optim.base_lr, c.optim.lr_scaling = BEST_LR, "none"
     c.train.batch_size = BATCH
     c.train.num_steps = math.ceil(EPOCHS * CHEXPERT_TRAIN_IMAGES / BATCH)
-    c.train.init_checkpoint = ""  # paper: ImageNet init; no ImageNet weight import exists yet
+    c.train.init_checkpoint = ""  # paper: ImageNet init, which is :from_imagenet
     c.moco.queue_size, c.moco.bn = QUEUE, "global"
     if variant == "densenet121":
       c.model.arch, c.model.depth = "densenet", 121
+    elif variant.partition(",")[0] == "from_imagenet":
+      opts = presets.parse_options(variant.partition(",")[2], "chexpert_moco", ("weights",))
+      presets.apply(c, presets.torchvision_settings("resnet18"))
+      c.train.init_checkpoint = opts["weights"]
     elif variant:
-      raise ValueError(f"chexpert_moco: unknown variant {variant!r} (use '' or 'densenet121')")
+      raise ValueError(f"chexpert_moco: unknown variant {variant!r} (use '', 'densenet121' or "
+                       f"'from_imagenet,weights=DIR')")
   return c

@@ -9,6 +9,10 @@ manual download in `data.path`:
   python -m medssl_jax.main --config=configs/chexpert_simclr.py --workdir=gs://bucket/cxr_simclr \
       --config.data.path=/data/tfds
 
+`:from_imagenet,weights=DIR[,arch=A]`: the paper's "ImageNet->CheXpert" (Table 1), step 2 from
+ImageNet SimCLR weights imported with `import-weights --format simclr_tf` (the settings and the
+head reading of configs/derm_simclr.py:from_imagenet).
+
 `:local` runs on PneumoniaMNIST (../shared/data/pneumoniamnist.npz, 28 px chest X-rays) at batch
 128 with LARS base lr 0.075 under the square-root rule (0.075 x sqrt(128) = 0.85 at the peak):
 the SimCLR reference's pairing for small batches (paper App. B.1; its README: the square-root
@@ -22,6 +26,7 @@ batch 1024 (2,182 steps), grey images repeated to 3 channels.
 import os
 
 from configs.base import finalize, get_base_config
+from medssl_jax.weights import presets
 
 LOCAL_WARMUP_STEPS = 50  # :local, 10% of its 500 steps; covid_cxr_micle (MICLe from it) reuses it
 
@@ -56,6 +61,10 @@ def get_config(variant: str = ""):
     c.train.batch_size, c.train.num_steps = 128, 500
     c.train.log_every, c.train.checkpoint_every = 25, 250
     c.probe.enabled = True
+  elif variant.partition(",")[0] == "from_imagenet":  # "ImageNet->CheXpert", as derm_simclr:from_imagenet
+    opts = presets.parse_options(variant.partition(",")[2], "chexpert_simclr", ("weights", "arch"))
+    presets.apply(c, presets.simclr_tf_settings(opts.get("arch", "r50_1x_sk0")))
+    c.train.init_checkpoint = opts["weights"]
   elif variant:
-    raise ValueError(f"chexpert_simclr: unknown variant {variant!r} (use '' or 'local')")
+    raise ValueError(f"chexpert_simclr: unknown variant {variant!r} (use '', 'local' or 'from_imagenet,weights=DIR')")
   return finalize(c)

@@ -16,12 +16,17 @@ the index instead, e.g. `--config.eval.exclude_classes='(26,)'` (checked to exis
   python -m medssl_jax.main --config=configs/derm_finetune.py --workdir=DIR \
       --config.eval.checkpoint=PRETRAIN_WORKDIR --config.data.path=/data/derm/manifest.csv
 
-Variants: `:linear` (linear evaluation: frozen encoder, new linear head), `:local` and
+Variants: `:imagenet,weights=DIR[,arch=A]` (the paper's supervised ImageNet baseline, Sec. 4.3:
+fine-tuning starts from supervised ImageNet weights imported with `import-weights --format
+torchvision --arch A` (default resnet50) into DIR; `eval.checkpoint=DIR` and torchvision's
+settings. Reading: the paper's "publicly available ResNet models" are TF's; torchvision's
+ResNet-50 stands in for them), `:linear` (linear evaluation: frozen encoder, new linear head), `:local` and
 `:local_linear` (synthetic colour data, small ResNet, a few hundred steps on a CPU).
 Readings: rotation up to 20 degrees and colour strength 0.5 (the paper names the ops, not their
 strengths); lr is used as given (no batch scaling); cosine decay without warm-up.
 """
 from configs.base import finalize, get_base_config
+from medssl_jax.weights import presets
 
 
 def get_config(variant: str = ""):
@@ -57,6 +62,10 @@ def get_config(variant: str = ""):
     c.eval.exclude_classes = ()
     c.eval.case_level = False
     c.eval.init = "random"
+  elif variant.partition(",")[0] == "imagenet":
+    opts = presets.parse_options(variant.partition(",")[2], "derm_finetune", ("weights", "arch"))
+    presets.apply(c, presets.torchvision_settings(opts.get("arch", "resnet50")))
+    c.eval.init, c.eval.checkpoint = "pretrained", opts["weights"]
   elif variant not in ("", "linear"):
     raise ValueError(f"derm_finetune: unknown variant {variant!r}")
   return finalize(c)

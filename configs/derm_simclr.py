@@ -11,6 +11,14 @@ flip), 2-layer projection head to 128-d. Point it at a manifest of the unlabeled
 full config's pairing, LARS base lr 0.3 under the linear rule (SimCLR's default; 0.075 at the
 peak at batch 64).
 
+`:from_imagenet,weights=DIR[,arch=A]` is the paper's "ImageNet->Derm" (Sec. 4.2, Table 1): step 2
+starts from ImageNet SimCLR weights, a google-research/simclr checkpoint imported with
+`medssl-jax import-weights --format simclr_tf --arch A --in CKPT --out DIR` (README "Pretrained
+weights"); A (default r50_1x_sk0) sets depth/width and the port settings the TF model implies
+(`model.downsample_padding='tf_fixed'`, `model.input_norm='none'`). Reading: a SimCLR v2 file
+(`_sk0`) brings its 3-layer projection head and the run continues it (`model.head_layers=3`); a
+v1 file (`resnet50_4x`, ...) has no head and the run starts the paper's 2-layer head fresh.
+
 Readings where the paper is silent (PROTOCOLS.md, "Facts from the public reference"):
 temperature 0.1, weight decay 1e-6, warm-up of 10 epochs of the 454,295 unlabeled images at
 batch 512 (8,873 steps), cosine decay to 0.
@@ -18,6 +26,7 @@ batch 512 (8,873 steps), cosine decay to 0.
 import math
 
 from configs.base import finalize, get_base_config
+from medssl_jax.weights import presets
 
 UNLABELED_IMAGES = 454_295  # Azizi et al. Sec. 4.1: unlabeled Derm images for pretraining
 BATCH = 512
@@ -50,6 +59,10 @@ def get_config(variant: str = ""):
     c.train.batch_size, c.train.num_steps = 64, 500
     c.train.log_every, c.train.checkpoint_every = 25, 250
     c.probe.enabled = True
+  elif variant.partition(",")[0] == "from_imagenet":
+    opts = presets.parse_options(variant.partition(",")[2], "derm_simclr", ("weights", "arch"))
+    presets.apply(c, presets.simclr_tf_settings(opts.get("arch", "r50_1x_sk0")))
+    c.train.init_checkpoint = opts["weights"]
   elif variant:
-    raise ValueError(f"derm_simclr: unknown variant {variant!r} (use '' or 'local')")
+    raise ValueError(f"derm_simclr: unknown variant {variant!r} (use '', 'local' or 'from_imagenet,weights=DIR')")
   return finalize(c)

@@ -10,11 +10,13 @@ model then returns the pooled features. torchvision pads as `model.downsample_pa
 a checkpoint trained under 'same' is refused unless --allow_padding_change (its weights then
 compute slightly different features in torchvision). The input normalisation the weights expect
 (`model.input_norm`) is printed and stored in a `.safetensors` file's metadata.
+`--format timm` writes timm's names: ResNets as torchvision, ViTs (model.arch='vit') as
+timm's VisionTransformer with the classifier as `head` (medssl_jax/weights/timm.py).
 """
 import argparse
 import os
 
-FORMATS = ("torchvision",)
+FORMATS = ("torchvision", "timm")  # timm: ResNets as torchvision, and ViTs (medssl_jax/weights/timm.py)
 
 
 def export_weights(checkpoint: str, fmt: str, out: str, allow_padding_change: bool = False) -> dict:
@@ -28,6 +30,9 @@ def export_weights(checkpoint: str, fmt: str, out: str, allow_padding_change: bo
   from medssl_jax.weights import torchvision as fmt_lib
   if not (out.endswith(".pth") or out.endswith(".pt") or out.endswith(".safetensors")):
     raise UserError(f"--out={out}: expected a .pth (torch state_dict) or .safetensors file name")
+  if fmt == "timm":
+    from medssl_jax.weights import timm as timm_lib
+    return timm_lib.export(checkpoint, out, allow_padding_change)
   config = weights.stored_config(checkpoint) or {}
   model = {**RESNET_DEFAULTS, **{k: v for k, v in config.get("model", {}).items() if k in RESNET_DEFAULTS}}
   if model["downsample_padding"] != "symmetric" and not allow_padding_change:
@@ -55,10 +60,12 @@ def main(argv=None) -> int:
                  help="export a model trained with model.downsample_padding='same' anyway")
   args = p.parse_args(argv)
   r = export_weights(args.checkpoint, args.format, args.out, args.allow_padding_change)
-  norm = ("ImageNet mean/std normalised inputs" if r["input_norm"] == "imagenet"
-          else "inputs in [0, 1], not normalised")
-  print(f"wrote {args.out}: torchvision {r['arch']}, {r['tensors']} tensors, "
-        + ("with fc" if r["fc"] else "no fc (load after model.fc = torch.nn.Identity())")
+  norm = {"imagenet": "ImageNet mean/std normalised inputs",
+          "inception": "inputs in [-1, 1] ((x - 0.5) / 0.5)"}.get(r["input_norm"], "inputs in [0, 1], not normalised")
+  print(f"wrote {args.out}: {r.get('format', 'torchvision')} {r['arch']}, {r['tensors']} tensors, "
+        + (("with fc" if r["fc"] else "no fc (load after model.fc = torch.nn.Identity())")
+           if r.get("format", "torchvision") == "torchvision"
+           else ("with its classifier" if r["fc"] else "no classifier (timm.create_model(..., num_classes=0))"))
         + f"; the weights expect {norm}"
         + ("; the linear evaluation's classifier (behind a feature batch norm) was left out" if r["dropped_classifier"] else ""))
   return 0

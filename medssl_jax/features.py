@@ -57,7 +57,7 @@ def encoder_and_weights(config, checkpoint: str):
   shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
   wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape, jnp.float32), train=False))
   from medssl_jax import weights
-  weights.check_settings(checkpoint, config.model, f"--checkpoint={checkpoint}")  # e.g. imported weights' padding
+  weights.check_settings(checkpoint, config.model, f"--checkpoint={checkpoint}", data_cfg=config.data)  # e.g. imported weights' padding
   params, batch_stats, step = ckpt_lib.restore_weights(checkpoint)
   where = f"--checkpoint={checkpoint} (step {step})"
   variables = {"params": {"encoder": ckpt_lib.load_subtree(params, wanted["params"], "encoder", where)},

@@ -45,7 +45,7 @@ from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch
 from medssl_jax.training.state import TrainState
 
 INITS = ("pretrained", "supervised", "random")
-TASKS = ("multiclass", "multilabel")
+TASKS = ("multiclass", "multilabel")  # and 'segmentation' (finetune_segmentation.py)
 
 
 def apply_uncertain_policy(labels: np.ndarray, policy: str) -> np.ndarray:
@@ -156,9 +156,35 @@ def excluded_classes(config, source) -> tuple:
   return metrics.resolve_classes(spec, source.class_names, source.num_classes)
 
 
-def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exclude_classes=()) -> dict:
+def sparse_labels(config, test_source) -> tuple:
+  """Multi-label: indices of the labels with fewer than `eval.min_positives` positive images in the
+  test split, left out of mean_auc / mean_auprc (passed on as excluded classes, so `compare` and
+  validation score the same mean). () for multiclass or min_positives 0."""
+  need = int(config.eval.get("min_positives", 0))
+  if need < 0:
+    raise UserError(f"eval.min_positives={need} must be >= 0 (0: every label with both classes present counts)")
+  if config.eval.task != "multilabel" or not need:
+    return ()
+  positives = np.nansum(np.asarray(test_source.labels, np.float64) > 0.5, axis=0)
+  return tuple(int(j) for j in np.flatnonzero(positives < need))
+
+
+def label_summary(config, test_source, exclude) -> dict:
+  """results.json entries of a multi-label run: positives per label in the test split, the
+  minimum, and the labels the means are taken over."""
+  names = test_source.class_names or tuple(str(j) for j in range(test_source.labels.shape[1]))
+  positives = np.nansum(np.asarray(test_source.labels, np.float64) > 0.5, axis=0)
+  return {"min_positives": int(config.eval.get("min_positives", 0)),
+          "test_positives": {n: int(v) for n, v in zip(names, positives)},
+          "mean_over_labels": [n for j, n in enumerate(names) if j not in set(exclude)]}
+
+
+def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exclude_classes=(),
+             subgroup_out: dict | None = None) -> dict:
   """Metrics with bootstrap intervals on one split; saves its predictions next to results.json,
-  with the settings that define the metric (so that `compare` scores them the same way)."""
+  with the settings that define the metric (so that `compare` scores them the same way). With
+  `subgroup_out` and a source that has subgroup columns (`Source.subgroups`), the headline
+  metrics per subgroup value go into `subgroup_out` (`evaluation.subgroups`)."""
   from medssl_jax.evaluation import bootstrap, compare, metrics
   images, labels = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
                                              crop_fraction=config.aug.eval_crop_fraction)
@@ -169,6 +195,12 @@ def evaluate(config, state, mesh, source, pipeline, name: str, workdir: str, exc
                              case_ids=source.case_ids, labels=labels, probs=probs, task=config.eval.task,
                              case_level=config.eval.case_level, exclude_classes=exclude_classes,
                              class_names=source.class_names)
+  if subgroup_out is not None and source.subgroups:
+    from medssl_jax.evaluation import subgroups
+    subgroup_out.update(subgroups.subgroup_metrics(
+        labels, probs, config.eval.task, source.subgroups, case_ids=source.case_ids,
+        case_level=config.eval.case_level, exclude_classes=tuple(exclude_classes),
+        num_replicates=config.eval.num_replicates, seed=config.eval.bootstrap_seed))
   case_ids = source.case_ids
   if config.eval.case_level:
     case_ids, labels, probs = metrics.aggregate_by_case(source.case_ids, labels, probs)
@@ -258,6 +290,9 @@ class PeriodicValidation:
 
 def finetune(config, workdir: str) -> dict:
   """Runs (or resumes) fine-tuning or linear evaluation in `workdir`; returns the results."""
+  if config.eval.task == "segmentation":  # U-Net on image + mask pairs: finetune_segmentation.py
+    from medssl_jax import finetune_segmentation
+    return finetune_segmentation.finetune(config, workdir)
   from input_pipeline import backends, fractions, sources
 
   pipeline = backends.get(config.data.pipeline, config.data.get("host_workers", 0))  # tf.data, NumPy or grain
@@ -273,7 +308,7 @@ def finetune(config, workdir: str) -> dict:
                      f"or fine-tuning run); use eval.init='random' to start from scratch")
   if config.eval.init != "random":  # weights made under other model.* settings (e.g. imported ones): refused
     from medssl_jax import weights
-    weights.check_settings(config.eval.checkpoint, config.model, f"eval.checkpoint={config.eval.checkpoint}")
+    weights.check_settings(config.eval.checkpoint, config.model, f"eval.checkpoint={config.eval.checkpoint}", data_cfg=config.data)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # gs:// too
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
@@ -289,6 +324,7 @@ def finetune(config, workdir: str) -> dict:
   num_steps = training_steps(config, len(indices))
   num_outputs = train_src.num_classes if config.eval.task == "multiclass" else train_src.labels.shape[1]
   exclude = excluded_classes(config, train_src)  # before training: an unknown class fails early
+  exclude = tuple(sorted(set(exclude) | set(sparse_labels(config, test_src))))  # eval.min_positives
   eval_every = int(config.eval.eval_every)
   if eval_every < 0 or (eval_every and eval_every % int(config.train.log_every)):
     raise UserError(f"eval.eval_every={eval_every} must be 0 (validate at the end only) or a positive multiple "
@@ -342,13 +378,18 @@ def finetune(config, workdir: str) -> dict:
              "case_level": bool(config.eval.case_level), "exclude_classes": list(exclude),
              "excluded_class_names": [train_src.class_names[i] for i in exclude] if train_src.class_names else [],
              "workdir": ckpt_lib._abs(workdir)}
+  if config.eval.task == "multilabel":
+    results.update(label_summary(config, test_src, exclude))
   if out.step >= num_steps:
     final = out.state
     results.update(select_metric=select_metric, selected_step=out.step)
     if validation is not None:  # the best-on-validation state, not the last one
       final = validation.best_state(out.state)
       results.update(selected_step=int(final.step), val_history=validation.history)
-    results["test"] = evaluate(config, final, mesh, test_src, pipeline, "test", workdir, exclude)
+    by_subgroup = {}
+    results["test"] = evaluate(config, final, mesh, test_src, pipeline, "test", workdir, exclude, by_subgroup)
+    if by_subgroup:
+      results["test_subgroups"] = by_subgroup
     if val_src is not None:
       results["val"] = evaluate(config, final, mesh, val_src, pipeline, "val", workdir, exclude)
     scalars = {f"test/{k}": v["value"] for k, v in results["test"].items() if isinstance(v, dict)}

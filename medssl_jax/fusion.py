@@ -10,12 +10,20 @@ Input: `dvme.features` names the sources, `name=path_{split}.npz,...` (files of 
 read and checked by `feature_cache.py`) for data.train_split, eval.val_split and data.eval_split.
 `dvme.train_size` > 0 trains on a class-balanced subset of that many training
 images (Truong's Small / Medium / Full regimes), drawn anew for each `dvme.fold`. An epoch visits
-every training row once in a seeded order; the last, partial batch is padded with
-rows of weight 0, so every step has the same shape. Batches are sharded over the mesh's data axis.
+every training row once in a seeded order (`dvme.oversample`: N rows drawn with replacement so that
+every class is equally frequent, `oversample_rows`, Truong's NIH setting); the last, partial batch
+is padded with rows of weight 0, so every step has the same shape. Batches are sharded over the
+mesh's data axis.
 
 Output in the workdir: results.json (test metrics with bootstrap intervals, the validation history,
 the best epoch, the per-source attention weights averaged per class on the test set, the
-sources' fingerprints) and predictions_test.npz (scored by `medssl-jax compare` like any run's).
+sources' fingerprints, `plots`: the figures below), predictions_test.npz (scored by
+`medssl-jax compare` like any run's), attention_by_class.png (App. F: a heat map of those weights,
+drawn from results.json by `evaluation/attention_plot.py`) and, unless `dvme.tsne=False`, t-SNE
+maps of the test split coloured by class (Fig. 2, App. D; `evaluation/tsne.py`):
+tsne_source_<name>.png per source's features, tsne_dvme.png of the DVME embedding (the
+`hidden_dim` vector before the classifier, of the best-on-validation weights), and tsne_test.npz
+with their coordinates; at most `dvme.tsne_max_points` test images (a seeded draw).
 """
 import functools
 import json
@@ -84,6 +92,35 @@ def training_subset(labels: np.ndarray, size: int, fold: int, seed: int) -> np.n
   return np.sort(np.concatenate(picked))
 
 
+def oversample_groups(labels: np.ndarray) -> np.ndarray:
+  """The group each training image is balanced in: its class for (N,) labels, or for multi-label
+  (N, L) labels its rarest positive label (fewest positives in `labels`; ties: the lower index;
+  positive = > 0.5, NaN is not), with L for images without any positive label (Truong's 'other')."""
+  labels = np.asarray(labels)
+  if labels.ndim == 1:
+    return labels.astype(np.int64)
+  pos = np.nan_to_num(labels.astype(np.float64), nan=0.0) > 0.5
+  freq = pos.sum(0)
+  rarity = np.where(pos, freq[None, :], np.iinfo(np.int64).max)   # (N, L); not positive: never picked
+  return np.where(pos.any(1), np.argmin(rarity, axis=1), labels.shape[1]).astype(np.int64)
+
+
+def oversample_rows(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+  """Row indices of one oversampled epoch (`dvme.oversample`): N draws with replacement, each row
+  with probability 1 / (G * size of its group) over the G groups of `oversample_groups`, so every
+  group is drawn N / G times in expectation. A pure function of (labels, seed, epoch).
+
+  Truong et al. (Sec. 4, App. A) "used an oversampling strategy during the training procedure"
+  for NIH Chest X-ray's class imbalance without saying which; readings taken here: random
+  oversampling with replacement to equal class frequencies, an epoch as long as the training set.
+  """
+  groups = oversample_groups(labels)
+  _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+  p = 1.0 / (len(counts) * counts[inverse])
+  rng = np.random.default_rng([int(seed), int(epoch), 0x0A5])
+  return rng.choice(len(groups), size=len(groups), replace=True, p=p / p.sum())
+
+
 def loss_fn(logits, labels, weights, task: str):
   if task == "multiclass":
     return softmax_cross_entropy(logits, labels, weights)
@@ -110,8 +147,15 @@ def forward(params, feats, *, model):
   return logits, dvme_lib.source_attention(probs[0], tokens_per_source)
 
 
-def _batches(n: int, batch: int, rng: np.random.Generator):
-  order = rng.permutation(n)
+def embed(params, feats, *, model):
+  """The DVME embedding (N, hidden_dim): the vector after the ReLU, before dropout and the
+  classifier (sown by the model as `intermediates/embedding`), in inference mode."""
+  _, inter = model.apply({"params": params}, list(feats), deterministic=True, mutable=["intermediates"])
+  return inter["intermediates"]["embedding"][0]
+
+
+def _batches(order: np.ndarray, batch: int):
+  n = len(order)
   for i in range(0, n, batch):
     rows = order[i:i + batch]
     yield np.concatenate([rows, np.zeros(batch - len(rows), rows.dtype)]), np.arange(batch) < len(rows)
@@ -138,12 +182,60 @@ def evaluate(params, split, labels, config, fwd, mesh, batch: int):
   return loss, np.asarray(act(logits_j), np.float32), att
 
 
+def tsne_rows(n: int, max_points: int, seed: int) -> np.ndarray:
+  """The test rows in the t-SNE maps: all, or a seeded draw of `max_points` (sorted)."""
+  if max_points <= 0 or n <= max_points:
+    return np.arange(n)
+  return np.sort(np.random.default_rng([int(seed), 0x75E]).choice(n, int(max_points), replace=False))
+
+
+def tsne_inputs(params, split, rows, model, mesh, batch: int) -> dict:
+  """{panel: (len(rows), d)}: each source's features of `rows` (by source name) and, under 'dvme',
+  the DVME embedding of those images computed with `params` (same on every process)."""
+  from medssl_jax.inference import batched_apply
+  cuts = np.cumsum([f.shape[1] for f in split.features])[:-1]
+  fn = jax.jit(lambda p, x: embed(p, jnp.split(x, cuts, axis=1), model=model))
+  packed = np.concatenate([f[rows] for f in split.features], axis=1)
+  out = {name: f[rows] for name, f in zip(split.names, split.features)}
+  out["dvme"] = batched_apply(lambda x: fn(params, x), packed, mesh, batch)
+  return out
+
+
+def _file_name(name: str) -> str:
+  return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def write_tsne(inputs: dict, labels, image_ids, task: str, class_names, seed: int, out, concat: bool) -> dict:
+  """t-SNE PNGs of every panel of `tsne_inputs` and `tsne_test.npz` (the images' ids, their colour
+  groups, each panel's 2-D coordinates) in the folder `out`; returns what results.json records."""
+  from medssl_jax.evaluation import tsne
+  groups, names = tsne.class_groups(labels, task, class_names)
+  files, coords = {}, {}
+  for panel, x in inputs.items():
+    coords[panel] = tsne.tsne_2d(x, seed)
+    if panel == "dvme":
+      fname, title = "tsne_dvme.png", f"DVME{' w/o self-attention' if concat else ''} embedding ({x.shape[1]}-d)"
+    else:
+      fname, title = f"tsne_source_{_file_name(panel)}.png", f"source '{panel}' ({x.shape[1]}-d features)"
+    tsne.write_png(coords[panel], groups, names, title + ", test split", out / fname)
+    files[panel] = fname
+  with (out / "tsne_test.npz").open("wb") as f:
+    np.savez(f, image_ids=np.asarray(image_ids), groups=groups, group_names=np.asarray(names),
+             panels=np.asarray(list(coords)),
+             **{f"coords_{i}": c for i, c in enumerate(coords.values())})
+  n = len(groups)
+  return {"files": files, "coordinates": "tsne_test.npz", "points": n, "perplexity": tsne.perplexity_for(n),
+          "seed": int(seed), "split": "test"}
+
+
 def run(config, workdir: str) -> dict:
   from medssl_jax.evaluation import bootstrap, compare
   t_start = time.time()
   d = config.dvme
   if d.monitor not in MONITORS:
     raise UserError(f"dvme.monitor={d.monitor!r}: expected one of {MONITORS}")
+  if int(d.tsne_max_points) < 0:
+    raise UserError(f"dvme.tsne_max_points={d.tsne_max_points} must be >= 0 (0 = every test image)")
   if int(d.epochs) < 1 or int(d.batch_size) < 1:
     raise UserError(f"dvme.epochs={d.epochs} and dvme.batch_size={d.batch_size} must be >= 1")
   if not config.eval.val_split:
@@ -174,7 +266,9 @@ def run(config, workdir: str) -> dict:
   host_rng = np.random.default_rng(config.seed)
   for epoch in range(int(d.epochs)):
     losses = []
-    for rows, keep in _batches(len(y["train"]), batch, host_rng):
+    order = (oversample_rows(y["train"], config.seed, epoch) if d.oversample
+             else host_rng.permutation(len(y["train"])))
+    for rows, keep in _batches(order, batch):
       feats = tuple(shard_host_array(f[rows], mesh) for f in train_feats)
       rng, sub = jax.random.split(rng)
       params, opt_state, loss = step(params, opt_state, feats, shard_host_array(y["train"][rows], mesh),
@@ -192,27 +286,41 @@ def run(config, workdir: str) -> dict:
     if decision.should_stop:
       break
   best_epoch, best_params = best
-  test_loss, probs, att = evaluate(jax.device_put(best_params, replicated(mesh)), test, y["test"], config,
-                                   fwd, mesh, batch)
+  best_params = jax.device_put(best_params, replicated(mesh))
+  test_loss, probs, att = evaluate(best_params, test, y["test"], config, fwd, mesh, batch)
+  out = epath.Path(workdir)
+  plots = {}
+  if d.tsne:
+    rows = tsne_rows(len(y["test"]), int(d.tsne_max_points), config.seed)
+    inputs = tsne_inputs(best_params, test, rows, model, mesh, batch)  # every process: a collective pass
+    if jax.process_index() == 0:
+      out.mkdir(parents=True, exist_ok=True)
+      plots["tsne"] = write_tsne(inputs, y["test"][rows], test.image_ids[rows], config.eval.task,
+                                 test.class_names, config.seed, out, concat=not d.attention)
   metrics = bootstrap.bootstrap_all(y["test"], probs, config.eval.task, num_replicates=config.eval.num_replicates,
                                     seed=config.eval.bootstrap_seed)
   results = {"mode": "dvme", "sources": list(train.names), "attention": bool(d.attention), "tokens": d.tokens,
              "task": config.eval.task, "num_train_images": int(len(y["train"])),
              "train_size": int(d.train_size), "fold": int(d.fold), "best_epoch": best_epoch,
              "epochs_run": len(history), "val_history": history, "test_loss": test_loss, "test": metrics,
-             "fingerprints": train.fingerprints, "wall_time_sec": time.time() - t_start, "completed": True,
-             "workdir": workdir}
+             "fingerprints": train.fingerprints, "oversample": bool(d.oversample), "plots": plots,
+             "wall_time_sec": time.time() - t_start, "completed": True, "workdir": workdir}
   if att is not None:
     cls = y["test"] if config.eval.task == "multiclass" else (y["test"] > 0.5).astype(np.int32)
     by_class = np.asarray(dvme_lib.attention_by_class(jnp.asarray(att), jnp.asarray(cls), num_outputs))
-    results["attention_by_class"] = {"sources": list(train.names), "weights": by_class.tolist(),
-                                     "mean": np.asarray(att).mean(0).tolist()}
+    class_names = list(test.class_names)
+    results["attention_by_class"] = {
+        "sources": list(train.names), "weights": by_class.tolist(), "mean": np.asarray(att).mean(0).tolist(),
+        "classes": [class_names[c] if c < len(class_names) else f"class {c}" for c in range(num_outputs)]}
+    plots["attention_by_class"] = "attention_by_class.png"
   if jax.process_index() == 0:
-    out = epath.Path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     compare.save_predictions(os.fspath(out / "predictions_test.npz"), image_ids=test.image_ids,
                              case_ids=test.case_ids, labels=y["test"], probs=probs, task=config.eval.task,
                              class_names=test.class_names)
     (out / "config.json").write_text(config.to_json_best_effort(indent=2))
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    if "attention_by_class" in plots:  # drawn from the results.json just written (App. F)
+      from medssl_jax.evaluation import attention_plot
+      attention_plot.write(out / "results.json", out / plots["attention_by_class"])
   return results

@@ -33,7 +33,7 @@ def _init_from(state, path: str, method, config):
   from medssl_jax import weights
   params, batch_stats, step = ckpt_lib.restore_weights(path)
   where = f"train.init_checkpoint={path} (step {step})"
-  weights.check_settings(path, config.model, where)
+  weights.check_settings(path, config.model, where, data_cfg=config.data)
   if "head" not in params and "encoder" in params:  # an encoder without a projection head (import-weights,
     # a fine-tuning run): the encoder comes from it, the head starts as initialised
     params = dict(state.params, encoder=ckpt_lib.load_subtree(params, state.params, "encoder", where))

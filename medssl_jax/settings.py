@@ -49,6 +49,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.case_column = "case_id"
   c.data.label_column = "label"
   c.data.split_column = "split"
+  # nih: an NIH ChestX-ray14 folder (metadata.csv + images/, e.g. ../shared/data/nih_cxr14_kcr1000_64px).
+  c.data.nih_target = "binary"       # 'binary' (0 No Finding, 1 any finding) | 'multilabel' (the 14 findings).
+  c.data.nih_split = "patient"       # 'patient': seeded patient-disjoint re-split into train / val / test;
+                                     # 'source': the folder's own split (shares patients: refused as leakage).
+  c.data.nih_split_fractions = (0.6, 0.2, 0.2)  # train / val / test shares of the images (per patient).
+  c.data.nih_split_seed = 0
+  c.data.nih_train_patients = 1.0    # < 1: keep this share of the training patients (stratified by the
+  c.data.nih_train_draw = 0          # binary target, the same patients for both targets); which draw.
   # synthetic data set (the default for the demo and tests).
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.synthetic.num_cases = 600
@@ -93,7 +101,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.arch = "resnet"      # encoder: 'resnet' (ResNet v1) or 'densenet' (DenseNet-BC, torchvision layout:
+  c.model.arch = "resnet"      # encoder: 'resnet' (ResNet v1), 'vit' (below) or 'densenet' (DenseNet-BC, torchvision layout:
                                # depth 121/169/201, width 1 and the 'imagenet' stem only).
   c.model.depth = 50           # resnet: 18, 34, 50, 101, 152; densenet: 121, 169, 201.
   c.model.width = 1.0          # width multiplier (1x, 2x, 4x; < 1 for tests and CPU demos).
@@ -106,8 +114,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   # defaults are this project's ResNet. `import-weights --format torchvision` writes
   # 'symmetric' / 'imagenet' (and bottleneck_width 2 for wide_resnet50_2 / 101_2) in its config.json.
   c.model.downsample_padding = "same"  # 'same' (TF SAME: (0, 1) on even sizes) | 'symmetric' (torchvision)
+                                       # | 'tf_fixed' (SimCLR's TF ResNet: convs as 'symmetric', max pool SAME)
   c.model.bottleneck_width = 1.0       # inner width of bottleneck blocks (torchvision wide_resnet*_2: 2.0)
   c.model.input_norm = "none"          # 'none' ([0, 1] images as they are) | 'imagenet' (ImageNet mean/std)
+                                       # | 'inception' ((x - 0.5) / 0.5; model.arch='vit' only: timm's ViTs)
+  # model.arch='vit' (models/vit.py; depth, width, stem and bn_momentum do not apply): the size, and
+  # how many class tokens make the features (those of the last k blocks, concatenated: k x width;
+  # 1 = the usual class token; DVME uses 4 with DINO's ViT-S/16: 1536-d).
+  c.model.vit_variant = "S/16"  # 'S/16' | 'B/16' | 'S/8' | 'B/8' | 'Ti/16' | 'test' (2 blocks, width 48, patch 8)
+  c.model.vit_tokens = 1
 
   # ---- optimisation -----------------------------------------------------------------------
   c.optim = ml_collections.ConfigDict()
@@ -159,6 +174,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.case_level = False         # average the predictions of a case's images before metrics.
   c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity: names (e.g. ('Other',),
                                     # looked up in the data's class names) or indices (checked to exist).
+  c.eval.min_positives = 0          # multilabel: labels with fewer positive images in the test split are
+                                    # left out of mean_auc / mean_auprc (results.json: mean_over_labels).
   c.eval.num_replicates = 1000      # bootstrap replicates for the 95% intervals.
   c.eval.bootstrap_seed = 0
 
@@ -188,6 +205,45 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dvme.train_size = 0          # > 0: a class-balanced training subset of this many images (Small / Medium).
   c.dvme.fold = 0                # which draw of that subset (Truong: 5 folds).
   c.dvme.monitor = "loss"        # the validation quantity for both (the paper does not say; a reading).
+  c.dvme.oversample = False      # True: each epoch draws its rows with replacement so every class (multi-label:
+                                 # each image's rarest positive label, or none) is equally frequent (Truong's NIH).
+  c.dvme.tsne = True             # t-SNE PNGs of each source's test features and of the DVME embedding.
+  c.dvme.tsne_max_points = 2000  # at most this many test images in them (a seeded draw; 0 = all).
+
+  # ---- segmentation (mode 'finetune', eval.task='segmentation', data.source='seg_manifest') --
+  # The manifest CSV (data.path) has an image column (data.path_column), a mask column, a case
+  # column (data.case_column) and a split column (data.split_column; '' = drawn, see below).
+  c.seg = ml_collections.ConfigDict()
+  c.seg.mask_column = "mask"
+  c.seg.mask_dir = ""            # folder the mask paths are relative to ('' = the CSV's folder).
+  c.seg.mask_threshold = 128     # foreground = grey mask value >= this (8-bit masks, 255 = object).
+  c.seg.keep_rows = ""           # 'column=value': only rows with that value (e.g. 'canonical_mask=True').
+  c.seg.test_fraction = 0.2      # data.split_column='': seeded case-disjoint draw of 'test' ...
+  c.seg.val_fraction = 0.1       # ... then 'val' from the remaining cases ('train' = the rest).
+  c.seg.split_seed = 0
+  c.seg.threshold = 0.5          # predicted foreground = sigmoid probability >= this (metrics, overlay).
+  c.seg.dice_weight = 1.0        # loss = dice_weight x soft Dice loss + bce_weight x pixel BCE.
+  c.seg.bce_weight = 1.0
+  c.seg.overlay_images = 8       # test images drawn in <workdir>/overlay_test.png (0 = none).
+  c.seg.data_note = ""           # copied into results.json (e.g. that the masks are model-made).
+  # Joint image + mask augmentation (input_pipeline/augment_seg.py). Defaults: the settings of
+  # Hosseinzadeh Taher et al.'s code (albumentations, 224 px); pixel sizes scale with data.image_size.
+  c.seg.crop_prob = 0.25         # square crop of side U{crop_min_side..1} x side, resized back.
+  c.seg.crop_min_side = 156 / 224
+  c.seg.flip_prob = 0.0          # horizontal flip (their segmentation code: none).
+  c.seg.rotation_degrees = 0.0   # uniform in [-r, r] (their segmentation code: none).
+  c.seg.distort_prob = 0.3       # one of elastic / grid / optical distortion, equally likely.
+  c.seg.elastic_alpha = 120.0    # at 224 px; x (size/224)^2.
+  c.seg.elastic_sigma = 6.0      # at 224 px; x size/224.
+  c.seg.elastic_alpha_affine = 3.6  # at 224 px; x size/224.
+  c.seg.grid_steps = 5
+  c.seg.grid_limit = 0.3
+  c.seg.optical_limit = 2.0      # radial coefficient k ~ U(-l, l).
+  c.seg.optical_shift = 0.5      # centre shift round(U(-s, s)) pixels at 224 px.
+  c.seg.intensity_prob = 0.3     # one of brightness/contrast or gamma (image only), equally likely.
+  c.seg.brightness_limit = 0.2
+  c.seg.contrast_limit = 0.2
+  c.seg.gamma_range = (0.8, 1.2)
 
   # ---- each pretraining method's own settings (defaults from its file in medssl_jax/methods/) --
   from medssl_jax import methods

@@ -10,14 +10,16 @@ from configs import (chexpert_finetune, chexpert_simclr, covid_cxr_micle, demo, 
 from medssl_jax.training import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {"demo": [""], "derm_simclr": ["", "local"], "chexpert_simclr": ["", "local"],
+VARIANTS = {"demo": [""], "derm_simclr": ["", "local", "from_imagenet,weights=/w"],
+            "chexpert_simclr": ["", "local", "from_imagenet,weights=/w,arch=r152_2x_sk0"],
             "derm_micle": ["", "partial", "local", "local,partial"], "covid_cxr_micle": ["", "simclr"],
-            "derm_finetune": ["", "linear", "local", "local_linear"],
+            "derm_finetune": ["", "linear", "local", "local_linear", "imagenet,weights=/w"],
             "chexpert_finetune": ["", "mococxr", "mococxr,fraction=0.001", "mococxr,fraction=0.01",
-                                  "mococxr,fraction=0.1", "mococxr,fraction=1", "local"],
+                                  "mococxr,fraction=0.1", "mococxr,fraction=1", "local", "imagenet,weights=/w"],
             "truong_linear": ["", "finetune"], "moco_v2": ["", "demo", "local"],
-            "chexpert_moco": ["", "densenet121"], "shenzhen_transfer": ["", "fraction=0.0625", "fraction=0.25"],
-            "truong_dvme": ["", "concat", "multilabel"]}
+            "chexpert_moco": ["", "densenet121", "from_imagenet,weights=/w"], "shenzhen_transfer": ["", "fraction=0.0625", "fraction=0.25"],
+            "truong_dvme": ["", "concat", "multilabel"],
+            "lung_segmentation": ["", "small", "smoke", "smoke,root=/tmp/lungseg"]}
 
 
 def _config(name, variant):
@@ -180,3 +182,29 @@ def test_mococxr_label_column_reads_one_chexpert_label(tmp_path):
   src = sources.load_source(c.data, "train")
   assert src.labels.shape == (6, 1) and tuple(src.class_names) == ("Pleural Effusion",)
   assert src.labels[:, 0].tolist() == [1.0, -1.0, 0.0] * 2
+
+
+def test_imagenet_variants_start_from_imported_weights_under_their_settings():
+  """:from_imagenet / :imagenet name the import-weights directory and take the settings its format
+  implies (what import-weights stores and check_settings enforces); without weights= they are refused."""
+  from configs import chexpert_moco
+  from medssl_jax.errors import UserError
+  from medssl_jax.weights import simclr_tf
+  from medssl_jax.weights import torchvision as tv
+  d = derm_simclr.get_config("from_imagenet,weights=/w")
+  assert d.train.init_checkpoint == "/w" and d.method == "simclr"
+  assert {k: d.model[k] for k in simclr_tf.model_settings("r50_1x_sk0")} == simclr_tf.model_settings("r50_1x_sk0")
+  assert (d.model.downsample_padding, d.model.input_norm, d.model.head_layers) == ("tf_fixed", "none", 3)
+  v1 = chexpert_simclr.get_config("from_imagenet,weights=/w,arch=resnet50_4x")
+  assert (v1.model.width, v1.model.head_layers, v1.model.head_dim) == (4.0, 2, 128)  # v1 files: no head
+  m = chexpert_moco.get_config("from_imagenet,weights=/w")
+  assert m.train.init_checkpoint == "/w" and {k: m.model[k] for k in tv.model_settings("resnet18")} == \
+      tv.model_settings("resnet18")
+  f = chexpert_finetune.get_config("imagenet,weights=/w")
+  assert (f.eval.init, f.eval.checkpoint, f.model.depth, f.model.downsample_padding, f.model.input_norm) == \
+      ("pretrained", "/w", 50, "symmetric", "imagenet")
+  assert derm_finetune.get_config("imagenet,weights=/w,arch=resnet101").model.depth == 101
+  for module, variant in ((derm_simclr, "from_imagenet"), (chexpert_moco, "from_imagenet"),
+                          (derm_finetune, "imagenet,arch=resnet50"), (chexpert_finetune, "imagenet,weight=/w")):
+    with pytest.raises(UserError):
+      module.get_config(variant)

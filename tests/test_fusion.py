@@ -116,3 +116,110 @@ def test_balanced_subsets_per_fold():
     fusion.training_subset(labels, 60, 0, 0)
   multi = np.zeros((50, 3), np.float32)
   assert len(set(fusion.training_subset(multi, 20, 0, 0))) == 20
+
+
+def _spy(monkeypatch, owner, name, calls):
+  real = getattr(owner, name)
+
+  def spy(*args, **kwargs):
+    calls.append(args)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(owner, name, spy)
+
+
+def test_tsne_maps_and_attention_plot_of_a_run(features, tmp_path, monkeypatch):
+  import jax
+  from medssl_jax.evaluation import attention_plot, tsne
+  tsne_calls, eval_calls, figures = [], [], []
+  _spy(monkeypatch, tsne, "tsne_2d", tsne_calls)
+  _spy(monkeypatch, fusion, "evaluate", eval_calls)
+  real_figure = attention_plot.attention_figure
+  monkeypatch.setattr(attention_plot, "attention_figure", lambda res: figures.append(real_figure(res)) or figures[-1])
+  c = config(features, epochs=4)
+  with c.unlocked():
+    c.dvme.tsne_max_points = 40                                # of 48 test images
+  r = fusion.run(c, str(tmp_path / "run"))
+  out = tmp_path / "run"
+  saved = json.loads((out / "results.json").read_text())
+  assert saved["plots"]["tsne"]["files"] == {"good": "tsne_source_good.png", "noise": "tsne_source_noise.png",
+                                             "dvme": "tsne_dvme.png"}
+  for f in [*saved["plots"]["tsne"]["files"].values(), saved["plots"]["attention_by_class"]]:
+    assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # t-SNE inputs: each source's test features of the 40 drawn images, then the 16-d DVME embedding
+  assert [x[0].shape for x in tsne_calls] == [(40, 12), (40, 12), (40, 16)]
+  with np.load(out / "tsne_test.npz") as z:
+    ids, groups = z["image_ids"], z["groups"]
+    assert z["coords_2"].shape == (40, 2) and list(z["panels"]) == ["good", "noise", "dvme"]
+  assert len(set(ids)) == 40 and np.array_equal(groups, [int(i.split("-")[1]) % 2 for i in ids])
+  feats = []
+  for k, name in enumerate(("good", "noise")):
+    with np.load(features / f"{name}_test.npz") as z:
+      row = {v: i for i, v in enumerate(z["image_ids"])}
+      feats.append(z["features"][[row[v] for v in ids]])
+    np.testing.assert_array_equal(tsne_calls[k][0], feats[-1])
+  # the embedding equals an independent forward pass with the tested (best-on-validation) weights:
+  # the `proj` Dense output captured by Flax, after ReLU; and the classifier maps it to the logits
+  params = jax.device_get(eval_calls[-1][0])
+  model = fusion.make_model(c, 2)
+  logits, state = model.apply({"params": params}, feats, capture_intermediates=True)
+  emb = np.maximum(np.asarray(state["intermediates"]["proj"]["__call__"][0]), 0.0)
+  np.testing.assert_allclose(tsne_calls[2][0], emb, rtol=1e-5, atol=1e-6)
+  w = params["classifier"]
+  np.testing.assert_allclose(emb @ np.asarray(w["kernel"]) + np.asarray(w["bias"]), logits, rtol=1e-5, atol=1e-5)
+  # the attention heat map shows results.json's per-class weights and their mean, in that order
+  (fig,) = figures
+  shown = np.asarray(fig.axes[0].images[0].get_array())
+  att = saved["attention_by_class"]
+  np.testing.assert_allclose(shown, np.vstack([att["weights"], [att["mean"]]]), rtol=1e-6)
+  assert att["classes"] == ["a", "b"] and r["plots"] == saved["plots"]
+  assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b", "all test images"]
+
+
+def test_oversampled_epochs_equalise_classes():
+  labels = np.repeat([0, 1, 2], [60, 30, 10])
+  a = fusion.oversample_rows(labels, seed=3, epoch=0)
+  assert len(a) == 100 and np.array_equal(a, fusion.oversample_rows(labels, seed=3, epoch=0))
+  assert not np.array_equal(a, fusion.oversample_rows(labels, seed=3, epoch=1))
+  assert not np.array_equal(a, fusion.oversample_rows(labels, seed=4, epoch=0))
+  rows = np.concatenate([fusion.oversample_rows(labels, 0, e) for e in range(200)])   # 20,000 draws
+  np.testing.assert_allclose(np.bincount(labels[rows]) / len(rows), [1 / 3] * 3, atol=0.015)
+
+
+def test_oversampled_multilabel_frequencies_match_the_hand_computed_ones():
+  # 100 images, 3 labels: 50 {0}, 20 {0, 1}, 10 {1}, 5 {1, 2}, 15 none (one with an ignored NaN).
+  # Positives per label 70, 35, 5, so the groups (rarest positive label) are {0}: 50 images,
+  # {1}: the 20 + 10, {2}: 5, none: 15; each group drawn 1/4 of the time. Expected share of draws
+  # with label 0: 1/4 + 1/4 * 20/30 = 5/12; label 1: 1/4 + 1/4 = 1/2; label 2: 1/4; none: 1/4
+  # (without oversampling 0.70, 0.35, 0.05, 0.15).
+  y = np.zeros((100, 3), np.float32)
+  y[:70, 0] = 1
+  y[50:85, 1] = 1
+  y[80:85, 2] = 1
+  y[85, 2] = np.nan
+  assert np.array_equal(np.bincount(fusion.oversample_groups(y)), [50, 30, 5, 15])
+  rows = np.concatenate([fusion.oversample_rows(y, 0, e) for e in range(200)])
+  pos = np.nan_to_num(y[rows]) > 0.5
+  np.testing.assert_allclose(pos.mean(0), [5 / 12, 1 / 2, 1 / 4], atol=0.015)
+  assert abs((~pos.any(1)).mean() - 1 / 4) < 0.015
+
+
+def test_an_oversampled_multilabel_run_writes_its_plots(tmp_path):
+  # 3 labels, one of them rare; a one-epoch run with oversampling and t-SNE of multi-label images
+  root = tmp_path / "feats"
+  root.mkdir()
+  for k, (split, n) in enumerate(SPLITS.items()):
+    rng = np.random.default_rng(k)
+    y = (rng.random((n, 3)) < [0.5, 0.3, 0.08]).astype(np.float32)
+    x = rng.normal(size=(n, 8)).astype(np.float32) + y @ rng.normal(size=(3, 8)).astype(np.float32)
+    ids = np.array([f"{split}-{i}" for i in range(n)])
+    np.savez(root / f"m_{split}.npz", features=x, image_ids=ids, case_ids=ids, labels=y,
+             class_names=np.array(["p", "q", "r"]), encoder_sha256=np.asarray("e"), data_sha256=np.asarray("d"),
+             checkpoint=np.asarray("c"), step=np.asarray(1), split=np.asarray(split))
+  c = config(root, "multilabel", spec="m=G/m_{split}.npz", epochs=1)
+  with c.unlocked():
+    c.dvme.oversample = True
+  r = fusion.run(c, str(tmp_path / "ml"))
+  assert r["oversample"] and r["attention_by_class"]["classes"] == ["p", "q", "r"]
+  assert (tmp_path / "ml" / "tsne_dvme.png").exists() and (tmp_path / "ml" / "attention_by_class.png").exists()
+  with np.load(tmp_path / "ml" / "tsne_test.npz") as z:
+    assert list(z["group_names"]) == ["p", "q", "r", "none", "several"] and len(z["groups"]) == 48

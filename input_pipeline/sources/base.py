@@ -24,6 +24,9 @@ class Source:
   paths: np.ndarray | None = None
   class_names: tuple = ()
   records: object = None
+  # Subgroup columns for evaluation: name -> one value per image (e.g. {'view': PA/AP, 'sex': F/M});
+  # fine-tuning and linear evaluation report their metrics per value (results.json `test_subgroups`).
+  subgroups: dict | None = None
 
   def __post_init__(self):
     setattr_ = functools.partial(object.__setattr__, self)
@@ -48,6 +51,11 @@ class Source:
     ids, counts = np.unique(self.image_ids, return_counts=True)
     if np.any(counts > 1):
       raise UserError(f"{self.name}: image ids are not unique, e.g. {ids[counts > 1][:5].tolist()}")
+    if self.subgroups:
+      setattr_("subgroups", {str(k): np.asarray(v).astype(str) for k, v in self.subgroups.items()})
+      for k, v in self.subgroups.items():
+        if v.shape != (n,):
+          raise UserError(f"{self.name}: subgroup {k!r} has shape {v.shape} for {n} images")
     if self.num_classes < 1:
       raise UserError(f"{self.name}: num_classes={self.num_classes} must be >= 1")
     if self.labels.ndim == 1:

@@ -4,7 +4,9 @@ Multi-class (labels (N,) int, probs (N, K)): top-k accuracy, top-k sensitivity a
 the classes present (optionally leaving some out, e.g. Derm's 'Other'), one-vs-rest AUC and
 average precision (macro over classes present in the labels), Cohen's kappa with quadratic
 weights. Multi-label (labels (N, L) in {0, 1} with NaN = ignore, scores (N, L)): AUC and AUPRC
-per label and their means. sklearn computes each metric; this module picks the inputs.
+per label and their means (over the labels not left out by `exclude_classes`, e.g. findings with
+too few positives in the test split: `eval.min_positives`). sklearn computes each metric; this
+module picks the inputs.
 """
 import numpy as np
 from sklearn import metrics as skm
@@ -91,8 +93,9 @@ def metric_functions(task: str, num_outputs: int, exclude_classes=()) -> dict:
       fns["top3_sensitivity"] = lambda y, p: top_k_sensitivity(y, p, 3, exclude_classes)
     return fns
   if task == "multilabel":
-    fns = {"mean_auc": lambda y, p: float(np.nanmean(auc_per_label(y, p))),
-           "mean_auprc": lambda y, p: float(np.nanmean(auprc_per_label(y, p)))}
+    keep = [j for j in range(num_outputs) if j not in {int(c) for c in exclude_classes}]
+    fns = {"mean_auc": lambda y, p: float(np.nanmean(auc_per_label(y[:, keep], p[:, keep]))),
+           "mean_auprc": lambda y, p: float(np.nanmean(auprc_per_label(y[:, keep], p[:, keep])))}
     for j in range(num_outputs):
       fns[f"auc_{j}"] = lambda y, p, j=j: float(auc_per_label(y[:, j:j + 1], p[:, j:j + 1])[0])
     return fns

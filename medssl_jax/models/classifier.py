@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medssl_jax.models.contrastive import check_arch, make_encoder, resnet_settings
+from medssl_jax.models.contrastive import check_arch, make_encoder, resnet_settings, vit_kw
 
 FEATURE_NORMS = ("none", "batchnorm")
 # 'auto': zeros in linear evaluation, LeCun normal when fine-tuning. 'zeros' in fine-tuning starts
@@ -38,14 +38,15 @@ class Classifier(nn.Module):
   frozen_encoder: bool = False
   feature_norm: str = "none"
   head_init: str = "auto"
-  arch: str = "resnet"      # 'resnet' | 'densenet' (model.arch; see models/contrastive.py)
+  arch: str = "resnet"      # 'resnet' | 'densenet' | 'vit' (model.arch; see models/contrastive.py)
   resnet_kw: tuple = ()     # ((name, value), ...) of models/contrastive.py RESNET_DEFAULTS settings
+  vit_kw: tuple = ()        # ((name, value), ...) of models/contrastive.py vit_settings
 
   def setup(self):
     if self.feature_norm not in FEATURE_NORMS:
       raise ValueError(f"eval.feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}")
     self.encoder = make_encoder(self.arch, self.depth, self.width, self.stem, self.dtype, self.bn_momentum,
-                                resnet_kw=self.resnet_kw)
+                                resnet_kw=self.resnet_kw, vit_kw=self.vit_kw)
     if self.feature_norm == "batchnorm":
       self.norm = nn.BatchNorm(momentum=self.bn_momentum, use_scale=False, use_bias=False, dtype=jnp.float32)
     head_init = self.head_init
@@ -74,4 +75,4 @@ def classifier_from_config(model_cfg, num_outputs: int, frozen_encoder: bool,
   return Classifier(num_outputs=num_outputs, arch=getattr(model_cfg, "arch", "resnet"), depth=model_cfg.depth,
                     width=model_cfg.width, stem=model_cfg.stem, dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
                     frozen_encoder=frozen_encoder, feature_norm=feature_norm, head_init=head_init,
-                    resnet_kw=tuple(sorted(resnet_settings(model_cfg).items())))
+                    resnet_kw=tuple(sorted(resnet_settings(model_cfg).items())), vit_kw=vit_kw(model_cfg))

@@ -12,7 +12,9 @@ Three settings reproduce other libraries' ResNets (`medssl_jax/weights/`); their
 this model as it always was. `downsample_padding='symmetric'` pads the stride-2 3x3
 convolutions and the stem's 3x3 max pool by 1 on each side, as torchvision does; 'same' pads
 as TensorFlow's SAME, (0, 1) on even sizes, which shifts every downsampled map by one pixel
-relative to torchvision's. `bottleneck_width` multiplies the width of a bottleneck block's
+relative to torchvision's. 'tf_fixed' is the google-research/simclr TF ResNet: its
+`conv2d_fixed_padding` pads stride-2 convolutions by 1 on each side as 'symmetric' does, but its
+max pool is TF's SAME, as 'same' pads it. `bottleneck_width` multiplies the width of a bottleneck block's
 inner 1x1/3x3 convolutions but not its output (torchvision's wide_resnet50_2 / 101_2: 2, Zagoruyko
 & Komodakis 2016 as torchvision builds it). `input_norm='imagenet'` standardises [0, 1] inputs
 with the ImageNet channel mean and standard deviation torchvision's weights were trained with.
@@ -29,7 +31,7 @@ ModuleDef = Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_NORMS = ("none", "imagenet")
-DOWNSAMPLE_PADDINGS = ("same", "symmetric")
+DOWNSAMPLE_PADDINGS = ("same", "symmetric", "tf_fixed")
 
 # depth -> (block type, blocks per stage)
 STAGES = {
@@ -104,7 +106,7 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
   return_stages: bool = False
-  downsample_padding: str = "same"   # 'same' | 'symmetric' (torchvision); see the module docstring
+  downsample_padding: str = "same"   # 'same' | 'symmetric' (torchvision) | 'tf_fixed'; see the module docstring
   bottleneck_width: float = 1.0      # 2.0: torchvision's wide_resnet50_2 / wide_resnet101_2
   input_norm: str = "none"           # 'none' | 'imagenet' (inputs in [0, 1] -> (x - mean) / std)
 
@@ -139,7 +141,7 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name="stem_bn")(x))
       stages = [x]
       x = nn.max_pool(x, (3, 3), strides=(2, 2),
-                      padding="SAME" if self.downsample_padding == "same" else ((1, 1), (1, 1)))
+                      padding="SAME" if self.downsample_padding in ("same", "tf_fixed") else ((1, 1), (1, 1)))
     elif self.stem == "small":
       x = conv(base, (3, 3), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))

@@ -102,6 +102,7 @@ class SegmentationModel(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
+  resnet_kw: tuple = ()  # (name, value) pairs of models.contrastive.RESNET_DEFAULTS settings (imported weights)
 
   def setup(self):
     if self.num_classes < 1:
@@ -111,7 +112,7 @@ class SegmentationModel(nn.Module):
     total_stride(self.stem)  # refuses an unknown stem before anything runs
     self.encoder = ResNet(depth=self.depth, width=self.width, stem=self.stem, dtype=self.dtype,
                           bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                          return_stages=True)
+                          return_stages=True, **dict(self.resnet_kw))
     self.decoder = UNetDecoder(widths=tuple(self.decoder_widths), dtype=self.dtype,
                                bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name)
     self.seg_head = nn.Conv(self.num_classes, (1, 1), dtype=jnp.float32)
@@ -129,9 +130,16 @@ class SegmentationModel(nn.Module):
 
 def segmentation_from_config(model_cfg, num_classes: int,
                              decoder_widths: Sequence[int] = DECODER_WIDTHS) -> SegmentationModel:
+  """The U-Net of `model.*` (a ResNet encoder only; its port settings, e.g. of imported
+  torchvision weights, are passed on)."""
+  from medssl_jax.errors import UserError
+  from medssl_jax.models.contrastive import resnet_settings
+  if getattr(model_cfg, "arch", "resnet") != "resnet":
+    raise UserError(f"model.arch={model_cfg.arch!r}: the U-Net's encoder is a ResNet; set model.arch='resnet'")
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if model_cfg.dtype not in dtypes:
     raise ValueError(f"model.dtype={model_cfg.dtype!r}: expected one of {sorted(dtypes)}")
   return SegmentationModel(num_classes=num_classes, depth=model_cfg.depth, width=model_cfg.width,
                            stem=model_cfg.stem, decoder_widths=tuple(decoder_widths),
-                           dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum)
+                           dtype=dtypes[model_cfg.dtype], bn_momentum=model_cfg.bn_momentum,
+                           resnet_kw=tuple(sorted(resnet_settings(model_cfg).items())))

@@ -54,12 +54,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medssl_jax.errors import UserError
+
 PRESETS = {
     "S/16": dict(patch_size=16, dim=384, depth=12, num_heads=6, mlp_dim=1536),
     "B/16": dict(patch_size=16, dim=768, depth=12, num_heads=12, mlp_dim=3072),
     "S/8": dict(patch_size=8, dim=384, depth=12, num_heads=6, mlp_dim=1536),
     "B/8": dict(patch_size=8, dim=768, depth=12, num_heads=12, mlp_dim=3072),
+    # ViT-Ti/16 (Touvron et al. 2021, DeiT; timm's vit_tiny_patch16_224, DINO's vit_tiny).
+    "Ti/16": dict(patch_size=16, dim=192, depth=12, num_heads=3, mlp_dim=768),
+    # Not a published model: a 2-block, 48-wide ViT for tests and CPU demos (patch 8, so a 32 px
+    # image has 16 patches).
+    "test": dict(patch_size=8, dim=48, depth=2, num_heads=3, mlp_dim=192),
 }
+
+# `input_norm`: what the weights expect of [0, 1] images. 'imagenet': (x - ImageNet mean) / std
+# (DINO; timm's ResNets); 'inception': (x - 0.5) / 0.5, i.e. [-1, 1] (timm's default ViT-S/16 and
+# ViT-B/16 weights, augreg: their pretrained_cfg mean = std = 0.5); 'none': as they are.
+INPUT_NORMS = {"none": None, "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+               "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 
 LN_EPSILON = 1e-6
 
@@ -150,9 +163,25 @@ class ViT(nn.Module):
   return_last_k_cls: int = 0
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  input_norm: str = "none"        # a key of INPUT_NORMS, applied to the [0, 1] input first
+  # True (the `model.arch='vit'` encoder, models/contrastive.py): one constant float32 scalar
+  # `batch_stats/placeholder` = 0, never read. A ViT has no batch statistics, but every run state,
+  # checkpoint and weight-loading path of this project carries an encoder `batch_stats` tree
+  # (Orbax does not save an empty one); this keeps that tree non-empty.
+  batch_stats_placeholder: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
+    if self.batch_stats_placeholder:
+      self.variable("batch_stats", "placeholder", lambda: jnp.zeros((), jnp.float32))
+    if self.input_norm not in INPUT_NORMS:
+      raise ValueError(f"model.input_norm={self.input_norm!r}: expected one of {sorted(INPUT_NORMS)}")
+    if INPUT_NORMS[self.input_norm] is not None:
+      if x.shape[-1] != 3:
+        raise ValueError(f"model.input_norm={self.input_norm!r} needs RGB inputs (data.channels=3); "
+                         f"got {x.shape[-1]} channels")
+      mean, std = INPUT_NORMS[self.input_norm]
+      x = (x.astype(jnp.float32) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
     if self.dim % self.num_heads:
       raise ValueError(f"ViT dim={self.dim} is not divisible by num_heads={self.num_heads}")
     if not 0 <= self.return_last_k_cls <= self.depth:
@@ -160,7 +189,8 @@ class ViT(nn.Module):
     _, height, width, _ = x.shape
     p = self.patch_size
     if height % p or width % p:
-      raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {p}")
+      raise UserError(f"image size {height}x{width} (data.image_size) is not a multiple of the patch size {p} of the ViT; "
+                      f"choose a data.image_size divisible by {p}")
     num_tokens = (height // p) * (width // p) + 1
     if self.has_variable("params", "pos_embed"):
       fixed = self.get_variable("params", "pos_embed").shape[1]
@@ -184,7 +214,7 @@ class ViT(nn.Module):
 
 
 def vit(variant: str, **kw) -> ViT:
-  """`ViT` with the sizes of `variant` ('S/16', 'B/16', 'S/8', 'B/8'); `kw` sets other fields."""
+  """`ViT` with the sizes of `variant` (a key of PRESETS); `kw` sets other fields."""
   if variant not in PRESETS:
     raise ValueError(f"ViT variant {variant!r} is not one of {sorted(PRESETS)}")
   return ViT(**{**PRESETS[variant], **kw})

@@ -69,8 +69,10 @@ def save_tensors(state_dict: dict, path: str, metadata: dict | None = None) -> N
   torch.save(collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in state_dict.items()), path)
 
 
-def write_checkpoint(out_dir: str, params: dict, batch_stats: dict, model_settings: dict, info: dict) -> str:
-  """Writes `out_dir` as described in the module docstring; returns its checkpoints/ path."""
+def write_checkpoint(out_dir: str, params: dict, batch_stats: dict, model_settings: dict, info: dict,
+                     data_settings: dict | None = None) -> str:
+  """Writes `out_dir` as described in the module docstring; returns its checkpoints/ path.
+  `data_settings`: `data.*` values the weights imply (a ViT's data.image_size)."""
   import flax
   from medssl_jax.settings import get_base_config
   from medssl_jax.training import checkpoint as ckpt_lib
@@ -93,6 +95,8 @@ def write_checkpoint(out_dir: str, params: dict, batch_stats: dict, model_settin
   for k, v in model_settings.items():
     setattr(config.model, k, v)
   config.data.channels = 3
+  for k, v in (data_settings or {}).items():
+    setattr(config.data, k, v)
   saved = json.loads(config.to_json_best_effort())
   saved["imported_weights"] = dict(info)
   loop.write_json(os.path.join(out_dir, "config.json"), saved)
@@ -114,11 +118,20 @@ def stored_config(path: str):
   return json.loads(config.read_text()) if config.is_file() else None
 
 
-def check_settings(path: str, model_cfg, where: str) -> None:
+def check_settings(path: str, model_cfg, where: str, data_cfg=None) -> None:
   """Refuses (one-line UserError) when the `model.*` port settings of this run differ from those
-  stored with the weights at `path` (its config.json; one without the key had the default)."""
+  stored with the weights at `path` (its config.json; one without the key had the default).
+  A ViT's (model.arch='vit'): its variant and input_norm, and, given `data_cfg`, data.image_size
+  (the position embeddings are made for one number of patches and are not interpolated)."""
   from medssl_jax.models.contrastive import RESNET_DEFAULTS
   saved = stored_config(path)
+  saved_arch, arch = (saved or {}).get("model", {}).get("arch", "resnet"), getattr(model_cfg, "arch", "resnet")
+  if saved is not None and saved_arch != arch:
+    raise UserError(f"{where}: its weights are a model.arch={saved_arch!r} encoder, this run builds "
+                    f"model.arch={arch!r}: run with --config.model.arch={saved_arch} (and the settings in its config.json)")
+  if saved is not None and arch == "vit":
+    _check_vit_settings(saved, model_cfg, data_cfg, where)
+    return
   if saved is None or getattr(model_cfg, "arch", "resnet") != "resnet":
     return
   saved_model = saved.get("model", {})
@@ -131,3 +144,20 @@ def check_settings(path: str, model_cfg, where: str) -> None:
     fix = " ".join(f"--config.model.{k}={saved_model.get(k, d)}" for k, d in RESNET_DEFAULTS.items())
     raise UserError(f"{where}: its weights were made under other model settings ({'; '.join(diffs)}); "
                     f"they would load but compute something else: run with {fix}")
+
+
+def _check_vit_settings(saved: dict, model_cfg, data_cfg, where: str) -> None:
+  saved_model, saved_data = saved.get("model", {}), saved.get("data", {})
+  diffs = []
+  for key, default in (("vit_variant", "S/16"), ("input_norm", "none")):
+    old, new = saved_model.get(key, default), getattr(model_cfg, key, default)
+    if old != new:
+      diffs.append((f"model.{key}", old, new))
+  if data_cfg is not None and "image_size" in saved_data and saved_data["image_size"] != data_cfg.image_size:
+    diffs.append(("data.image_size", saved_data["image_size"], data_cfg.image_size))
+  if diffs:
+    said = "; ".join(f"{k}={old!r} there, {new!r} here" for k, old, new in diffs)
+    fix = " ".join(f"--config.{k}={old}" for k, old, _ in diffs)
+    why = ("a ViT's position embeddings are not interpolated to another image size" if diffs[-1][0] == "data.image_size"
+           else "they would load but compute something else")
+    raise UserError(f"{where}: its ViT weights were made under other settings ({said}); {why}: run with {fix}")

@@ -210,4 +210,25 @@ def test_errors():
     _tiny(return_last_k_cls=4).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   with pytest.raises(ValueError, match="variant 'L/16'"):
     vit("L/16")
-  assert set(PRESETS) == {"S/16", "B/16", "S/8", "B/8"}
+  assert set(PRESETS) == {"S/16", "B/16", "S/8", "B/8", "Ti/16", "test"}
+
+
+@pytest.mark.parametrize("norm,mean,std", [("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                                           ("inception", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_input_norm_standardises_the_input_first(norm, mean, std):
+  x = np.random.RandomState(0).rand(2, 32, 32, 3).astype(np.float32)
+  variables = _tiny().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  want = _tiny().apply(variables, (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32), train=False)
+  got = _tiny(input_norm=norm).apply(variables, x, train=False)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="needs RGB inputs"):
+    _tiny(input_norm=norm).apply(variables, x[..., :1], train=False)
+
+
+def test_batch_stats_placeholder_is_one_constant_scalar():
+  v = _tiny(batch_stats_placeholder=True).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=True)
+  assert jax.tree_util.tree_map(np.shape, v["batch_stats"]) == {"placeholder": ()}
+  _, updates = _tiny(batch_stats_placeholder=True).apply(v, jnp.ones((1, 32, 32, 3)), train=True,
+                                                         mutable=["batch_stats"])
+  np.testing.assert_array_equal(updates["batch_stats"]["placeholder"], 0.0)
+  assert "batch_stats" not in _tiny().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)

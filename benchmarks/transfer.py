@@ -1,0 +1,573 @@
+"""Transfer benchmark: many encoders x tasks x N fine-tuning runs, t-tests against a reference, report.
+
+  python -m benchmarks.transfer --scale=smoke --workdir=workdirs/benchmarks
+  python -m benchmarks.transfer --scale=small --encoders=random,simclr=simclr:pneumoniamnist,\
+imagenet=weights/resnet50_imagenet,imagenet_cxr=adapt:weights/resnet50_imagenet \
+--tasks=pneumoniamnist,breastmnist --runs=10 --reference=random
+  python -m benchmarks.transfer --scale=small --report_only      # the report from the result files
+
+The protocol of Hosseinzadeh Taher et al. 2021 (papers/hosseinzadeh2021_transfer_benchmark.txt,
+App. "Training parameters"; PROTOCOLS.md section 3): every layer fine-tuned, Adam (0.9, 0.999),
+lr 2e-4 for X-ray classification and 1e-3 with cosine decay for segmentation, "early-stop mechanism
+using the 10% of the training data as the validation set", N = 10 runs per (encoder, task), mean
+and standard deviation, an independent two-sample t-test between models. What runs here:
+
+* **Hold-out.** 10% of each task's training split (stratified by label, per case, with the
+  project's `input_pipeline.fractions.sample_fraction`, draw 0) becomes the validation split
+  'holdout'; the remaining 90% ('fit') is trained on; the test split is the task's own. One
+  hold-out per task, the same for every encoder and run (reading: the paper does not say whether
+  it redraws it per run). It is written once as a derived file under `<study>/data/` (an .npz
+  with fit / holdout / test arrays, or a manifest CSV with the split column rewritten), whose md5
+  the report lists. The task's own validation split (MedMNIST 'val') is not used. Segmentation on
+  `data.source='seg_manifest'` (configs/lung_segmentation.py) already splits per patient with
+  `seg.val_fraction=0.1` of the training patients as 'val': that split is used as it is.
+* **Early stopping = best-on-hold-out selection, fixed length.** The fine-tuning loop scores the
+  hold-out every `eval_every` steps (`eval.eval_every`) and tests the state with the best hold-out
+  metric (`eval.select_metric`: AUC for classification, Dice for segmentation; results.json:
+  `selected_step`). Training runs the scale's fixed number of steps; it is not cut short after a
+  patience, and the classification lr is constant: the loop (medssl_jax/finetune.py) has neither
+  a ReduceLROnPlateau nor a stop hook (medssl_jax/training/plateau.py is used by the DVME mode
+  only), and that file was being changed for segmentation while this runner was written. The
+  tested model is the one a patience-based early stop picks whenever the hold-out curve does not
+  improve again after its patience; "steps (epochs) to early stop" in the report is the selected
+  step, and that many steps x batch / fit images in epochs.
+* **Encoders** (`--encoders`, comma-separated; `name=` sets the report's name):
+  `random` (random init, the scale's ResNet-18); `name=random:<other encoder>` (random init with
+  that encoder's architecture); `name=<dir>` (a workdir or checkpoint of this project, or one
+  written by `medssl-jax import-weights`); `name=simclr:<pneumoniamnist|breastmnist>` (the SimCLR
+  pretraining run that Study A shares, `common.pretrain_dir`, trained here when absent);
+  `name=adapt:<dir>` (the domain-adaptive arm: SimCLR pretraining continued from the checkpoint
+  `<dir>`, e.g. imported ImageNet weights, on the chest X-ray images of `--adapt_data`, labels
+  unused, for the scale's `adapt_steps`; then benchmarked like any other encoder). Each encoder
+  brings its own `model.*` settings and channel count (read from its config.json), so an imported
+  ResNet-50 is fine-tuned as a ResNet-50 with ImageNet input normalisation on 3-channel images.
+* **Tasks** (`--tasks`): `pneumoniamnist`, `breastmnist` (classification, the npz files in
+  `--data_dir`, 28 px, `configs/chexpert_finetune.py:local` augmentation) or
+  `name=<config file>[:variant]` (any fine-tuning config, e.g. a segmentation config with
+  `eval.task='segmentation'`; its data, image size and augmentation are kept; the protocol's
+  optimiser, length, hold-out and the encoder's architecture are set).
+* **Runs**: run r has seed r (`config.seed`: head initialisation, batch order, augmentation);
+  recorded in the manifest and in each results.json. Finished runs are skipped on a re-run and an
+  interrupted one resumes from its checkpoint (`benchmarks.common.run_once`).
+
+Writes `<workdir>/<scale>/transfer/study.json` and the report (`<out>/transfer_<scale>.md` and a
+bar chart per task, mean with +- 1 standard deviation error bars) built only from the result files.
+"""
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks import common
+
+MODULE = "benchmarks.transfer"
+STUDY = "transfer"
+FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz"}
+# Scale settings of this study; width, batch and bootstrap replicates are common.SCALES'.
+SCALES = {
+    "smoke": dict(runs=2, steps=4, eval_every=2, tasks=("breastmnist",), adapt_steps=4),
+    "small": dict(runs=10, steps=300, eval_every=50, tasks=("pneumoniamnist", "breastmnist"), adapt_steps=300),
+    "full": dict(runs=10, steps=2000, eval_every=100, tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000),
+}
+DEFAULT_ENCODERS = "random,simclr=simclr:pneumoniamnist"
+HOLDOUT_FRACTION, HOLDOUT_SEED = 0.1, 0   # "10% of the training data as the validation set"
+HOLDOUT, FIT = "holdout", "fit"
+CLASSIFICATION_LR, SEGMENTATION_LR = 2e-4, 1e-3
+# The model settings an encoder's weights fix (copied from its config.json into every run).
+MODEL_KEYS = ("arch", "depth", "width", "stem", "downsample_padding", "bottleneck_width", "input_norm")
+LUNGSEG_NOTE = ("the lung masks of covid_cxr_lungseg were made by a published segmentation model, "
+                "not drawn by hand (../shared/data/PROVENANCE.md)")
+
+
+@dataclasses.dataclass
+class Encoder:
+  name: str
+  kind: str        # 'random' | 'checkpoint' | 'simclr' | 'adapt'
+  source: str = ""  # random: the encoder whose architecture it takes; checkpoint/adapt: a dir; simclr: a data set
+  path: str = ""    # the checkpoint the runs load (resolved)
+  model: dict = dataclasses.field(default_factory=dict)
+  channels: int = common.CHANNELS
+
+
+@dataclasses.dataclass
+class Task:
+  name: str
+  kind: str        # 'medmnist' | 'config'
+  source: str      # data set name, or 'file.py[:variant]'
+
+
+def parse_encoders(spec: str) -> list:
+  out = []
+  for item in [x.strip() for x in spec.split(",") if x.strip()]:
+    name, _, value = item.partition("=") if "=" in item else (item, "", item)
+    kind, _, arg = value.partition(":")
+    if value == "random":
+      out.append(Encoder(name, "random"))
+    elif kind in ("random", "simclr", "adapt") and arg:
+      if kind == "simclr" and arg not in FILES:
+        raise SystemExit(f"--encoders: {item!r}: simclr:<data set> takes one of {sorted(FILES)}")
+      out.append(Encoder(name, kind, arg))
+    else:
+      out.append(Encoder(name, "checkpoint", value))
+  names = [e.name for e in out]
+  if not out or len(set(names)) != len(names):
+    raise SystemExit(f"--encoders={spec!r}: give at least one encoder, each name once (got {names})")
+  for e in out:
+    if e.kind == "random" and e.source and e.source not in names:
+      raise SystemExit(f"--encoders: {e.name}=random:{e.source} names no encoder of the list {names}")
+  return out
+
+
+def parse_tasks(spec) -> list:
+  items = spec.split(",") if isinstance(spec, str) else list(spec)
+  out = []
+  for item in [x.strip() for x in items if x.strip()]:
+    if item in FILES:
+      out.append(Task(item, "medmnist", item))
+    elif "=" in item:
+      name, _, source = item.partition("=")
+      out.append(Task(name, "config", source))
+    else:
+      raise SystemExit(f"--tasks: {item!r}: use one of {sorted(FILES)} or name=<config file>[:variant]")
+  if len({t.name for t in out}) != len(out):
+    raise SystemExit(f"--tasks={spec!r}: each task name once")
+  return out
+
+
+def load_config_file(source: str):
+  """get_config(variant) of a config file given as 'path.py[:variant]'."""
+  path, _, variant = source.partition(":")
+  if not os.path.isfile(path):
+    raise SystemExit(f"--tasks: config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"_transfer_task_{abs(hash(path))}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(variant)
+
+
+def base_task_config(task: Task, data_dir: str):
+  if task.kind == "medmnist":
+    from configs import chexpert_finetune
+    c = chexpert_finetune.get_config("local")
+    with c.unlocked():
+      c.data.path = os.path.join(data_dir, FILES[task.name])
+      c.data.image_size = common.IMAGE_SIZE
+    return c
+  return load_config_file(task.source)
+
+
+def task_metric(config) -> str:
+  """The test metric reported (and the hold-out metric that selects the model)."""
+  if config.eval.select_metric:
+    return config.eval.select_metric
+  return {"multiclass": "auc", "multilabel": "mean_auc", "segmentation": "dice"}.get(config.eval.task, "auc")
+
+
+# ---- hold-out ---------------------------------------------------------------------------------------
+
+def holdout_indices(labels, case_ids) -> np.ndarray:
+  """Indices (into the training split) of the 10% hold-out: whole cases, stratified by label."""
+  from input_pipeline import fractions
+  return fractions.sample_fraction(labels, case_ids, HOLDOUT_FRACTION, HOLDOUT_SEED)
+
+
+def make_holdout(config, out_dir: str, name: str) -> dict:
+  """Writes (once) the task's data with the training split cut into 'fit' and 'holdout'. Returns
+  {"data": data.* settings that read it, "train_split", "val_split", "path": the file to checksum,
+  "how": a line for the report}. npz: a new .npz with fit / holdout / test arrays; manifest: the
+  CSV with its split column rewritten (image paths resolved against the original folder);
+  'seg_manifest' (configs/lung_segmentation.py): its own patient-level split already holds out
+  `seg.val_fraction` of the training patients as 'val', which is used as it is."""
+  d = config.data
+  if d.source == "seg_manifest":
+    return {"data": {}, "train_split": d.train_split, "val_split": config.eval.val_split, "path": d.path,
+            "how": f"the config's own split: `{config.eval.val_split}` = {100 * config.seg.val_fraction:g}% of the "
+                   f"training patients (seg.val_fraction, seed seg.split_seed={config.seg.split_seed})"}
+  return {**_write_holdout(config, out_dir, name), "train_split": FIT, "val_split": HOLDOUT,
+          "how": f"{100 * HOLDOUT_FRACTION:g}% of `{d.train_split}` (stratified by label, whole cases, draw "
+                 f"{HOLDOUT_SEED}) as `{HOLDOUT}`, the rest as `{FIT}`"}
+
+
+def _write_holdout(config, out_dir: str, name: str) -> dict:
+  from input_pipeline import sources
+  from medssl_jax.errors import UserError
+  d = config.data
+  os.makedirs(out_dir, exist_ok=True)
+  if d.source == "npz":
+    out = os.path.join(out_dir, f"{name}_holdout.npz")
+    if not os.path.isfile(out):
+      src = sources.load_source(d, d.train_split)
+      hold = holdout_indices(src.labels, src.case_ids)
+      fit = np.setdiff1d(np.arange(len(src.labels)), hold)
+      with np.load(d.path) as f:
+        imgs, labs = f[f"{d.train_split}_images"], f[f"{d.train_split}_labels"]
+        arrays = {f"{FIT}_images": imgs[fit], f"{FIT}_labels": labs[fit],
+                  f"{HOLDOUT}_images": imgs[hold], f"{HOLDOUT}_labels": labs[hold],
+                  f"{d.eval_split}_images": f[f"{d.eval_split}_images"],
+                  f"{d.eval_split}_labels": f[f"{d.eval_split}_labels"]}
+      tmp = out + ".tmp.npz"
+      np.savez(tmp, **arrays)
+      os.replace(tmp, out)
+    return {"path": out, "data": {"path": out}}
+  if d.source == "manifest" and os.path.isfile(d.path):
+    import pandas as pd
+    out = os.path.join(out_dir, f"{name}_holdout.csv")
+    image_dir = os.path.abspath(os.path.expanduser(d.image_dir)) if d.image_dir else os.path.dirname(os.path.abspath(d.path))
+    if not os.path.isfile(out):
+      table = pd.read_csv(d.path, dtype=str, keep_default_na=False)
+      train = table[d.split_column].str.strip() == d.train_split
+      cases = np.asarray(table.loc[train, d.case_column].str.strip())
+      labels = (np.asarray(table.loc[train, d.label_column]) if d.label_column in table.columns
+                else np.zeros(len(cases), np.int64))
+      hold_cases = set(cases[holdout_indices(labels, cases)].tolist())
+      split = table[d.split_column].copy()
+      split[train] = [HOLDOUT if c in hold_cases else FIT for c in cases]
+      table[d.split_column] = split
+      table.to_csv(out + ".tmp", index=False)
+      os.replace(out + ".tmp", out)
+    return {"path": out, "data": {"path": out, "image_dir": image_dir}}
+  raise UserError(f"task {name}: a 10% hold-out of train is made for data.source 'npz', 'seg_manifest' or a manifest CSV; "
+                  f"data.source={d.source!r} (path {d.path!r}) is neither: give the task such data")
+
+
+# ---- encoders ---------------------------------------------------------------------------------------
+
+def encoder_settings(path: str) -> tuple:
+  """(model settings, channels) stored with a checkpoint (its config.json)."""
+  from medssl_jax import weights
+  from medssl_jax.errors import UserError
+  saved = weights.stored_config(path)
+  if saved is None:
+    raise UserError(f"encoder {path}: no checkpoint with a config.json there, so its model settings are "
+                    f"unknown; give a workdir of this project or a folder written by medssl-jax import-weights")
+  model = {k: saved["model"][k] for k in MODEL_KEYS if k in saved.get("model", {})}
+  return model, int(saved.get("data", {}).get("channels", 3))
+
+
+def scale_model(s: dict) -> dict:
+  return {"arch": "resnet", "depth": common.DEPTH, "width": s["width"], "stem": common.STEM}
+
+
+def adapt_config(enc: Encoder, data_path: str, s: dict, ts: dict):
+  """Continued SimCLR pretraining from `enc.source` (e.g. imported ImageNet weights) on chest X-rays."""
+  from benchmarks import label_efficiency
+  model, channels = encoder_settings(enc.source)
+  c = label_efficiency.pretrain_config(data_path, s)
+  with c.unlocked():
+    for k, v in model.items():
+      c.model[k] = v
+    c.data.channels = channels
+    c.train.init_checkpoint = os.path.abspath(enc.source)
+    common.set_steps(c, ts["adapt_steps"])
+  return c
+
+
+def resolve_encoders(encoders: list, a, s: dict, ts: dict, root: str, manifest: dict, run: bool) -> list:
+  """Fills each encoder's checkpoint and model settings, training the simclr / adapt ones if needed.
+  Returns the encoders that can be benchmarked now (all of them unless run=False left one out)."""
+  from benchmarks import label_efficiency
+  ready = []
+  for e in encoders:
+    if e.kind == "simclr":
+      e.path = os.path.abspath(common.pretrain_dir(a.workdir, a.scale, e.source))
+      print(f"[{STUDY}] encoder {e.name}: SimCLR pretraining on {e.source}")
+      done = common.run_once(label_efficiency.pretrain_config(os.path.join(a.data_dir, FILES[e.source]), s), e.path, run=run)
+    elif e.kind == "adapt":
+      e.path = os.path.abspath(os.path.join(root, "encoders", e.name))
+      print(f"[{STUDY}] encoder {e.name}: SimCLR continued from {e.source} on {a.adapt_data}")
+      done = common.run_once(adapt_config(e, a.adapt_data, s, ts), e.path, run=run)
+    elif e.kind == "checkpoint":
+      e.path, done = os.path.abspath(e.source), True
+    else:
+      done = True
+    if done is None:
+      manifest.setdefault("missing", []).append(e.path)
+      continue
+    if e.kind != "random":
+      e.model, e.channels = encoder_settings(e.path)
+    ready.append(e)
+  for e in ready:
+    if e.kind == "random" and not e.source:
+      e.model, e.channels = scale_model(s), common.CHANNELS
+  by_name = {e.name: e for e in ready}
+  for e in ready:
+    if e.kind == "random" and e.source and e.source in by_name:
+      like = by_name[e.source]
+      e.model, e.channels = dict(like.model), like.channels
+  # random:<other> whose template is not finished yet (only with --only_finished) waits for it
+  return [e for e in ready if not (e.kind == "random" and e.source and e.source not in by_name)]
+
+
+def encoder_record(e: Encoder) -> dict:
+  r = {"name": e.name, "kind": e.kind, "source": e.source, "checkpoint": e.path, "model": e.model,
+       "channels": e.channels}
+  if e.path:
+    from medssl_jax.training import checkpoint as ckpt_lib
+    r["checkpoint_md5"] = common.data_record(ckpt_lib.checkpoint_dir(e.path))
+  return r
+
+
+# ---- runs -------------------------------------------------------------------------------------------
+
+def run_config(task: Task, enc: Encoder, holdout: dict, s: dict, ts: dict, seed: int, data_dir: str):
+  """One fine-tuning run of `enc` on `task` under the paper's protocol (module docstring)."""
+  c = base_task_config(task, data_dir)
+  segmentation = c.eval.task == "segmentation"
+  with c.unlocked():
+    c.seed = int(seed)
+    c.mode = "finetune"
+    for k, v in enc.model.items():
+      c.model[k] = v
+    c.model.dtype = "float32" if task.kind == "medmnist" else c.model.dtype
+    c.data.channels = enc.channels
+    for k, v in holdout["data"].items():
+      c.data[k] = v
+    c.data.train_split, c.eval.val_split = holdout["train_split"], holdout["val_split"]
+    c.eval.init = "random" if enc.kind == "random" else "pretrained"
+    c.eval.checkpoint = enc.path if enc.kind != "random" else ""
+    c.eval.label_fraction, c.eval.fraction_seed, c.eval.num_epochs = 1.0, 0, 0.0
+    c.eval.num_replicates = s["num_replicates"]
+    c.eval.select_metric = task_metric(c)
+    c.optim.name, c.optim.lr_scaling, c.optim.weight_decay, c.optim.warmup_steps = "adam", "none", 0.0, 0
+    c.optim.base_lr = SEGMENTATION_LR if segmentation else CLASSIFICATION_LR
+    c.optim.schedule = "cosine" if segmentation else "constant"
+    c.train.batch_size = s["batch"]
+    c.train.num_steps = ts["steps"]
+    c.train.log_every, c.train.checkpoint_every = ts["eval_every"], ts["steps"]
+    c.eval.eval_every = ts["eval_every"]
+  return c
+
+
+def run_dir(root: str, task: str, encoder: str, r: int) -> str:
+  return os.path.join(root, task, encoder, f"run{r}")
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  common.add_common_flags(p)
+  p.add_argument("--encoders", default=DEFAULT_ENCODERS, help="comma-separated encoder specs (module docstring)")
+  p.add_argument("--tasks", default="", help="comma-separated tasks (default: the scale's)")
+  p.add_argument("--runs", type=int, default=0, help="runs per (encoder, task) (default: the scale's, 10 beyond smoke)")
+  p.add_argument("--reference", default="", help="encoder the others are t-tested against (default: the first)")
+  p.add_argument("--adapt_data", default="", help="npz of chest X-rays for adapt: encoders (default: "
+                 "<data_dir>/pneumoniamnist.npz, train split, labels unused)")
+  p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="folder of the report")
+  p.add_argument("--report_only", action="store_true", help="run nothing: the report from the study.json")
+  a = p.parse_args(argv)
+  root = common.study_dir(a.workdir, a.scale, STUDY)
+  if a.report_only:
+    return write_report(os.path.join(root, common.MANIFEST), a.out)
+  s, ts = dict(common.SCALES[a.scale]), dict(SCALES[a.scale])
+  if a.runs:
+    ts["runs"] = a.runs
+  a.adapt_data = a.adapt_data or os.path.join(a.data_dir, FILES["pneumoniamnist"])
+  encoders, tasks = parse_encoders(a.encoders), parse_tasks(a.tasks or ts["tasks"])
+  reference = a.reference or encoders[0].name
+  if reference not in [e.name for e in encoders]:
+    raise SystemExit(f"--reference={reference!r} is not one of the encoders {[e.name for e in encoders]}")
+  t0, run = time.time(), not a.only_finished
+  manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
+              "machine": common.machine_record(), "settings": {**s, **ts, "tasks": [t.name for t in tasks]},
+              "reference": reference, "holdout": {"fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED},
+              "runs": [], "data": [], "encoders": []}
+  ready = resolve_encoders(encoders, a, s, ts, root, manifest, run)
+  manifest["encoders"] = [encoder_record(e) for e in ready]
+  for task in tasks:
+    base = base_task_config(task, a.data_dir)
+    holdout = make_holdout(base, os.path.join(root, "data"), task.name)
+    manifest["data"] += [dict(common.data_record(base.data.path), task=task.name, role="original"),
+                         dict(common.data_record(holdout["path"]), task=task.name, role="as trained",
+                              holdout=holdout["how"])]
+    if base.data.source == "seg_manifest":  # the masks are part of the data
+      manifest["data"].append(dict(common.data_record(base.seg.mask_dir), task=task.name, role="masks"))
+    for e in ready:
+      for r in range(ts["runs"]):
+        wd = run_dir(root, task.name, e.name, r)
+        c = run_config(task, e, holdout, s, ts, seed=r, data_dir=a.data_dir)
+        print(f"[{STUDY}] {task.name}: {e.name}, run {r} (seed {c.seed})")
+        done = common.run_once(c, wd, run=run)
+        common.add_run(manifest, {"role": "eval", "task": task.name, "task_kind": c.eval.task,
+                                  "encoder": e.name, "run": r, "seed": c.seed, "metric": c.eval.select_metric,
+                                  "batch": c.train.batch_size, "data_path": c.data.path,
+                                  "data_note": c.seg.get("data_note", "") if c.get("seg") is not None else "",
+                                  "workdir": os.path.abspath(wd)}, done)
+  common.finish_study(root, manifest, t0, STUDY)
+  return write_report(os.path.join(root, common.MANIFEST), a.out)
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+def load_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def collect(m: dict) -> dict:
+  """{(task, encoder): [per-run dicts: value, selected_step, epochs, seed, wall]} from the result files."""
+  cells = {}
+  for run in m["runs"]:
+    if run["role"] != "eval":
+      continue
+    r = load_json(os.path.join(run["workdir"], "results.json"))
+    if not common.is_done(r):
+      raise ValueError(f"{run['workdir']}: run is not finished")
+    step = int(r.get("selected_step", r["final_step"]))
+    cells.setdefault((run["task"], run["encoder"]), []).append({
+        "value": float(r["test"][run["metric"]]["value"]), "selected_step": step,
+        "epochs": step * run["batch"] / r["num_train_images"], "seed": r.get("seed", run["seed"]),
+        "wall": float(r.get("wall_time_sec", float("nan"))), "metric": run["metric"],
+        "num_steps": r["num_steps"], "fit_images": r["num_train_images"]})
+  return cells
+
+
+def summarise(values) -> tuple:
+  """(mean, sample std (ddof=1; NaN for one run), n)."""
+  v = np.asarray(values, np.float64)
+  return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")), len(v)
+
+
+def table_rows(m: dict, cells: dict | None = None) -> list:
+  """One dict per (task, encoder): mean/std of the test metric and of the selected step, and the
+  independent two-sample t-test (Student's, pooled variance; scipy) against the reference encoder."""
+  from medssl_jax.evaluation import statistics
+  cells = collect(m) if cells is None else cells
+  ref = m["reference"]
+  order = [e["name"] for e in m["encoders"]] or sorted({k[1] for k in cells})
+  rows = []
+  for task in m["settings"]["tasks"]:
+    for enc in order:
+      runs = cells.get((task, enc))
+      if not runs:
+        continue
+      mean, std, n = summarise([x["value"] for x in runs])
+      row = {"task": task, "encoder": enc, "metric": runs[0]["metric"], "n": n, "mean": mean, "std": std,
+             "step_mean": summarise([x["selected_step"] for x in runs])[0],
+             "step_std": summarise([x["selected_step"] for x in runs])[1],
+             "epochs_mean": summarise([x["epochs"] for x in runs])[0],
+             "epochs_std": summarise([x["epochs"] for x in runs])[1],
+             "num_steps": runs[0]["num_steps"], "seeds": [x["seed"] for x in runs],
+             "wall": float(np.sum([x["wall"] for x in runs])), "t": None, "p": None}
+      refs = cells.get((task, ref))
+      if enc != ref and refs and n > 1 and len(refs) > 1:
+        try:
+          tt = statistics.independent_t_test([x["value"] for x in runs], [x["value"] for x in refs])
+          row["t"], row["p"] = tt["t"], tt["p"]
+        except ValueError:  # e.g. NaN scores
+          pass
+      rows.append(row)
+  return rows
+
+
+def fmt_row(row: dict, reference: str) -> str:
+  pm = lambda mean, std, f: f"{mean:{f}} ± {std:{f}}"
+  test = "reference" if row["encoder"] == reference else (
+      "n/a" if row["t"] is None else f"t = {row['t']:+.3f}, p = {row['p']:.4g}")
+  return (f"| {row['task']} | {row['encoder']} | {row['n']} | {row['metric']} | {pm(row['mean'], row['std'], '.4f')} | {test} | "
+          f"{pm(row['step_mean'], row['step_std'], '.1f')} of {row['num_steps']} | "
+          f"{pm(row['epochs_mean'], row['epochs_std'], '.2f')} | {', '.join(str(s) for s in row['seeds'])} | "
+          f"{row['wall']:.1f} |")
+
+
+def plot(rows: list, task: str, out_png: str, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rs = [r for r in rows if r["task"] == task]
+  fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rs), 3.6))
+  x = np.arange(len(rs))
+  ax.bar(x, [r["mean"] for r in rs], yerr=[0.0 if np.isnan(r["std"]) else r["std"] for r in rs], capsize=4,
+         color="#4c72b0")
+  ax.set_xticks(x, [r["encoder"] for r in rs], rotation=20, ha="right")
+  ax.set_ylabel(f"test {rs[0]['metric']} (mean ± std over runs)")
+  ax.set_title(title)
+  lo = min(r["mean"] - (0 if np.isnan(r["std"]) else r["std"]) for r in rs)
+  ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + (0 if np.isnan(r["std"]) else r["std"]) for r in rs) + 0.05))
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=120)
+  plt.close(fig)
+
+
+def protocol_lines(m: dict) -> list:
+  """The protocol as the runs' own config.json files record it (one line per task)."""
+  lines, seen = [], set()
+  for run in m["runs"]:
+    if run["role"] != "eval" or run["task"] in seen:
+      continue
+    seen.add(run["task"])
+    c = load_json(os.path.join(run["workdir"], "config.json"))
+    o, t, e = c["optim"], c["train"], c["eval"]
+    lines.append(f"- {run['task']} (`eval.task={e['task']}`): {o['name']} lr {o['base_lr']:g} ({o['schedule']} "
+                 f"schedule, weight decay {o['weight_decay']:g}), batch {t['batch_size']}, {t['num_steps']} steps; "
+                 f"hold-out scored every {e['eval_every']} steps on `{e['val_split']}`, model selected on hold-out "
+                 f"`{e['select_metric']}`; {c['data']['image_size']} px, {c['data']['channels']} channel(s); "
+                 f"data `{c['data']['path']}`")
+    if run.get("data_note") or "lungseg" in c["data"]["path"]:
+      lines.append(f"  - **Note on every {run['task']} number**: {run.get('data_note') or LUNGSEG_NOTE}.")
+  return lines
+
+
+def section(m: dict, manifest_path: str, out_dir: str) -> list:
+  mach = m["machine"]
+  ref = m["reference"]
+  lines = [f"## Transfer benchmark ({m['scale']})", "",
+           f"- Command: `{m['command']}` (scale `{m['scale']}`), manifest `{manifest_path}`",
+           f"- Machine: {mach['platform']}, {mach['cpu_cores']} CPU cores, Python {mach['python']}, "
+           f"JAX {mach['jax']}, {mach['device_count']} x {mach['backend']} device ({mach['device_kind']}), "
+           f"host pipeline {mach.get('host_pipeline', 'tf')}",
+           f"- Study wall time (this invocation; finished runs are skipped, not re-timed): {m['wall_time_sec']:.1f} s",
+           "- Hold-out for early stopping (model selection): per task, on its data line below; the same for "
+           "every encoder and run.",
+           "- Data (md5; folders: md5 over sorted (path, md5) lines):"]
+  for d in m["data"]:
+    extra = f"; hold-out: {d['holdout']}" if d.get("holdout") else ""
+    lines.append(f"  - {d.get('task', '')} {d.get('role', '')}: `{d['path']}`, {d['bytes']} bytes, md5 `{d['md5']}`{extra}")
+  lines.append("- Encoders:")
+  for e in m["encoders"]:
+    model = ", ".join(f"{k} {v}" for k, v in e["model"].items())
+    ck = f"; checkpoint `{e['checkpoint']}` (md5 `{e['checkpoint_md5']['md5']}`)" if e.get("checkpoint_md5") else ""
+    src = f" from `{e['source']}`" if e["source"] else ""
+    lines.append(f"  - {e['name']}: {e['kind']}{src}; {model}; {e['channels']} channel(s){ck}")
+  if m.get("missing"):
+    lines.append(f"- **Not finished** when this report was made ({len(m['missing'])}, left out): "
+                 + ", ".join(f"`{w}`" for w in m["missing"]))
+  lines += ["- Protocol, read from the runs' config.json:"] + protocol_lines(m)
+  rows = table_rows(m)
+  lines += ["", f"Test metric: mean ± sample standard deviation over the runs (seed r for run r). t-test: "
+            f"independent two-sample (Student's, pooled variance, two-sided; scipy) of each encoder against "
+            f"`{ref}`; t > 0 when the encoder's mean is higher. 'Steps to early stop': the step whose state was "
+            "best on the hold-out (the tested one; training ran the fixed length), and the same in epochs over "
+            "the fit images. Wall time: the sum over the runs.", "",
+            "| task | encoder | runs | metric | test mean ± std | vs reference | steps to early stop | "
+            "epochs to early stop | seeds | wall time (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  lines += [fmt_row(r, ref) for r in rows]
+  lines.append("")
+  for task in m["settings"]["tasks"]:
+    if not any(r["task"] == task for r in rows):
+      continue
+    png = f"{m['scale']}_transfer_{task}.png"
+    plot(rows, task, os.path.join(out_dir, png), f"{task} ({m['scale']}): mean ± std over runs")
+    lines += [f"![{task}]({png})", ""]
+  return lines
+
+
+def write_report(manifest_path: str, out_dir: str) -> int:
+  if not os.path.isfile(manifest_path):
+    raise SystemExit(f"{manifest_path} does not exist: run the benchmark first")
+  os.makedirs(out_dir, exist_ok=True)
+  m = load_json(manifest_path)
+  lines = ["# Transfer benchmark", "", f"Generated by `{MODULE}` from the result files listed in "
+           f"`{os.path.abspath(manifest_path)}`; every number below is read from those files.", ""]
+  lines += section(m, os.path.abspath(manifest_path), out_dir)
+  out = os.path.join(out_dir, f"transfer_{m['scale']}.md")
+  with open(out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print(f"Wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

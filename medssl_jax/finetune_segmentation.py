@@ -1,0 +1,285 @@
+"""Segmentation fine-tuning: `mode='finetune'`, `eval.task='segmentation'` (Hosseinzadeh Taher et
+al. 2021, App. B: a U-Net whose encoder is the pretrained ResNet, every layer fine-tuned, Dice).
+
+The classification fine-tuning's machinery, for a U-Net (models/unet.py) with one sigmoid output:
+- encoder init from `eval.checkpoint` (eval.init 'pretrained' / 'supervised': its 'encoder'
+  subtree and batch statistics, `finetune.load_encoder`) or random (eval.init='random'); the
+  decoder and the 1x1 output layer always start random;
+- loss seg.dice_weight x soft Dice + seg.bce_weight x pixel BCE (losses/dice.py);
+- the same loop (`training.loop.run`: checkpoints, resume, preemption, TensorBoard scalars),
+  the same multi-device data parallelism (the batch is sharded over the mesh, the state
+  replicated; BN statistics are those of the global batch, as on one device) and the same
+  optimiser settings (`optim.*`);
+- data: `data.source='seg_manifest'` (input_pipeline/sources/seg_manifest.py), decoded once and
+  augmented jointly on the host (input_pipeline/seg_pipeline.py, augment_seg.py; NumPy only);
+- validation (`eval.eval_every` = N > 0, on `eval.val_split`): every N steps and at the last one
+  the mean Dice of the validation images; the best state (the earliest on a tie) is kept in
+  checkpoints_best/ and is the one tested (results.json `selected_step`). This is the paper's
+  early stopping on a 10% hold-out of train read as model selection: the loop runs all its
+  steps and the best-on-hold-out state is the result (the loop has no stopping hook);
+  `val_history` holds the curve, so the step where a patience rule would have stopped can be
+  read off it;
+- at the end, on `data.eval_split`: mean per-image Dice and IoU of the thresholded prediction
+  (sigmoid >= seg.threshold) with 95% bootstrap intervals that resample PATIENTS (the case ids:
+  images of one patient are not independent; evaluation/segmentation.py), in results.json
+  `test` (and `val`), and `overlay_test.png`: the first seg.overlay_images test images with the
+  true (green) and predicted (red) outlines. Metrics are computed at data.image_size, on the
+  masks as the network sees them (resized by nearest neighbour).
+"""
+import functools
+import json
+import os
+import time
+
+from absl import logging
+from etils import epath
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from medssl_jax.errors import UserError
+from medssl_jax.inference import batched_apply
+from medssl_jax.losses.dice import dice_bce_loss
+from medssl_jax.training import checkpoint as ckpt_lib
+from medssl_jax.training import loop
+from medssl_jax.training import optim
+from medssl_jax.training import profiling
+from medssl_jax.training import workdir as workdir_lib
+from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh, replicated
+from medssl_jax.training.state import TrainState
+
+SELECT_METRIC = "dice"
+
+
+def check_config(config) -> None:
+  """One-line refusals of settings that segmentation does not have (before any work)."""
+  from medssl_jax import finetune
+  if config.mode != "finetune":
+    raise UserError(f"eval.task='segmentation' runs in mode='finetune' (every layer trained), not mode={config.mode!r}")
+  if config.data.source != "seg_manifest":
+    raise UserError(f"eval.task='segmentation' reads image + mask pairs: set data.source='seg_manifest' "
+                    f"(got {config.data.source!r})")
+  if config.data.pipeline not in ("auto", "numpy"):
+    raise UserError(f"data.pipeline={config.data.pipeline!r}: segmentation has the NumPy host pipeline only; "
+                    f"set data.pipeline='numpy' (or 'auto')")
+  if int(config.data.get("host_workers", 0)):
+    raise UserError("data.host_workers sets grain's workers; segmentation uses the NumPy pipeline: set it to 0")
+  if config.aug.get("on_device", False):
+    raise UserError("aug.on_device=True applies to pretraining only; set aug.on_device=False")
+  if float(config.eval.label_fraction) != 1.0:
+    raise UserError(f"eval.label_fraction={config.eval.label_fraction}: label fractions are not implemented for "
+                    f"segmentation; set eval.label_fraction=1.0")
+  if config.eval.init not in finetune.INITS:
+    raise UserError(f"eval.init={config.eval.init!r}: expected one of {finetune.INITS}")
+  if config.eval.init != "random" and not config.eval.checkpoint:
+    raise UserError(f"eval.init={config.eval.init!r} needs eval.checkpoint (a workdir of a pretraining or "
+                    f"fine-tuning run); use eval.init='random' to start from scratch")
+  if not 0.0 < float(config.seg.threshold) < 1.0:
+    raise UserError(f"seg.threshold={config.seg.threshold} must be in (0, 1)")
+  eval_every = int(config.eval.eval_every)
+  if eval_every < 0 or (eval_every and eval_every % int(config.train.log_every)):
+    raise UserError(f"eval.eval_every={eval_every} must be 0 (validate at the end only) or a positive multiple "
+                    f"of train.log_every={config.train.log_every}; change one of them")
+  if eval_every and not config.eval.val_split:
+    raise UserError(f"eval.eval_every={eval_every} validates on eval.val_split, which is empty; set it (e.g. "
+                    f"'val') or eval.eval_every=0")
+
+
+def create_state(config, mesh, rng, num_steps: int) -> TrainState:
+  """The U-Net's state (one output: binary segmentation); the schedule spans `num_steps`."""
+  from medssl_jax.models.unet import segmentation_from_config
+  model = segmentation_from_config(config.model, 1)
+  tx = optim.make_optimizer(config.optim, config.train.batch_size, num_steps)
+  shape = (2, config.data.image_size, config.data.image_size, config.data.channels)
+
+  def init(rng):
+    variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
+    return TrainState(step=jnp.int32(0), params=variables["params"], batch_stats=variables["batch_stats"],
+                      opt_state=tx.init(variables["params"]), apply_fn=model.apply, tx=tx)
+
+  return jax.jit(init, out_shardings=replicated(mesh))(rng)
+
+
+def train_step(state: TrainState, batch: dict, *, dice_weight: float, bce_weight: float):
+  """One optimiser step on Dice + BCE; metrics: loss and the batch's soft Dice."""
+  from medssl_jax.losses.dice import soft_dice_per_image
+
+  def loss_fn(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    logits, updates = state.apply_fn(variables, batch["image"], train=True, mutable=["batch_stats"])
+    loss = dice_bce_loss(logits, batch["mask"], dice_weight=dice_weight, bce_weight=bce_weight)
+    return loss, (jnp.mean(soft_dice_per_image(logits, batch["mask"])), updates["batch_stats"])
+
+  (loss, (dice, bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads, bs), {"loss": loss, "train_soft_dice": dice}
+
+
+def predict(state: TrainState, images: np.ndarray, mesh, batch_size: int = 64) -> np.ndarray:
+  """(N, H, W) foreground probabilities, eval-mode BN; images float32 (N, H, W, C) in [0, 1]."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  fn = jax.jit(lambda x: jax.nn.sigmoid(state.apply_fn(variables, x, train=False))[..., 0])
+  return np.asarray(batched_apply(fn, images, mesh, batch_size), np.float32)
+
+
+def _as_float(images: np.ndarray) -> np.ndarray:
+  return np.asarray(images, np.float32) / 255.0
+
+
+def evaluate(config, state, mesh, images, masks, source, name: str, workdir: str, overlay: bool = False) -> dict:
+  """Dice and IoU with patient-bootstrap intervals on one split; saves predictions_<name>.npz
+  (probabilities as float16) and, with `overlay`, overlay_<name>.png."""
+  from medssl_jax.evaluation import segmentation as seg_metrics
+  probs = predict(state, _as_float(images), mesh)
+  out = seg_metrics.segmentation_metrics(masks, probs, threshold=float(config.seg.threshold),
+                                         num_replicates=int(config.eval.num_replicates),
+                                         seed=int(config.eval.bootstrap_seed), groups=source.case_ids)
+  out.update(num_cases=int(len(np.unique(source.case_ids))), resampled="cases", threshold=float(config.seg.threshold))
+  if jax.process_index() == 0:
+    with epath.Path(workdir, f"predictions_{name}.npz").open("wb") as f:
+      np.savez_compressed(f, image_ids=source.image_ids, case_ids=source.case_ids, masks=masks,
+                          probs=probs.astype(np.float16))
+    n = min(int(config.seg.overlay_images), len(images))
+    if overlay and n > 0:
+      path = os.path.join(workdir, f"overlay_{name}.png")
+      local = path if not path.startswith("gs://") else os.path.join("/tmp", os.path.basename(path))
+      seg_metrics.overlay_png(_as_float(images[:n]), masks[:n], seg_metrics.binarize(probs[:n], config.seg.threshold),
+                              local, max_images=n, titles=[os.path.basename(i) for i in source.image_ids[:n]])
+      if local != path:
+        epath.Path(path).write_bytes(epath.Path(local).read_bytes())
+      out["overlay"] = path
+  return out
+
+
+class SegValidation:
+  """`loop.run`'s on_log hook: mean Dice on the validation images every `eval.eval_every` steps
+  and at the last one; TensorBoard `val/dice`, val_history.json, best state in checkpoints_best/."""
+
+  def __init__(self, config, mesh, images, masks, writer, workdir, start_step, num_steps):
+    from medssl_jax import finetune
+    self.mesh, self.writer, self.every, self.num_steps = mesh, writer, int(config.eval.eval_every), num_steps
+    self.images, self.masks, self.threshold = _as_float(images), masks, float(config.seg.threshold)
+    self._best_step = functools.partial(finetune.best_step, metric=SELECT_METRIC)
+    self._apply = None
+    self.path = os.path.join(workdir, "val_history.json")
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1)
+    history = []
+    if epath.Path(self.path).is_file():
+      history = [h for h in json.loads(epath.Path(self.path).read_text()) if h["step"] <= start_step]
+    for step in self.ckpt.manager.all_steps():
+      if step > start_step:
+        self.ckpt.manager.delete(step)
+    if history and self._best_step(history) != self.ckpt.latest_step():
+      logging.warning("%s: the best validation state is not in checkpoints_best/; selection restarts", self.path)
+      history = []
+    self.history = history
+
+  def best_step(self):
+    return self._best_step(self.history)
+
+  def __call__(self, step: int, state) -> None:
+    from medssl_jax.evaluation import segmentation as seg_metrics
+    if step % self.every and step != self.num_steps:
+      return
+    if self._apply is None:  # one compiled function; the weights are its argument
+      self._apply = jax.jit(lambda v, x: jax.nn.sigmoid(state.apply_fn(v, x, train=False))[..., 0])
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    probs = batched_apply(lambda x: self._apply(variables, x), self.images, self.mesh, 64)
+    dice = seg_metrics.dice_per_image(self.masks, seg_metrics.binarize(np.asarray(probs), self.threshold))
+    iou = seg_metrics.iou_per_image(self.masks, seg_metrics.binarize(np.asarray(probs), self.threshold))
+    self.history.append({"step": int(step), "dice": float(np.mean(dice)), "iou": float(np.mean(iou))})
+    self.writer.write_scalars(step, {"val/dice": float(np.mean(dice)), "val/iou": float(np.mean(iou))})
+    if self.best_step() == step:
+      self.ckpt.save(step, state)
+    loop.write_json(self.path, self.history)
+    logging.info("step %d  validation dice %.4f (best at step %s)", step, float(np.mean(dice)), self.best_step())
+
+  def best_state(self, state):
+    self.ckpt.wait()
+    step = self.best_step()
+    return state if step is None else self.ckpt.restore(state, step)
+
+
+def finetune(config, workdir: str) -> dict:
+  """Runs (or resumes) segmentation fine-tuning in `workdir`; returns the results."""
+  from input_pipeline import seg_pipeline
+  from input_pipeline.sources import seg_manifest
+  from medssl_jax import finetune as ft
+
+  t_start = time.time()
+  check_config(config)
+  if config.eval.init != "random":  # weights made under other model.* settings are refused
+    from medssl_jax import weights
+    weights.check_settings(config.eval.checkpoint, config.model, f"eval.checkpoint={config.eval.checkpoint}")
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  workdir_lib.save_config(workdir, config)
+  mesh = make_mesh()
+  check_global_batch(config.train.batch_size, mesh)
+  load = lambda split: seg_manifest.load(config.data, config.seg, split)
+  train_src, test_src = load(config.data.train_split), load(config.data.eval_split)
+  val_src = load(config.eval.val_split) if config.eval.val_split else None
+  size, channels, thr = int(config.data.image_size), int(config.data.channels), float(config.seg.mask_threshold)
+  arrays = lambda src: seg_pipeline.load_pairs(src, size, channels, thr)
+  train_images, train_masks = arrays(train_src)
+  num_steps = ft.training_steps(config, len(train_src))
+
+  state = create_state(config, mesh, jax.random.key(config.seed), num_steps)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    logging.info("Resuming from checkpoint at step %d", int(state.step))
+  elif config.eval.init != "random":
+    state = ft.load_encoder(state, config.eval.checkpoint)
+  start_step = int(state.step)
+
+  batches = seg_pipeline.train_iterator(
+      train_images, train_masks, seg_cfg=config.seg, global_batch=config.train.batch_size, seed=config.seed,
+      start_step=start_step, process_index=jax.process_index(), process_count=jax.process_count(),
+      repeat_to_fill=config.eval.repeat_to_fill_batch)
+  batches = (dict(image=b["image"], mask=b["mask"]) for b in batches)
+  writer = loop.make_writer(workdir)
+  step_fn = jax.jit(functools.partial(train_step, dice_weight=float(config.seg.dice_weight),
+                                      bce_weight=float(config.seg.bce_weight)), donate_argnums=(0,))
+  val_arrays = arrays(val_src) if val_src is not None else None
+  validation = (SegValidation(config, mesh, *val_arrays, writer, workdir, start_step, num_steps)
+                if int(config.eval.eval_every) else None)
+  logging.info("segmentation fine-tuning from %s init on %d training images (%d cases), %d steps",
+               config.eval.init, len(train_src), len(np.unique(train_src.case_ids)), num_steps)
+  out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch), step_fn,
+                 start_step=start_step, num_steps=num_steps, images_per_step=config.train.batch_size,
+                 lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
+                 writer=writer, ckpt=ckpt, log_every=config.train.log_every,
+                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
+                 profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")),
+                 on_log=validation)
+  ckpt.close()
+
+  steps_per_epoch = max(1, len(train_src) // int(config.train.batch_size))
+  results = {"mode": config.mode, "task": "segmentation", "init": config.eval.init,
+             "checkpoint": config.eval.checkpoint, "num_train_images": len(train_src),
+             "num_train_cases": int(len(np.unique(train_src.case_ids))),
+             "num_val_images": len(val_src) if val_src is not None else 0, "num_test_images": len(test_src),
+             "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps,
+             "steps_per_epoch": steps_per_epoch, "loss_history": out.loss_history, "train_metrics": out.metrics,
+             "images_per_sec": out.images_per_sec, "base_lr": config.optim.base_lr, "optimizer": config.optim.name,
+             "seed": config.seed, "host_pipeline": "numpy", "mask_threshold": thr,
+             "metric_note": "Dice / IoU of thresholded predictions at data.image_size, mean over images; "
+                            "95% bootstrap intervals resample cases (patients)",
+             "data_note": config.seg.data_note, "workdir": ckpt_lib._abs(workdir)}
+  if out.step >= num_steps:
+    final = out.state
+    results.update(select_metric=SELECT_METRIC, selected_step=out.step)
+    if validation is not None:
+      final = validation.best_state(out.state)
+      results.update(selected_step=int(final.step), val_history=validation.history)
+    results["epochs_to_selected"] = results["selected_step"] / steps_per_epoch
+    test_images, test_masks = arrays(test_src)
+    results["test"] = evaluate(config, final, mesh, test_images, test_masks, test_src, "test", workdir, overlay=True)
+    if val_arrays is not None:
+      results["val"] = evaluate(config, final, mesh, *val_arrays, val_src, "val", workdir)
+    writer.write_scalars(out.step, {f"test/{k}": results["test"][k]["value"] for k in ("dice", "iou")})
+  if validation is not None:
+    validation.ckpt.close()
+  writer.flush()
+  results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
+  loop.write_json(os.path.join(workdir, "results.json"), results)
+  return results

@@ -1,0 +1,199 @@
+"""benchmarks/transfer.py: the report on fake result files, skip/resume of the runner, the smoke scale."""
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from benchmarks import transfer
+
+MACHINE = {"platform": "Linux-test", "machine": "x86_64", "python": "3.11", "cpu_cores": 2, "jax": "0.0",
+           "backend": "cpu", "device_kind": "cpu", "device_count": 1}
+# Fake test AUCs per encoder (5 runs each) and the step each run's best hold-out state was at.
+FAKE = {"random": ([0.61, 0.64, 0.58, 0.66, 0.60], [20, 40, 40, 60, 20]),
+        "simclr": ([0.71, 0.69, 0.75, 0.73, 0.70], [20, 20, 40, 20, 20]),
+        "imagenet": ([0.62, 0.60, 0.65, 0.59, 0.64], [60, 60, 40, 60, 60])}
+BATCH, FIT_IMAGES, STEPS = 16, 491, 60
+
+
+def _fake_study(root) -> str:
+  runs = []
+  for enc, (values, steps) in FAKE.items():
+    for r, (v, step) in enumerate(zip(values, steps)):
+      wd = os.path.join(root, "breastmnist", enc, f"run{r}")
+      os.makedirs(wd)
+      res = {"mode": "finetune", "completed": True, "final_step": STEPS, "num_steps": STEPS, "selected_step": step,
+             "num_train_images": FIT_IMAGES, "seed": r, "wall_time_sec": 2.5,
+             "test": {"auc": {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}}}
+      cfg = {"optim": {"name": "adam", "base_lr": 2e-4, "schedule": "constant", "weight_decay": 0.0},
+             "train": {"batch_size": BATCH, "num_steps": STEPS},
+             "eval": {"task": "multiclass", "eval_every": 20, "val_split": "holdout", "select_metric": "auc"},
+             "data": {"image_size": 28, "channels": 1, "path": "/x/breastmnist_holdout.npz"}}
+      for name, obj in (("results.json", res), ("config.json", cfg)):
+        with open(os.path.join(wd, name), "w") as f:
+          json.dump(obj, f)
+      runs.append({"role": "eval", "task": "breastmnist", "task_kind": "multiclass", "encoder": enc, "run": r,
+                   "seed": r, "metric": "auc", "batch": BATCH, "workdir": wd})
+  encoders = [{"name": e, "kind": "random" if e == "random" else "checkpoint", "source": "", "checkpoint": "",
+               "model": {"depth": 18}, "channels": 1} for e in FAKE]
+  data = [{"path": "/x/breastmnist.npz", "kind": "file", "bytes": 10, "md5": "abc", "task": "breastmnist",
+           "role": "original"}]
+  m = {"study": "transfer", "scale": "smoke", "command": "python -m benchmarks.transfer", "machine": MACHINE,
+       "settings": {"tasks": ["breastmnist"]}, "reference": "random", "holdout": {"fraction": 0.1, "seed": 0},
+       "runs": runs, "data": data, "encoders": encoders, "wall_time_sec": 12.0}
+  path = os.path.join(root, "study.json")
+  with open(path, "w") as f:
+    json.dump(m, f)
+  return path
+
+
+def test_report_rows_equal_numpy_and_scipy_on_fake_result_files(tmp_path):
+  path = _fake_study(str(tmp_path / "transfer"))
+  out = tmp_path / "out"
+  assert transfer.write_report(path, str(out)) == 0
+  md = (out / "transfer_smoke.md").read_text()
+  ref_values = FAKE["random"][0]
+  for enc, (values, steps) in FAKE.items():
+    mean, std = np.mean(values), np.std(values, ddof=1)
+    epochs = np.asarray(steps) * BATCH / FIT_IMAGES
+    if enc == "random":
+      test = "reference"
+    else:
+      res = stats.ttest_ind(values, ref_values)  # Student's, pooled variance, two-sided
+      test = f"t = {res.statistic:+.3f}, p = {res.pvalue:.4g}"
+    row = (f"| breastmnist | {enc} | 5 | auc | {mean:.4f} ± {std:.4f} | {test} | "
+           f"{np.mean(steps):.1f} ± {np.std(steps, ddof=1):.1f} of {STEPS} | "
+           f"{np.mean(epochs):.2f} ± {np.std(epochs, ddof=1):.2f} | 0, 1, 2, 3, 4 | 12.5 |")
+    assert row in md, row
+  # Hand check of one cell: SimCLR mean 3.58 / 5 = 0.716, squared deviations sum to 0.00232, std
+  # sqrt(0.00232 / 4) = 0.0241; random: mean 0.618.
+  assert "| breastmnist | simclr | 5 | auc | 0.7160 ± 0.0241 |" in md
+  rows = {r["encoder"]: r for r in transfer.table_rows(json.load(open(path)))}
+  assert rows["simclr"]["t"] > 0 and rows["simclr"]["p"] < 0.001
+  assert rows["imagenet"]["p"] > 0.05 and rows["random"]["t"] is None
+  assert "md5 `abc`" in md and "adam lr 0.0002 (constant schedule" in md
+  assert (out / "smoke_transfer_breastmnist.png").stat().st_size > 1000
+
+
+def test_parse_encoders_and_tasks():
+  encs = transfer.parse_encoders("random,simclr=simclr:pneumoniamnist,r50=random:in,in=weights/x,ad=adapt:weights/x")
+  assert [(e.name, e.kind, e.source) for e in encs] == [
+      ("random", "random", ""), ("simclr", "simclr", "pneumoniamnist"), ("r50", "random", "in"),
+      ("in", "checkpoint", "weights/x"), ("ad", "adapt", "weights/x")]
+  with pytest.raises(SystemExit, match="each name once"):
+    transfer.parse_encoders("random,random")
+  with pytest.raises(SystemExit, match="names no encoder"):
+    transfer.parse_encoders("r=random:nothing")
+  tasks = transfer.parse_tasks("breastmnist,seg=configs/x.py:small")
+  assert [(t.name, t.kind, t.source) for t in tasks] == [("breastmnist", "medmnist", "breastmnist"),
+                                                         ("seg", "config", "configs/x.py:small")]
+
+
+def test_holdout_is_a_stratified_tenth_of_train(shared_data, tmp_path):
+  from configs import chexpert_finetune
+  c = chexpert_finetune.get_config("local")
+  with c.unlocked():
+    c.data.path = str(shared_data / "breastmnist.npz")
+  h = transfer.make_holdout(c, str(tmp_path), "breastmnist")
+  with np.load(h["path"]) as new, np.load(c.data.path) as old:
+    assert len(new["holdout_labels"]) + len(new["fit_labels"]) == len(old["train_labels"])
+    assert np.array_equal(new["test_images"], old["test_images"])
+    for k in np.unique(old["train_labels"]):  # per class: round(10%) of its images
+      assert np.sum(new["holdout_labels"] == k) == round(0.1 * np.sum(old["train_labels"] == k))
+    # the two parts are a partition of the training images (every image once)
+    both = np.concatenate([new["fit_images"], new["holdout_images"]]).reshape(len(old["train_images"]), -1)
+    assert len({b.tobytes() for b in both}) == len({b.tobytes() for b in old["train_images"].reshape(len(both), -1)})
+
+
+def test_finished_runs_are_skipped_and_an_interrupted_one_resumes(shared_data, tmp_path, monkeypatch):
+  from medssl_jax import main as main_lib
+  from medssl_jax.training import workdir as workdir_lib
+  calls = []
+
+  def fake_run(config, workdir):  # what a finished fine-tuning run leaves behind
+    calls.append(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.save_config(workdir, config)
+    r = {"mode": "finetune", "completed": True, "final_step": 4, "num_steps": 4, "selected_step": 2,
+         "num_train_images": 491, "seed": config.seed, "wall_time_sec": 1.0,
+         "test": {"auc": {"value": 0.5 + 0.01 * config.seed + (0.1 if config.eval.checkpoint else 0.0),
+                          "ci_low": 0.0, "ci_high": 1.0}}}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(r, f)
+    return r
+
+  monkeypatch.setattr(main_lib, "run", fake_run)
+  wd = str(tmp_path / "wd")
+  args = ["--scale=smoke", f"--workdir={wd}", f"--data_dir={shared_data}", f"--out={tmp_path / 'out'}",
+          "--encoders=random,wide=random:random", "--runs=3"]
+  assert transfer.main(args) == 0
+  assert len(calls) == 6
+  m = json.load(open(os.path.join(wd, "smoke", "transfer", "study.json")))
+  assert [(r["encoder"], r["run"], r["seed"]) for r in m["runs"]] == [
+      ("random", 0, 0), ("random", 1, 1), ("random", 2, 2), ("wide", 0, 0), ("wide", 1, 1), ("wide", 2, 2)]
+  calls.clear()
+  assert transfer.main(args) == 0
+  assert calls == []  # everything finished: nothing runs
+  # An interrupted run (config.json and checkpoints, no completed results.json) is run again, alone.
+  stopped = transfer.run_dir(os.path.join(wd, "smoke", "transfer"), "breastmnist", "wide", 1)
+  with open(os.path.join(stopped, "results.json"), "w") as f:
+    json.dump({"mode": "finetune", "completed": False, "final_step": 2, "num_steps": 4}, f)
+  assert transfer.main(args) == 0
+  assert calls == [stopped]
+  md = (tmp_path / "out" / "transfer_smoke.md").read_text()
+  assert "| breastmnist | wide | 3 | auc | 0.5100 ± 0.0100 | t = +0.000, p = 1 |" in md
+
+
+def test_adapt_arm_continues_simclr_from_the_checkpoint_with_its_settings(tmp_path):
+  from medssl_jax.training import loop
+  ck = tmp_path / "imported"
+  (ck / "checkpoints").mkdir(parents=True)
+  loop.write_json(str(ck / "config.json"), {"model": {"arch": "resnet", "depth": 50, "width": 1.0, "stem": "imagenet",
+                                                      "input_norm": "imagenet", "downsample_padding": "symmetric"},
+                                            "data": {"channels": 3}})
+  enc = transfer.parse_encoders(f"in_cxr=adapt:{ck}")[0]
+  c = transfer.adapt_config(enc, "/x/pneumoniamnist.npz", transfer.common.SCALES["smoke"], transfer.SCALES["smoke"])
+  assert c.mode == "pretrain" and c.method == "simclr" and c.train.init_checkpoint == str(ck)
+  assert (c.model.depth, c.model.stem, c.model.input_norm, c.model.downsample_padding, c.data.channels) == (
+      50, "imagenet", "imagenet", "symmetric", 3)
+  assert c.train.num_steps == transfer.SCALES["smoke"]["adapt_steps"] and c.data.path == "/x/pneumoniamnist.npz"
+
+
+def test_smoke_scale_end_to_end(shared_data, tmp_path):
+  """2 encoders (random, SimCLR pretrained here) x BreastMNIST x 2 runs, real data, then the report."""
+  wd, out = str(tmp_path / "wd"), tmp_path / "out"
+  assert transfer.main(["--scale=smoke", f"--workdir={wd}", f"--data_dir={shared_data}", f"--out={out}"]) == 0
+  m = json.load(open(os.path.join(wd, "smoke", "transfer", "study.json")))
+  assert len(m["runs"]) == 4 and not m.get("missing")
+  for run in m["runs"]:
+    r = json.load(open(os.path.join(run["workdir"], "results.json")))
+    c = json.load(open(os.path.join(run["workdir"], "config.json")))
+    assert r["completed"] and 0.0 <= r["test"]["auc"]["value"] <= 1.0 and r["seed"] == run["seed"]
+    assert (c["optim"]["name"], c["optim"]["base_lr"], c["optim"]["schedule"]) == ("adam", 2e-4, "constant")
+    assert (c["data"]["train_split"], c["eval"]["val_split"], c["eval"]["select_metric"]) == ("fit", "holdout", "auc")
+    assert r["selected_step"] in (2, 4) and r["num_train_images"] == 546 - 55  # 10% hold-out of 546 (stratified)
+    assert (c["eval"]["init"] == "random") == (run["encoder"] == "random")
+  md = (out / "transfer_smoke.md").read_text()
+  assert md.count("| breastmnist | ") == 2 and "| breastmnist | simclr | 2 | auc |" in md
+  assert (out / "smoke_transfer_breastmnist.png").is_file()
+
+
+def test_segmentation_config_plugs_in_as_a_task(shared_data, tmp_path):
+  """configs/lung_segmentation.py:smoke as a task: its own patient split's 'val' is the hold-out,
+  Adam 1e-3 cosine, Dice reported; one random-init encoder x 1 run (the runs are what the other tests
+  cover), then the report."""
+  cfg = os.path.join(transfer.common.REPO_ROOT, "configs", "lung_segmentation.py")
+  wd, out = str(tmp_path / "wd"), tmp_path / "out"
+  assert transfer.main(["--scale=smoke", f"--workdir={wd}", f"--data_dir={shared_data}", f"--out={out}",
+                        "--encoders=random", "--runs=1", f"--tasks=lungseg={cfg}:smoke"]) == 0
+  m = json.load(open(os.path.join(wd, "smoke", "transfer", "study.json")))
+  assert len(m["runs"]) == 1
+  for run in m["runs"]:
+    c = json.load(open(os.path.join(run["workdir"], "config.json")))
+    r = json.load(open(os.path.join(run["workdir"], "results.json")))
+    assert (c["optim"]["name"], c["optim"]["base_lr"], c["optim"]["schedule"]) == ("adam", 1e-3, "cosine")
+    assert (c["eval"]["task"], c["eval"]["val_split"], run["metric"]) == ("segmentation", "val", "dice")
+    assert 0.0 <= r["test"]["dice"]["value"] <= 1.0
+  md = (out / "transfer_smoke.md").read_text()
+  assert "| lungseg | random | 1 | dice |" in md and "lungVAE" in md  # the masks' provenance beside the numbers
