@@ -5,7 +5,8 @@
 
 Every split named (default: the config's data.train_split, eval.val_split and data.eval_split) is
 read through the config's `data.*` source (manifest, CheXpert folder, npz, synthetic) and written
-to `<out>/<split>/` as shards plus an index (labels, case ids, image ids, class names):
+to `<out>/<split>/` (a local folder or gs://: shards are staged locally one at a time and uploaded)
+as shards plus an index (labels, case ids, image ids, class names):
 `input_pipeline/sources/records.py`. Train from it with `--config.data.source=records
 --config.data.path=<out>` and otherwise the same settings: the batches are the same as from the
 original source. A split folder that already holds an index is refused (nothing is
@@ -19,7 +20,8 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "Config whose data.* settings name the data set.", lock_config=True)
-  flags.DEFINE_string("out", None, "Output folder (a local path or a mounted disk).")
+  flags.DEFINE_string("out", None, "Output folder: a local path, a mounted disk or gs://bucket/dir (each shard "
+                      "is staged in a local temporary file, uploaded, then deleted).")
   flags.DEFINE_list("splits", [], "Splits to write; default the config's train, validation and evaluation splits.")
   flags.DEFINE_integer("images_per_shard", 1000, "Images per shard file.")
   flags.mark_flags_as_required(["config", "out"])
@@ -32,20 +34,16 @@ def default_splits(config) -> list:
 
 def prepare(config, out: str, splits=(), images_per_shard: int = 1000) -> list:
   """Writes each split; returns [{split, images, shards, folder}]."""
-  import os
   from input_pipeline import sources
   from input_pipeline.sources import records
   from medssl_jax.errors import UserError
-  if "://" in out:
-    raise UserError(f"--out={out}: write to a local or mounted folder (ArrayRecord shards), then copy the folder "
-                    f"to where the workers read it (README, 'Getting the data to every host')")
   if config.data.source == "records":
     raise UserError("data.source='records' is already prepared; point --config at the original source")
   splits = list(splits) or default_splits(config)
   loaded = {s: sources.load_source(config.data, s) for s in splits}  # all read (and checked) before writing
   done = []
   for split, source in loaded.items():
-    r = records.write_split(source, os.path.join(out, split), images_per_shard)
+    r = records.write_split(source, out.rstrip("/") + "/" + split, images_per_shard)
     done.append({"split": split, **r})
   return done
 

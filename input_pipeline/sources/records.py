@@ -74,33 +74,57 @@ def image_bytes(source: Source, i: int) -> bytes:
 
 
 def write_split(source: Source, folder: str, images_per_shard: int = 1000) -> dict:
-  """Writes `source` as shards + index into `folder` (which must not hold a written split yet)."""
+  """Writes `source` as shards + index into `folder` (which must not hold a written split yet).
+
+  `folder` may be remote (gs://...; anything etils.epath opens): each shard is written to a local
+  temporary file, uploaded and deleted before the next, so the local disk needs room for one shard
+  only; the index is uploaded last. (ArrayRecord files are read from a local or mounted path: copy
+  the folder down, or mount the bucket, to train from it.)"""
+  import shutil
+  import tempfile
   from array_record.python.array_record_module import ArrayRecordWriter
+  from etils import epath
   if images_per_shard < 1:
     raise UserError(f"--images_per_shard={images_per_shard} must be >= 1")
-  if os.path.exists(os.path.join(folder, INDEX)):
+  dest = epath.Path(folder)
+  if (dest / INDEX).exists():
     raise UserError(f"{folder} already holds a prepared split ({INDEX}); choose another --out or delete it first")
-  os.makedirs(folder, exist_ok=True)
+  dest.mkdir(parents=True, exist_ok=True)
+  remote = "://" in str(folder)
+  staging = tempfile.mkdtemp(prefix="medssl-shards-") if remote else str(folder)
+
+  def publish(name: str) -> None:  # a remote split: the staged file goes up, then away
+    if remote:
+      with open(os.path.join(staging, name), "rb") as src, (dest / name).open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+      os.remove(os.path.join(staging, name))
+
   n = len(source)
   num_shards = max(1, -(-n // images_per_shard))
   bounds = np.linspace(0, n, num_shards + 1).round().astype(int)
   files, counts = [], []
-  for k in range(num_shards):
-    name = f"images-{k:05d}-of-{num_shards:05d}.array_record"
-    writer = ArrayRecordWriter(os.path.join(folder, name), "group_size:1")
-    for i in range(bounds[k], bounds[k + 1]):
-      writer.write(image_bytes(source, i))
-    writer.close()
-    files.append(name)
-    counts.append(int(bounds[k + 1] - bounds[k]))
-  # Written last: a folder without an index is an unfinished write, never read as a split.
-  tmp = os.path.join(folder, INDEX + ".tmp")
-  with open(tmp, "wb") as f:
-    np.savez(f, labels=source.labels, case_ids=source.case_ids, image_ids=source.image_ids,
-             num_classes=np.int64(source.num_classes), class_names=np.asarray(source.class_names, dtype=str),
-             files=np.asarray(files), counts=np.asarray(counts, np.int64), source=np.asarray(source.name))
-  os.replace(tmp, os.path.join(folder, INDEX))
-  return {"images": n, "shards": num_shards, "folder": folder}
+  try:
+    for k in range(num_shards):
+      name = f"images-{k:05d}-of-{num_shards:05d}.array_record"
+      writer = ArrayRecordWriter(os.path.join(staging, name), "group_size:1")
+      for i in range(bounds[k], bounds[k + 1]):
+        writer.write(image_bytes(source, i))
+      writer.close()
+      publish(name)
+      files.append(name)
+      counts.append(int(bounds[k + 1] - bounds[k]))
+    # Written last: a folder without an index is an unfinished write, never read as a split.
+    tmp = os.path.join(staging, INDEX + ".tmp")
+    with open(tmp, "wb") as f:
+      np.savez(f, labels=source.labels, case_ids=source.case_ids, image_ids=source.image_ids,
+               num_classes=np.int64(source.num_classes), class_names=np.asarray(source.class_names, dtype=str),
+               files=np.asarray(files), counts=np.asarray(counts, np.int64), source=np.asarray(source.name))
+    os.replace(tmp, os.path.join(staging, INDEX))
+    publish(INDEX)  # one object upload: it appears whole or not at all
+  finally:
+    if remote:
+      shutil.rmtree(staging, ignore_errors=True)
+  return {"images": n, "shards": num_shards, "folder": str(folder)}
 
 
 def _index(folder: str) -> dict:
@@ -109,6 +133,9 @@ def _index(folder: str) -> dict:
 
 
 def load(data_cfg, split: str) -> Source:
+  if "://" in str(data_cfg.path):
+    raise UserError(f"data.path={data_cfg.path}: ArrayRecord shards are read from a local or mounted folder; "
+                    f"copy the prepared folder to each worker (gsutil -m cp -r) or mount the bucket (gcsfuse)")
   root = require_path(data_cfg.path, what="prepared data folder (medssl-jax prepare-data --out)")
   splits = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, INDEX)))
   if not splits:

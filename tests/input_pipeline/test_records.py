@@ -129,10 +129,55 @@ def test_refusals(tmp_path):
     sources.load_source(c.data, "train")
   with pytest.raises(UserError, match="holds no prepared split"):
     sources.load_source(_records_cfg(tmp_path / "files").data, "train")
-  with pytest.raises(UserError, match="write to a local or mounted folder"):
-    prepare_data.prepare(get_base_config(), "gs://bucket/prepared")
+  with pytest.raises(UserError, match="read from a local or mounted folder"):
+    sources.load_source(_records_cfg("gs://bucket/prepared").data, "train")
   # A patient in two prepared splits is leakage, as with every source.
   records.write_split(src, str(tmp_path / "prepared2" / "train"))
   records.write_split(src, str(tmp_path / "prepared2" / "test"))
   with pytest.raises(UserError, match="patient leakage"):
     sources.load_source(_records_cfg(tmp_path / "prepared2").data, "train")
+
+
+def test_a_split_written_to_gcs_is_the_local_split(tmp_path, monkeypatch):
+  """--out=gs://...: the shards on (fake, in-memory) GCS are byte for byte the local ones, the index
+  there describes the same split, and the local staging folder is gone afterwards."""
+  import tempfile
+  import fsspec
+  from etils.epath import gpath
+  from tests.training.test_remote_workdir import FakeGCS
+  for name in FakeGCS.protocol:
+    fsspec.register_implementation(name, FakeGCS, clobber=True)
+  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  FakeGCS.store.clear()
+  FakeGCS.pseudo_dirs[:] = [""]
+  (tmp_path / "files").mkdir()
+  src = _file_source(str(tmp_path / "files"))
+  local = tmp_path / "local" / "train"
+  records.write_split(src, str(local), images_per_shard=4)
+  staged, mkdtemp = [], tempfile.mkdtemp
+  monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: staged.append(mkdtemp(**kw)) or staged[-1])
+  r = records.write_split(src, "gs://bucket/prepared/train", images_per_shard=4)
+  assert r == {"images": 6, "shards": 2, "folder": "gs://bucket/prepared/train"}
+  assert len(staged) == 1 and not os.path.exists(staged[0])
+  fs = FakeGCS()
+  names = sorted(os.listdir(local))
+  assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("gs://bucket/prepared/train", detail=False)) == names
+  down = tmp_path / "down" / "train"
+  down.mkdir(parents=True)
+  for name in names:
+    data = fs.cat_file(f"gs://bucket/prepared/train/{name}")
+    if name != records.INDEX:  # (the index is a zip with a time stamp inside)
+      assert data == (local / name).read_bytes(), name
+    (down / name).write_bytes(data)
+  got = sources.load_source(_records_cfg(tmp_path / "down").data, "train")
+  for field in ("labels", "case_ids", "image_ids"):
+    np.testing.assert_array_equal(getattr(got, field), getattr(src, field))
+  for i in range(6):
+    np.testing.assert_array_equal(numpy_pipeline._loader(got)(i), numpy_pipeline._loader(src)(i))
+  with pytest.raises(UserError, match="already holds a prepared split"):
+    records.write_split(src, "gs://bucket/prepared/train")
+  # The command itself: no refusal of a gs:// --out any more.
+  from configs import demo
+  c = demo.get_config()
+  done = prepare_data.prepare(c, "gs://bucket/demo/", splits=["test"], images_per_shard=10_000)
+  assert done[0]["folder"] == "gs://bucket/demo/test" and fs.exists(f"gs://bucket/demo/test/{records.INDEX}")
