@@ -35,7 +35,8 @@ def export_weights(checkpoint: str, fmt: str, out: str, allow_padding_change: bo
     return timm_lib.export(checkpoint, out, allow_padding_change)
   config = weights.stored_config(checkpoint) or {}
   model = {**RESNET_DEFAULTS, **{k: v for k, v in config.get("model", {}).items() if k in RESNET_DEFAULTS}}
-  if model["downsample_padding"] != "symmetric" and not allow_padding_change:
+  is_densenet = config.get("model", {}).get("arch") == "densenet"  # torchvision's padding throughout
+  if model["downsample_padding"] != "symmetric" and not allow_padding_change and not is_densenet:
     raise UserError(f"{checkpoint} was trained with model.downsample_padding={model['downsample_padding']!r}; "
                     f"torchvision pads 'symmetric', so its outputs would differ; pass --allow_padding_change to "
                     f"export anyway")

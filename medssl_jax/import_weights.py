@@ -6,7 +6,7 @@ writes DIR as a run's workdir (`medssl_jax/weights/__init__.py`): fine-tune or l
 from it with `--config.eval.init=pretrained --config.eval.checkpoint=DIR`, or continue
 pretraining with `--config.train.init_checkpoint=DIR` (the projection head starts fresh), under
 the `model.*` settings it prints (also in DIR/config.json; a run under other settings is
-refused). Formats: torchvision (ResNet-18/34/50/101/152, wide_resnet50_2/101_2; `.pth`
+refused). Formats: torchvision (ResNet-18/34/50/101/152, wide_resnet50_2/101_2, DenseNet-121/169/201; `.pth`
 state_dict or `.safetensors`). Needs `pip install medssl-jax[torch]` for `.pth` files.
 timm (ResNets; ViT-Ti/S/B 16, S/B 8) and dino (the official ViT and ResNet-50 backbones) are in
 medssl_jax/weights/timm.py and dino.py; a ViT's data.image_size is stored in DIR/config.json.

@@ -42,10 +42,12 @@ def check_arch(model_cfg) -> None:
     if float(model_cfg.width) != 1.0 or model_cfg.stem != "imagenet":
       raise UserError(f"model.arch='densenet' has torchvision's layout only: model.width must be 1 and "
                       f"model.stem 'imagenet' (got width={model_cfg.width}, stem={model_cfg.stem!r})")
-    changed = {k: v for k, v in resnet_settings(model_cfg).items() if v != RESNET_DEFAULTS[k]}
+    changed = {k: v for k, v in resnet_settings(model_cfg).items() if k != "input_norm" and v != RESNET_DEFAULTS[k]}
     if changed:
       raise UserError(f"model.arch='densenet' does not have the ResNet settings {changed}; leave them at "
                       f"their defaults {RESNET_DEFAULTS}")
+    if resnet_settings(model_cfg)["input_norm"] not in ("none", "imagenet"):
+      raise UserError(f"model.input_norm={model_cfg.input_norm!r}: expected 'none' or 'imagenet' for a DenseNet")
   if arch == "vit":
     vit_settings(model_cfg)
 
@@ -94,7 +96,8 @@ def make_encoder(arch: str, depth: int, width: float, stem: str, dtype: Any, bn_
     return _make_vit(kw.get("variant", "S/16"), return_last_k_cls=kw.get("tokens", 1), dtype=dtype,
                      input_norm=kw.get("input_norm", "none"), batch_stats_placeholder=True)
   if arch == "densenet":
-    return DenseNet(depth=depth, dtype=dtype, bn_momentum=bn_momentum, bn_axis_name=bn_axis_name)
+    return DenseNet(depth=depth, dtype=dtype, bn_momentum=bn_momentum, bn_axis_name=bn_axis_name,
+                    input_norm=dict(resnet_kw).get("input_norm", "none"))
   if arch == "resnet":
     return ResNet(depth=depth, width=width, stem=stem, dtype=dtype, bn_momentum=bn_momentum,
                   bn_axis_name=bn_axis_name, **dict(resnet_kw))

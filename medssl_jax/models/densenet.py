@@ -104,10 +104,18 @@ class DenseNet(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
+  input_norm: str = "none"   # 'none' | 'imagenet': [0, 1] RGB inputs -> (x - mean) / std (torchvision weights)
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     blocks = _block_config(self.depth, self.block_config)
+    if self.input_norm == "imagenet":
+      from medssl_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+      if x.shape[-1] != 3:
+        raise ValueError(f"model.input_norm='imagenet' needs RGB inputs (data.channels=3); got {x.shape[-1]} channels")
+      x = (x.astype(jnp.float32) - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)
+    elif self.input_norm != "none":
+      raise ValueError(f"model.input_norm={self.input_norm!r}: expected 'none' or 'imagenet' for a DenseNet")
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.variance_scaling(2.0, "fan_in", "normal"))
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,

@@ -132,6 +132,12 @@ def check_settings(path: str, model_cfg, where: str, data_cfg=None) -> None:
   if saved is not None and arch == "vit":
     _check_vit_settings(saved, model_cfg, data_cfg, where)
     return
+  if saved is not None and arch == "densenet":  # its one port setting: the input normalisation
+    old, new = saved.get("model", {}).get("input_norm", "none"), getattr(model_cfg, "input_norm", "none")
+    if old != new:
+      raise UserError(f"{where}: its weights expect model.input_norm={old!r} (this run: {new!r}); "
+                      f"run with --config.model.input_norm={old}")
+    return
   if saved is None or getattr(model_cfg, "arch", "resnet") != "resnet":
     return
   saved_model = saved.get("model", {})

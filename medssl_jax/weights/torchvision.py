@@ -19,10 +19,16 @@ Names: torchvision's `conv1`/`bn1` are `stem_conv`/`stem_bn`; `layer{s}.{b}` is 
 `mean`/`var`; `num_batches_tracked` is not used by either framework at a set momentum: it is
 dropped on import and written as 0 on export. Conversion only transposes, so
 import(export(x)) == x bit for bit.
+
+DenseNet-121/169/201 (`densenet121` ...): `models/densenet.py` is torchvision's layout with
+torchvision's names minus the `features.` prefix; its classifier is `classifier` (not `fc`). The
+only setting they imply is `input_norm='imagenet'` (torchvision's DenseNet pads symmetrically
+everywhere, as ours does).
 """
 import numpy as np
 
 from medssl_jax.errors import UserError
+from medssl_jax.models import densenet as densenet_lib
 from medssl_jax.models.resnet import STAGES
 
 # torchvision name -> (depth, bottleneck_width)
@@ -30,12 +36,16 @@ ARCHS = {
     "resnet18": (18, 1.0), "resnet34": (34, 1.0), "resnet50": (50, 1.0), "resnet101": (101, 1.0),
     "resnet152": (152, 1.0), "wide_resnet50_2": (50, 2.0), "wide_resnet101_2": (101, 2.0),
 }
+DENSENETS = {"densenet121": 121, "densenet169": 169, "densenet201": 201}
+ALL_ARCHS = tuple(ARCHS) + tuple(DENSENETS)
 BN_PARAMS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
 
 def model_settings(arch: str) -> dict:
   """The `model.*` config settings under which our ResNet computes what torchvision's `arch` does."""
+  if arch in DENSENETS:
+    return {"arch": "densenet", "depth": DENSENETS[arch], "width": 1.0, "stem": "imagenet", "input_norm": "imagenet"}
   depth, bottleneck_width = _arch(arch)
   return {"arch": "resnet", "depth": depth, "width": 1.0, "stem": "imagenet", "downsample_padding": "symmetric",
           "bottleneck_width": bottleneck_width, "input_norm": "imagenet"}
@@ -43,13 +53,39 @@ def model_settings(arch: str) -> dict:
 
 def _arch(arch: str):
   if arch not in ARCHS:
-    raise UserError(f"--arch={arch!r} is not a torchvision ResNet this project has; expected one of {sorted(ARCHS)}")
+    raise UserError(f"--arch={arch!r} is not a torchvision model this project has; expected one of {list(ALL_ARCHS)}")
   return ARCHS[arch]
+
+
+def fc_name(arch: str) -> str:
+  """The name of the classifier in torchvision's state_dict of `arch`."""
+  return "classifier" if arch in DENSENETS else "fc"
+
+
+def densenet_layout(arch: str) -> list:
+  """`layout` of a torchvision DenseNet: its `features.*` modules in order."""
+  out = [("features.conv0", ("conv0",), "conv", (64, 3, 7, 7)), ("features.norm0", ("norm0",), "bn", (64,))]
+  blocks, growth, inner, channels = densenet_lib.BLOCKS[DENSENETS[arch]], 32, 4 * 32, 64
+  for b, n in enumerate(blocks):
+    for layer in range(n):
+      c = channels + layer * growth
+      t, f = f"features.denseblock{b + 1}.denselayer{layer + 1}", (f"denseblock{b + 1}", f"denselayer{layer + 1}")
+      out += [(f"{t}.norm1", f + ("norm1",), "bn", (c,)), (f"{t}.conv1", f + ("conv1",), "conv", (inner, c, 1, 1)),
+              (f"{t}.norm2", f + ("norm2",), "bn", (inner,)), (f"{t}.conv2", f + ("conv2",), "conv", (growth, inner, 3, 3))]
+    channels += n * growth
+    if b != len(blocks) - 1:
+      t, f = f"features.transition{b + 1}", (f"transition{b + 1}",)
+      out += [(f"{t}.norm", f + ("norm",), "bn", (channels,)),
+              (f"{t}.conv", f + ("conv",), "conv", (channels // 2, channels, 1, 1))]
+      channels //= 2
+  return out + [("features.norm5", ("norm5",), "bn", (channels,))]
 
 
 def layout(arch: str) -> list:
   """[(torch module name, Flax module path, 'conv' | 'bn', shape)] of `arch`'s trunk in torchvision's
   order; shape: a conv's torch kernel shape, a BN's number of channels."""
+  if arch in DENSENETS:
+    return densenet_layout(arch)
   depth, bottleneck_width = _arch(arch)
   kind, blocks = STAGES[depth]
   block = "BasicBlock" if kind == "basic" else "BottleneckBlock"
@@ -76,6 +112,8 @@ def layout(arch: str) -> list:
 
 
 def feature_dim(arch: str) -> int:
+  if arch in DENSENETS:
+    return densenet_lib.feature_dim(DENSENETS[arch])
   depth, _ = _arch(arch)
   return 512 * (1 if STAGES[depth][0] == "basic" else 4)
 
@@ -104,15 +142,15 @@ def _mismatch(state_dict: dict, arch: str):
     got = tuple(np.shape(state_dict[name]))
     if got != shape:
       return f"tensor '{name}' has shape {got} in the file but {shape} in {arch}"
-  fc_in = feature_dim(arch)
-  if ("fc.weight" in state_dict) != ("fc.bias" in state_dict):
-    return "the file has only one of 'fc.weight' and 'fc.bias'"
-  if "fc.weight" in state_dict:
-    w, b = np.shape(state_dict["fc.weight"]), np.shape(state_dict["fc.bias"])
+  fc_in, fc = feature_dim(arch), fc_name(arch)
+  if (f"{fc}.weight" in state_dict) != (f"{fc}.bias" in state_dict):
+    return f"the file has only one of '{fc}.weight' and '{fc}.bias'"
+  if f"{fc}.weight" in state_dict:
+    w, b = np.shape(state_dict[f"{fc}.weight"]), np.shape(state_dict[f"{fc}.bias"])
     if len(w) != 2 or w[1] != fc_in or b != (w[0],):
-      return (f"tensor 'fc.weight' has shape {tuple(w)} (bias {tuple(b)}) in the file but (num_classes, {fc_in}) "
+      return (f"tensor '{fc}.weight' has shape {tuple(w)} (bias {tuple(b)}) in the file but (num_classes, {fc_in}) "
               f"in {arch}")
-  extra = [k for k in state_dict if k not in want and k not in ("fc.weight", "fc.bias")]
+  extra = [k for k in state_dict if k not in want and k not in (f"{fc}.weight", f"{fc}.bias")]
   if extra:
     return f"the file has tensor '{extra[0]}' (shape {tuple(np.shape(state_dict[extra[0]]))}), which {arch} does not"
   return None
@@ -123,7 +161,7 @@ def check_state_dict(state_dict: dict, arch: str) -> None:
   problem = _mismatch(state_dict, arch)
   if problem is None:
     return
-  fits = [a for a in ARCHS if a != arch and _mismatch(state_dict, a) is None]
+  fits = [a for a in ALL_ARCHS if a != arch and _mismatch(state_dict, a) is None]
   hint = f"; it fits --arch {fits[0]}" if fits else ""
   raise UserError(f"not a torchvision {arch} state_dict: {problem}{hint}")
 
@@ -157,15 +195,22 @@ def from_state_dict(state_dict: dict, arch: str):
     else:
       for t, (col, leaf) in BN_PARAMS.items():
         _set(enc_p if col == "params" else enc_bs, path + (leaf,), state_dict[f"{name}.{t}"].copy())
-  params = {"encoder": enc_p}
-  if "fc.weight" in state_dict:
-    params["classifier"] = {"kernel": np.ascontiguousarray(state_dict["fc.weight"].T), "bias": state_dict["fc.bias"].copy()}
+  params, fc = {"encoder": enc_p}, fc_name(arch)
+  if f"{fc}.weight" in state_dict:
+    params["classifier"] = {"kernel": np.ascontiguousarray(state_dict[f"{fc}.weight"].T),
+                            "bias": state_dict[f"{fc}.bias"].copy()}
   return params, {"encoder": enc_bs}
 
 
 def infer_arch(params: dict) -> str:
   """The torchvision name of the ResNet whose weights are `params['encoder']`; UserError if none."""
   enc = params.get("encoder") if isinstance(params, dict) else None
+  if isinstance(enc, dict) and "conv0" in enc and "denseblock3" in enc:  # a DenseNet: its third block's length
+    n = sum(1 for k in enc["denseblock3"] if k.startswith("denselayer"))
+    for arch, depth in DENSENETS.items():
+      if densenet_lib.BLOCKS[depth][2] == n:
+        return arch
+    raise UserError(f"the checkpoint's DenseNet has {n} layers in its third block; torchvision has {list(DENSENETS)}")
   if not isinstance(enc, dict) or "stem_conv" not in enc:
     raise UserError("the checkpoint has no ResNet encoder ('encoder/stem_conv'); only ResNets export to torchvision")
   stem = tuple(np.shape(enc["stem_conv"]["kernel"]))
@@ -203,8 +248,9 @@ def to_state_dict(params: dict, batch_stats: dict, arch: str | None = None, incl
         out[f"{name}.{t}"] = _get(enc_p if col == "params" else enc_bs, path + (leaf,), where).copy()
       out[f"{name}.num_batches_tracked"] = np.zeros((), np.int64)
   if include_fc and "classifier" in params:
-    out["fc.weight"] = np.ascontiguousarray(np.asarray(params["classifier"]["kernel"]).T)
-    out["fc.bias"] = np.asarray(params["classifier"]["bias"]).copy()
+    fc = fc_name(arch)
+    out[f"{fc}.weight"] = np.ascontiguousarray(np.asarray(params["classifier"]["kernel"]).T)
+    out[f"{fc}.bias"] = np.asarray(params["classifier"]["bias"]).copy()
   problem = _mismatch(out, arch)
   if problem:
     raise UserError(f"the checkpoint is not a torchvision {arch}: {problem}")

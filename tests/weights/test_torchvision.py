@@ -204,3 +204,50 @@ def test_without_torch_the_commands_name_the_extra(imported, monkeypatch, tmp_pa
     import_lib.import_weights("torchvision", "resnet18", str(root / "resnet18.pth"), str(tmp_path / "x"))
   with pytest.raises(UserError, match=r"pip install medssl-jax\[torch\]"):
     export_lib.export_weights(out, "torchvision", str(tmp_path / "x.pth"))
+
+
+def test_densenet121_imports_computes_what_torchvision_does_and_exports_back(tmp_path):
+  """torchvision's densenet121 (random weights, random BN statistics): features and logits of the
+  import equal torchvision's; the export loads strictly back into torchvision and re-imports
+  bit for bit; the import-weights command stores model.arch='densenet' and input_norm."""
+  arch = "densenet121"
+  ref = _torch_model(arch, num_classes=5)
+  x = _images(size=32)
+  xt = torch.from_numpy(((x - MEAN) / STD).transpose(0, 3, 1, 2).copy())
+  with torch.no_grad():
+    ref_logits = ref(xt).numpy()
+    head, ref.classifier = ref.classifier, torch.nn.Identity()
+    ref_feats = ref(xt).numpy()
+    ref.classifier = head
+  sd = _numpy_sd(ref)
+  params, batch_stats = tv.from_state_dict(sd, arch)
+  s = tv.model_settings(arch)
+  model = Classifier(num_outputs=5, depth=121, arch="densenet", resnet_kw=(("input_norm", s["input_norm"]),))
+  variables = {"params": params, "batch_stats": batch_stats}
+  feats, logits = jax.jit(lambda v, x: model.apply(
+      v, x, method=lambda m, x: (m.encoder(x, train=False), m(x, train=False))))(variables, x)
+  assert ref_feats.shape == (2, 1024)
+  assert _close(np.asarray(feats), ref_feats) < 1e-4 and _close(np.asarray(logits), ref_logits) < 1e-4
+  back = tv.to_state_dict(params, batch_stats)  # the arch is inferred from the tree
+  assert list(back) == list(sd)  # torchvision's names and order, 'classifier' included
+  fresh = torchvision.models.densenet121(num_classes=5).eval()
+  fresh.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in back.items()}, strict=True)
+  with torch.no_grad():
+    np.testing.assert_array_equal(fresh(xt).numpy(), ref_logits)
+  p2, b2 = tv.from_state_dict(back, arch)
+  for a, b in zip(jax.tree_util.tree_leaves((params, batch_stats)), jax.tree_util.tree_leaves((p2, b2))):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(UserError, match="fits --arch densenet121"):
+    tv.from_state_dict(sd, "densenet169")
+  pth = str(tmp_path / "d121.pth")
+  torch.save(ref.state_dict(), pth)
+  settings = import_lib.import_weights("torchvision", arch, pth, str(tmp_path / "imported"))
+  assert settings["arch"] == "densenet" and settings["input_norm"] == "imagenet"
+  saved = weights.stored_config(str(tmp_path / "imported"))
+  assert (saved["model"]["arch"], saved["model"]["depth"], saved["model"]["input_norm"]) == ("densenet", 121, "imagenet")
+  r = export_lib.export_weights(str(tmp_path / "imported"), "torchvision", str(tmp_path / "out.pth"))
+  assert r["arch"] == arch and r["fc"]
+  again = torchvision.models.densenet121(num_classes=5).eval()
+  again.load_state_dict(torch.load(str(tmp_path / "out.pth"), weights_only=True), strict=True)
+  with torch.no_grad():
+    np.testing.assert_array_equal(again(xt).numpy(), ref_logits)
