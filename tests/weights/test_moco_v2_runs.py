@@ -10,7 +10,7 @@ torchvision = pytest.importorskip("torchvision")
 import jax  # noqa: E402
 
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
-from tests.weights.test_moco_v2 import imported  # noqa: E402,F401 - the module fixture
+from tests.weights.test_moco_v2_weights import imported  # noqa: E402,F401 - the module fixture
 
 
 def test_continued_moco_pretraining_starts_from_the_imported_encoder_and_head(imported):  # noqa: F811
