@@ -95,7 +95,13 @@ def create_state(config, mesh, num_outputs: int, rng, num_steps: int | None = No
   if linear:  # only the new head learns; the encoder's updates are zero.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                lambda p: {k: ("frozen" if k == "encoder" else "train") for k in p})
-  shape = (2, config.data.image_size, config.data.image_size, config.data.channels)
+  return init_state(model, tx, config.data, mesh, rng)
+
+
+def init_state(model, tx, data_cfg, mesh, rng) -> TrainState:
+  """A fresh TrainState of `model` (initialised on a batch of 2 images of the data's size) and the
+  optimiser `tx`, replicated over `mesh`; shared by classification and segmentation."""
+  shape = (2, data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
 
   def init(rng):
     variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)

@@ -45,7 +45,7 @@ from medssl_jax.training import loop
 from medssl_jax.training import optim
 from medssl_jax.training import profiling
 from medssl_jax.training import workdir as workdir_lib
-from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh, replicated
+from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh
 from medssl_jax.training.state import TrainState
 
 SELECT_METRIC = "dice"
@@ -90,14 +90,8 @@ def create_state(config, mesh, rng, num_steps: int) -> TrainState:
   from medssl_jax.models.unet import segmentation_from_config
   model = segmentation_from_config(config.model, 1)
   tx = optim.make_optimizer(config.optim, config.train.batch_size, num_steps)
-  shape = (2, config.data.image_size, config.data.image_size, config.data.channels)
-
-  def init(rng):
-    variables = model.init(rng, jnp.zeros(shape, jnp.float32), train=False)
-    return TrainState(step=jnp.int32(0), params=variables["params"], batch_stats=variables["batch_stats"],
-                      opt_state=tx.init(variables["params"]), apply_fn=model.apply, tx=tx)
-
-  return jax.jit(init, out_shardings=replicated(mesh))(rng)
+  from medssl_jax.finetune import init_state
+  return init_state(model, tx, config.data, mesh, rng)
 
 
 def train_step(state: TrainState, batch: dict, *, dice_weight: float, bce_weight: float):
