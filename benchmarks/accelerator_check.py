@@ -386,6 +386,9 @@ def main(argv=None):
     part = {"jax": lambda: jax_part(args), "host": lambda: host_part(args),
             "torch": lambda: torch_part(args, args.torch_batch)}[args.part]()
     print(json.dumps(part))
+    if args.out:
+      with open(args.out, "w") as f:
+        json.dump({"args": vars(args), "python": sys.version.split()[0], args.part: part}, f, indent=2)
     return
   res = {"args": vars(args), "gpu": _gpu_info(), "python": sys.version.split()[0], "hostname": platform.node()}
   res["jax"] = _run_part(args, "jax")

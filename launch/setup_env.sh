@@ -3,6 +3,17 @@
 # (or when setup.py or the extras changed), then activates it. Needs only Python 3.11+ and pip.
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${MEDSSL_EXTRAS:-test}"
+# The torch extra is a CUDA build of PyTorch from PyPI (about 5.5 GB installed, with its NVIDIA
+# libraries); on a disk with less room than that, install without it (the weight-port tests then
+# skip, each saying why) rather than fail half-way through pip.
+if [[ ",$EXTRAS," == *",torch,"* ]] && [ ! -f ".venv/.medssl-installed-${EXTRAS//,/-}" ]; then
+  free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+  if [ "${free_gb:-0}" -lt "${MEDSSL_TORCH_MIN_FREE_GB:-10}" ]; then
+    EXTRAS=$(echo ",$EXTRAS," | sed 's/,torch,/,/; s/^,//; s/,$//')
+    echo "note: only ${free_gb} GB free here; the torch extra needs about 10 GB, so .venv is set up without it" \
+         "and the weight-port tests against PyTorch/timm will be skipped (free disk and delete .venv to include them)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "+ $PYTHON -m venv .venv"
   "$PYTHON" -m venv .venv

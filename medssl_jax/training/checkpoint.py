@@ -10,6 +10,7 @@ Saving is asynchronous; `close()` waits for the last save.
 """
 import dataclasses
 import os
+import weakref
 
 import jax
 import numpy as np
@@ -36,6 +37,9 @@ def _abs(path) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
+_OPEN = weakref.WeakSet()  # this process's open Checkpointers
+
+
 class Checkpointer:
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
     self.directory = _abs(directory)
@@ -44,11 +48,20 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save))
+    _OPEN.add(self)
 
   def latest_step(self):
     return self.manager.latest_step()
 
   def save(self, step: int, state) -> None:
+    if jax.process_count() > 1:
+      # Orbax's multi-host async save syncs the processes through barriers whose names do not
+      # say which manager they belong to: two managers saving at once (a fine-tune's periodic
+      # checkpoint and its best-on-validation one, at the same step) can collide ("Barrier ...
+      # is already ongoing"). One save in flight at a time across this process's checkpointers.
+      for other in list(_OPEN):
+        if other is not self:
+          other.manager.wait_until_finished()
     self.manager.save(int(step), args=ocp.args.Composite(
         **{k: ocp.args.StandardSave(getattr(state, k)) for k in state_items(state)}))
 
@@ -70,6 +83,7 @@ class Checkpointer:
       return
     self.manager.wait_until_finished()
     self.manager.close()
+    _OPEN.discard(self)
     self._closed = True
 
 

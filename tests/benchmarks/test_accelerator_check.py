@@ -62,3 +62,21 @@ def test_a_part_that_times_out_keeps_the_rows_it_finished(monkeypatch):
   monkeypatch.setattr(ac.subprocess, "run", lambda cmd, **kw: (_ for _ in ()).throw(
       subprocess.TimeoutExpired(cmd, kw["timeout"], output=b"")))
   assert ac._run_part(ac.parse_args(["--part_timeout=7"]), "jax") == {"error": "timed out after 7 s"}
+
+
+def test_one_part_alone_also_writes_its_json(tmp_path):
+  """`--part=host --out=F` (how the 16-core host rows were measured) keeps its rows in F."""
+  from benchmarks import accelerator_check as ac
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(1)
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(images / f"x{i}.png")
+  out = tmp_path / "host.json"
+  ac.main(["--part=host", "--image_size=16", f"--images={images}", "--host_pipelines=numpy",
+           "--host_batches=1", "--host_batch=2", f"--out={out}"])
+  res = json.loads(out.read_text())
+  assert res["args"]["part"] == "host"
+  rows = res["host"]["rows"]
+  assert {r["workers"] for r in rows} >= {1} and all(r["pairs_per_sec"] > 0 for r in rows)
+  assert {r["augmentation"] for r in rows} == {"simclr", "chexpert"}
