@@ -31,14 +31,20 @@ def _need(module: str):
     raise UserError(f"{module} is not installed ({e.name} missing); it comes with: {EXTRA}") from None
 
 
-def load_tensors(path: str) -> dict:
-  """{name: NumPy array} of a `.pth` state_dict (torch) or a `.safetensors` file."""
+def load_tensors(path: str, training_checkpoint: bool = False) -> dict:
+  """{name: NumPy array} of a `.pth` state_dict (torch) or a `.safetensors` file.
+
+  A dict whose only entry is 'state_dict' or 'model' is unwrapped. With `training_checkpoint`, a
+  training script's checkpoint ({'epoch', 'arch', 'state_dict', 'optimizer', ...}, as MoCo and
+  SwAV save) gives its 'state_dict' entry whatever else it holds."""
   if not os.path.isfile(path):
     raise MissingFileError(f"no weights file at {path}")
   if path.endswith(".safetensors"):
     return dict(_need("safetensors.numpy").load_file(path))
   torch = _need("torch")
   obj = torch.load(path, map_location="cpu", weights_only=True)
+  if training_checkpoint and isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+    obj = obj["state_dict"]
   for key in ("state_dict", "model"):  # a training script's {'state_dict': ...} wrapper
     if isinstance(obj, dict) and set(obj) == {key} and isinstance(obj[key], dict):
       obj = obj[key]

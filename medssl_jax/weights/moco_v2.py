@@ -19,11 +19,10 @@ queue are not imported: our MoCo (`methods/moco_v2.py`) builds its key encoder a
 query encoder and a fresh queue when a run starts from these weights (`train.init_checkpoint`),
 which is how MoCo itself starts. Optimizer state is ignored.
 """
-import os
 
 import numpy as np
 
-from medssl_jax.errors import MissingFileError, UserError
+from medssl_jax.errors import UserError
 from medssl_jax.weights import torchvision as tv
 
 PREFIXES = ("module.encoder_q.", "encoder_q.")   # DDP-saved (every official file), or unwrapped
@@ -31,26 +30,10 @@ IGNORED = ("encoder_k.", "queue", "queue_ptr")    # after 'module.'
 
 
 def load_pth(path: str) -> dict:
-  """{name: NumPy array} of a torch checkpoint: its 'state_dict' entry when it has one (a training
-  script's {'epoch', 'state_dict', 'optimizer', ...}), else the file's dict itself."""
+  """{name: NumPy array} of a torch training checkpoint: its 'state_dict' entry when it has one
+  (main_moco.py's {'epoch', 'arch', 'state_dict', 'optimizer'}), else the file's dict itself."""
   from medssl_jax import weights
-  if not os.path.isfile(path):
-    raise MissingFileError(f"no weights file at {path}")
-  torch = weights._need("torch")
-  obj = torch.load(path, map_location="cpu", weights_only=True)
-  if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-    obj = obj["state_dict"]
-  if not isinstance(obj, dict):
-    raise UserError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict with a state_dict")
-  out = {}
-  for k, v in obj.items():
-    if not torch.is_tensor(v):
-      raise UserError(f"{path}: entry '{k}' of its state_dict is a {type(v).__name__}, not a tensor")
-    v = v.detach().cpu()
-    if v.is_floating_point() and v.dtype not in (torch.float32, torch.float64):
-      v = v.float()
-    out[k] = v.numpy()
-  return out
+  return weights.load_tensors(path, training_checkpoint=True)
 
 
 def model_settings(arch: str, head_layers: int = 2, head_dim: int = 128) -> dict:
