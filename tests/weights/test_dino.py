@@ -22,10 +22,9 @@ from medssl_jax.models.vit import ViT, PRESETS  # noqa: E402
 from medssl_jax.models.resnet import ResNet  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import dino  # noqa: E402
-from tests.weights.test_timm import _close, _numpy_sd  # noqa: E402
+from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD  # noqa: E402
+from tests.weights.refs import numpy_state_dict as _numpy_sd, rel_err as _close  # noqa: E402
 from tests.weights.test_torchvision import _torch_model  # noqa: E402
-
-MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 SIZE = 32
 
 

@@ -20,7 +20,8 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.contrastive import ContrastiveModel  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import moco_v2  # noqa: E402
-from tests.weights.test_torchvision import MEAN, PORT_KEYS, STD, _close, _images, _torch_model  # noqa: E402
+from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD, rel_err as _close  # noqa: E402
+from tests.weights.test_torchvision import PORT_KEYS, _images, _torch_model  # noqa: E402
 
 
 def _moco_query_encoder(seed=0, mlp=True):

@@ -23,6 +23,7 @@ from medssl_jax.models.contrastive import ContrastiveModel  # noqa: E402
 from medssl_jax.models.resnet import ResNet  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import simclr_tf  # noqa: E402
+from tests.weights.refs import images as _images, rel_err as _close  # noqa: E402
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -102,14 +103,6 @@ def _save_tf1(variables: dict, prefix: str) -> str:
     with tf.compat.v1.Session() as sess:
       sess.run(tf.compat.v1.global_variables_initializer())
       return saver.save(sess, prefix, write_meta_graph=False)
-
-
-def _images(n=2, size=32, seed=0):
-  return np.random.RandomState(seed).rand(n, size, size, 3).astype(np.float32)
-
-
-def _close(ours, ref):
-  return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from medssl_jax.models.contrastive import vit_kw  # noqa: E402
 from medssl_jax.settings import get_base_config  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import timm as timm_fmt  # noqa: E402
+from tests.weights import refs  # noqa: E402
+from tests.weights.refs import numpy_state_dict as _numpy_sd, randomize_norms, rel_err as _close  # noqa: E402
 
 SIZE = 32
 
@@ -32,24 +34,11 @@ def _timm_model(name, num_classes=10, seed=0, **kw):
   torch.manual_seed(seed)
   if name.startswith("vit"):
     kw.setdefault("img_size", SIZE)
-  m = timm.create_model(name, pretrained=False, num_classes=num_classes, **kw).eval()
-  with torch.no_grad():
-    for mod in m.modules():
-      if isinstance(mod, torch.nn.BatchNorm2d):
-        mod.running_mean.uniform_(-0.5, 0.5)
-        mod.running_var.uniform_(0.5, 2.0)
-        mod.weight.uniform_(0.5, 1.5)
-        mod.bias.uniform_(-0.2, 0.2)
-      elif isinstance(mod, torch.nn.LayerNorm):
-        mod.weight.uniform_(0.5, 1.5)
-        mod.bias.uniform_(-0.2, 0.2)
-      elif isinstance(mod, torch.nn.Linear) and mod.bias is not None:
-        mod.bias.uniform_(-0.1, 0.1)
-  return m
+  return randomize_norms(timm.create_model(name, pretrained=False, num_classes=num_classes, **kw))
 
 
 def _images(n=2, size=SIZE, seed=0):
-  return np.random.RandomState(seed).rand(n, size, size, 3).astype(np.float32)
+  return refs.images(n, size, seed)
 
 
 def _timm_outputs(model, x):
@@ -83,14 +72,6 @@ def _ours(arch, params, batch_stats, x, tokens=1):
       m.encoder(x, train=False), m(x, train=False) if tokens == 1 else None)))  # timm's head: 1 token
   feats, logits = both({"params": params, "batch_stats": batch_stats}, jnp.asarray(x))
   return np.asarray(feats), None if logits is None else np.asarray(logits)
-
-
-def _close(ours, ref):
-  return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
-
-
-def _numpy_sd(model):
-  return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50", "vit_tiny_patch16_224"])

@@ -20,26 +20,19 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.classifier import Classifier  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import torchvision as tv  # noqa: E402
-
-MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+from tests.weights import refs  # noqa: E402
+from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD  # noqa: E402
+from tests.weights.refs import numpy_state_dict as _numpy_sd, randomize_norms, rel_err as _close  # noqa: E402
 PORT_KEYS = ("bottleneck_width", "downsample_padding", "input_norm")
 
 
 def _torch_model(arch, num_classes=10, seed=0):
   torch.manual_seed(seed)
-  m = getattr(torchvision.models, arch)(num_classes=num_classes).eval()
-  with torch.no_grad():
-    for mod in m.modules():
-      if isinstance(mod, torch.nn.BatchNorm2d):
-        mod.running_mean.uniform_(-0.5, 0.5)
-        mod.running_var.uniform_(0.5, 2.0)
-        mod.weight.uniform_(0.5, 1.5)
-        mod.bias.uniform_(-0.2, 0.2)
-  return m
+  return randomize_norms(getattr(torchvision.models, arch)(num_classes=num_classes))
 
 
 def _images(n=2, size=64, seed=0):
-  return np.random.RandomState(seed).rand(n, size, size, 3).astype(np.float32)
+  return refs.images(n, size, seed)
 
 
 def _torch_outputs(model, x):
@@ -61,15 +54,6 @@ def _ours(arch, params, batch_stats, x, **override):
   both = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: (m.encoder(x, train=False), m(x, train=False))))
   feats, logits = both(variables, x)
   return np.asarray(feats), np.asarray(logits)
-
-
-def _close(ours, ref):
-  """max |ours - ref| relative to the output scale max |ref|."""
-  return float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
-
-
-def _numpy_sd(model):
-  return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
