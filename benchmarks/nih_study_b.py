@@ -19,11 +19,15 @@ patients, 136 of them with 2+ images; the seeded patient-disjoint re-split (data
    over the findings with at least MIN_POSITIVES positive test images, listed in each run's
    results.json `mean_over_labels`), on 10% (several draws, data.nih_train_patients) and 100% of
    the training patients; metrics by view (PA / AP) and sex in results.json `test_subgroups`.
-The report (benchmarks/report.py) pairs the arms on the same test images (paired bootstrap).
+The report (benchmarks/report.py -> `section` below) pairs the arms on the same test images
+(paired bootstrap resampling patients).
 Finished runs are skipped on a re-run. Writes <workdir>/<scale>/nih_study_b/study.json.
 
 Scales (the architecture is ResNet-18 with the small stem, 1 grey channel, at every scale):
-- smoke: a CI plumbing check (< 1 min on top of compilation), numbers meaningless.
+- smoke: a CI plumbing check, numbers meaningless: 4 pretrainings and 8 evaluations of 2 steps at
+  width 0.125, only 100% of the patients and two (task, mode) cells (binary linear evaluation,
+  multi-label fine-tuning) with all four arms, the NumPy host pipeline
+  (tests/benchmarks/test_nih_study_b.py runs it and builds the report).
 - small: 32 px (the 64 px thumbnails halved: a quarter of the 64 px compute, close to the 28 px of
   Study A), width 0.25, 400 SimCLR steps at batch 64 (about 43 epochs of the 592 training images),
   300 continued steps at batch 32 (58 epochs over the 165 training patients for the case arms),
@@ -55,8 +59,13 @@ MIN_POSITIVES = 10
 DEPTH, STEM, CHANNELS = 18, "small", 1
 
 SCALES = {
+    # smoke: every code path once (4 pretrainings; both tasks, both modes, all four arms, 100% so the
+    # subgroup rows exist) in 8 evaluations: two (task, mode) cells, not four. Host pipeline 'numpy'
+    # (the same batches as tf.data, input_pipeline/backends.py): tracing the tf.data maps took about
+    # a fifth of a 2-step evaluation run (cProfile); the other scales keep data.pipeline='auto'.
     "smoke": dict(image_size=32, width=0.125, pretrain_batch=16, pretrain_steps=2, continue_batch=16,
-                  continue_steps=2, eval_batch=16, eval_steps=2, draws=1, fractions=(0.1,), num_replicates=20),
+                  continue_steps=2, eval_batch=16, eval_steps=2, draws=1, fractions=(1.0,), num_replicates=10,
+                  cells=(("binary", "linear_eval"), ("multilabel", "finetune")), pipeline="numpy"),
     "small": dict(image_size=32, width=0.25, pretrain_batch=64, pretrain_steps=400, continue_batch=32,
                   continue_steps=300, eval_batch=64, eval_steps=200, draws=2, fractions=(0.1, 1.0),
                   num_replicates=1000),
@@ -71,6 +80,7 @@ def _on_nih(c, nih_dir: str, s: dict, seed: int = 0):
   c.seed = seed
   c.data.source, c.data.path = "nih", nih_dir
   c.data.image_size, c.data.channels = s["image_size"], CHANNELS
+  c.data.pipeline = s.get("pipeline", c.data.pipeline)
   c.data.max_bag_size = 6  # Azizi et al. 2021 Sec. 4.2 (the settings default; covid_cxr_micle sets 8)
   c.model.depth, c.model.width, c.model.stem, c.model.dtype = DEPTH, s["width"], STEM, "float32"
   c.model.head_layers, c.model.head_dim = common.HEAD_LAYERS, common.HEAD_DIM
@@ -158,6 +168,11 @@ def eval_config(nih_dir: str, s: dict, *, target: str, mode: str, checkpoint: st
   return c
 
 
+def cells(s: dict) -> list:
+  """The (task, mode) pairs a scale evaluates: its 'cells', or every task x mode."""
+  return [tuple(x) for x in s.get("cells", [(t, m) for t in TASKS for m in MODES])]
+
+
 def draws_for(fraction: float, s: dict) -> range:
   return range(1 if fraction >= 1.0 else s["draws"])
 
@@ -215,21 +230,207 @@ def main(argv=None) -> int:
     if common.is_done(done):
       entry["encoder_change"] = covid_b.encoder_change(base, arm_dirs[arm])
     common.add_run(manifest, entry, done)
+  for target, mode in cells(s):
+    for fraction in s["fractions"]:
+      for draw in draws_for(fraction, s):
+        for arm in EVAL_ARMS:
+          wd = os.path.join(root, run_name(target, mode, arm, fraction, draw))
+          print(f"[{STUDY}] {target} {mode} of {arm}, {fraction:g} of the training patients, draw {draw}")
+          c = eval_config(nih, s, target=target, mode=mode, checkpoint=os.path.abspath(arm_dirs[arm]),
+                          fraction=fraction, draw=draw)
+          done = common.run_once(c, wd, run=run)
+          common.add_run(manifest, {"role": "eval", "arm": arm, "target": target, "mode": mode,
+                                    "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
+                                    "pretrain": os.path.abspath(arm_dirs[arm]), "workdir": os.path.abspath(wd)},
+                         done)
+  return common.finish_study(root, manifest, t0, STUDY)
+
+
+# ---- the report section (benchmarks/report.py dispatches study 'nih_study_b' here) ----
+ARM_LABELS = {"base": "start (SimCLR)", "micle": "MICLe", "simclr": "SimCLR", "moco_case": "MoCo v2 + case pairs"}
+# Paired differences: (a, b) -> Δ a − b on the same test images.
+PAIRS = (("micle", "simclr"), ("moco_case", "simclr"), ("micle", "base"), ("simclr", "base"), ("moco_case", "base"))
+HEADLINE = {"binary": ("top1", "auc"), "multilabel": ("mean_auc",)}
+SUBGROUP_COLUMNS = ("view", "sex")
+
+
+def paired_by_patient(run_a: dict, run_b: dict, metric_names, num_replicates: int) -> dict:
+  """metric -> paired bootstrap of a − b on the same test images (medssl_jax.evaluation.compare's
+  checks and alignment), resampling PATIENTS, not images: a patient's follow-up images are not
+  independent (the test split has a few patients with many images each). Only `metric_names` are
+  bootstrapped (compare.compare would bootstrap all 14 per-finding AUCs too)."""
+  from medssl_jax.evaluation import bootstrap, compare, metrics
+  a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
+  b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
+  compare.check_same_metric(a, b)
+  a, b = compare.align(a, b)
+  fns = metrics.metric_functions(a["task"], a["probs"].shape[1], tuple(a.get("exclude_classes", ())))
+  return {k: bootstrap.paired_bootstrap_difference(a["labels"], a["probs"], b["probs"], fns[k], seed=0,
+                                                   num_replicates=num_replicates, groups=a["case_ids"])
+          for k in metric_names}
+
+
+def data_facts(folder: str) -> dict:
+  """Counts over the whole folder, read from its metadata.csv and one image (nothing typed)."""
+  from PIL import Image
+  from input_pipeline.sources import nih
+  t = nih.read_table(folder)
+  _, sizes = np.unique(t["patient_id"].to_numpy(), return_counts=True)
+  with Image.open(os.path.join(folder, t["image_file"].iloc[0])) as im:
+    size = im.size
+  multi = nih.multilabel_targets(t)
+  return {"images": len(t), "patients": int(len(sizes)), "patients_2plus": int((sizes >= 2).sum()),
+          "images_of_2plus": int(sizes[sizes >= 2].sum()), "largest_series": int(sizes.max()),
+          "pixels": size, "no_finding": int((nih.binary_targets(t) == 0).sum()),
+          "view": t["view_position"].value_counts().sort_index().to_dict(),
+          "sex": t["patient_sex"].value_counts().sort_index().to_dict(),
+          "findings": {n: int(v) for n, v in zip(nih.NIH_FINDINGS, multi.sum(axis=0))}}
+
+
+def _counts(d: dict) -> str:
+  return " / ".join(f"{k} {v}" for k, v in d.items())
+
+
+def data_lines(m: dict, folder: str, runs: list) -> list:
+  f, b = data_facts(folder), m["bags"]
+  sp = b["splits"]
+  lines = ["### What this data can and cannot show", "",
+           f"- **Small**: {f['images']} images of {f['patients']} patients (`{folder}`), {f['patients_2plus']} "
+           f"patients with 2+ images ({f['images_of_2plus']} images; the largest series {f['largest_series']}). "
+           "The seeded patient-disjoint re-split gives " + ", ".join(
+               f"{k} {v['patients']} patients / {v['images']} images ({v['patients_with_2plus_images']} with 2+)"
+               for k, v in sp.items()) + f". MICLe draws pairs from at most {b['max_bag_size']} images per patient "
+           f"(each patient's first {b['max_bag_size']}: {b['train_images_in_capped_bags']} of the "
+           f"{sp['train']['images']} training images; largest training "
+           f"series {b['train_largest_series']}).",
+           f"- **Thumbnails**: {f['pixels'][0]} x {f['pixels'][1]} px as stored (downsampled by the source "
+           "repository's author, method unknown: see the folder's PROVENANCE.md), read at "
+           f"{m['settings']['image_size']} px here; findings that need fine detail (nodules, small masses, "
+           "pneumothorax rims) may not be visible at this size. Azizi et al. (2021) pretrain at 224 px on "
+           "hundreds of thousands of images: the magnitudes there cannot be reproduced on this set.",
+           "- **Labels mined from radiology reports** by text processing (Wang et al., CVPR 2017: ChestX-ray14's "
+           "labels are NLP-extracted, not read from the images), so some are wrong; here 'No Finding' "
+           f"{f['no_finding']} / any finding {f['images'] - f['no_finding']} images; findings over all images: "
+           + ", ".join(f"{k} {v}" for k, v in sorted(f["findings"].items(), key=lambda kv: -kv[1])) + ".",
+           f"- Subgroup columns over all images: view {_counts(f['view'])}; sex {_counts(f['sex'])}.",
+           f"- **Test set**: {sp['test']['patients']} patients / {sp['test']['images']} images; every interval "
+           "below is wide, and "
+           "at this size a difference between arms that the paired interval does not separate from 0 is "
+           "no evidence either way. What the study can show: whether, on this pipeline and scale, continued "
+           "pretraining with case pairs (MICLe, MoCo v2 + case pairs) moves the evaluations relative to "
+           "continued SimCLR and to the start; it cannot show clinical performance or the paper's effect sizes."]
+  multi = [r["results"] for r in runs if r["target"] == "multilabel"]
+  if multi:
+    r = multi[0]
+    over, pos = r["mean_over_labels"], r["test_positives"]
+    left = [n for n in pos if n not in over]
+    lines.append(f"- **Multi-label mean AUC** is over the {len(over)} findings with at least "
+                 f"{r['min_positives']} positive test images (`eval.min_positives`, a reading: an AUC from fewer "
+                 "positives, often one patient's series, says little): " + ", ".join(f"{n} ({pos[n]})" for n in over)
+                 + "; left out: " + (", ".join(f"{n} ({pos[n]})" for n in left) or "none") + ".")
+  return lines + [""]
+
+
+def pretrain_lines(m: dict) -> list:
+  from benchmarks import report
+  names = {"base": "SimCLR on the training patients' images (the start, arm 'start')",
+           "micle": "continued with MICLe (SimCLR objective, two images of one patient)",
+           "simclr": "continued with SimCLR (two views of one image)",
+           "moco_case": "continued with MoCo v2 + case pairs (from the start's encoder, fresh head)"}
+  lines = ["### Pretraining", ""]
+  for r in m["runs"]:
+    if r["role"] != "pretrain":
+      continue
+    res = report.load_json(os.path.join(r["workdir"], "results.json"))
+    cfg = report.load_json(os.path.join(r["workdir"], "config.json"))
+    line = report.pretrain_line(names.get(r["arm"], r["arm"]), res)
+    if "distinct_pairs" in res.get("metrics", {}):
+      line += f", distinct_pairs {res['metrics']['distinct_pairs']:.3f}"
+    line += (f"; {cfg['optim']['name'].upper()} base lr {cfg['optim']['base_lr']:g} ({cfg['optim']['lr_scaling']} "
+             f"scaling) at batch {cfg['train']['batch_size']}, pairing '{cfg.get('pairing', 'views')}'")
+    if "encoder_change" in r:
+      line += f"; encoder weights moved by {100 * r['encoder_change']:.2f}% (relative L2 from the start)"
+    lines.append(line)
+  return lines + [""]
+
+
+def result_tables(runs: list, reps: int) -> list:
+  from benchmarks import report
+  keyed = {(r["target"], r["mode"], r["fraction"], r["draw"], r["arm"]): r for r in runs}
+  lines = []
   for target in TASKS:
     for mode in MODES:
-      for fraction in s["fractions"]:
-        for draw in draws_for(fraction, s):
-          for arm in EVAL_ARMS:
-            wd = os.path.join(root, run_name(target, mode, arm, fraction, draw))
-            print(f"[{STUDY}] {target} {mode} of {arm}, {fraction:g} of the training patients, draw {draw}")
-            c = eval_config(nih, s, target=target, mode=mode, checkpoint=os.path.abspath(arm_dirs[arm]),
-                            fraction=fraction, draw=draw)
-            done = common.run_once(c, wd, run=run)
-            common.add_run(manifest, {"role": "eval", "arm": arm, "target": target, "mode": mode,
-                                      "fraction": fraction, "draw": draw, "batch": c.train.batch_size,
-                                      "pretrain": os.path.abspath(arm_dirs[arm]), "workdir": os.path.abspath(wd)},
-                           done)
-  return common.finish_study(root, manifest, t0, STUDY)
+      rows = sorted({k[2:4] for k in keyed if k[:2] == (target, mode)})
+      if not rows:
+        continue
+      for metric in HEADLINE[target]:
+        lines += [f"### {target} ({TASKS[target]}), {mode}: test {metric}", "",
+                  "| patients share | draw | labelled images (patients) | " + " | ".join(ARM_LABELS[a] for a in EVAL_ARMS)
+                  + " | " + " | ".join(f"Δ {ARM_LABELS[a]} − {ARM_LABELS[b]}" for a, b in PAIRS) + " |",
+                  "| --- | --- | --- | " + " | ".join(["---"] * (len(EVAL_ARMS) + len(PAIRS))) + " |"]
+        for fraction, draw in rows:
+          cell = {arm: keyed.get((target, mode, fraction, draw, arm)) for arm in EVAL_ARMS}
+          any_run = next(r for r in cell.values() if r)
+          values = [report.fmt_ci(r["results"]["test"][metric]) if r else "missing" for r in cell.values()]
+          diffs = [report.fmt_diff(paired_by_patient(cell[a], cell[b], (metric,), reps)[metric])
+                   if cell[a] and cell[b] else "n/a" for a, b in PAIRS]
+          res = any_run["results"]
+          lines.append(f"| {fraction:g} | {draw} | {res['num_train_images']} ({res['num_train_cases']}) | "
+                       + " | ".join(values + diffs) + " |")
+        lines.append("")
+  return lines
+
+
+def subgroup_lines(runs: list) -> list:
+  from benchmarks import report
+  full = [r for r in runs if r["fraction"] >= 1.0 and "test_subgroups" in r["results"]]
+  if not full:
+    return []
+  lines = ["### Subgroups (100% of the training patients, test split)", "",
+           "Each part scored on its own images (results.json `test_subgroups`; bootstrap over its images).", "",
+           "| task | mode | metric | subgroup | images (patients) | " + " | ".join(ARM_LABELS[a] for a in EVAL_ARMS) + " |",
+           "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * len(EVAL_ARMS)) + " |"]
+  keyed = {(r["target"], r["mode"], r["draw"], r["arm"]): r["results"] for r in full}
+  for target, mode, draw in sorted({k[:3] for k in keyed}):
+    if draw != 0:
+      continue
+    arms = {a: keyed.get((target, mode, draw, a)) for a in EVAL_ARMS}
+    ref = next(r for r in arms.values() if r)["test_subgroups"]
+    for metric in HEADLINE[target]:
+      for column in SUBGROUP_COLUMNS:
+        for value, part in sorted(ref.get(column, {}).items()):
+          cells = [report.fmt_ci(r["test_subgroups"][column][value][metric]) if r else "missing" for r in arms.values()]
+          lines.append(f"| {target} | {mode} | {metric} | {column} {value} | {part['num_images']} "
+                       f"({part['num_cases']}) | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def section(m: dict, manifest_path: str, out_dir: str = "") -> list:
+  """The report's Markdown for this study's study.json: header, what the data can show, the
+  pretraining runs, per task x mode x fraction x draw the four arms and the paired differences,
+  and the subgroup rows at 100%. Every number is read from the result files. `out_dir` is
+  unused (no plots: one or two fractions)."""
+  from benchmarks import report
+  s, reps = m["settings"], m["settings"]["num_replicates"]
+  # header_lines' settings line is Study A's (28 px, one batch): replaced by this study's own.
+  head = [x for x in report.header_lines(dict(m, settings=dict(s, batch=s["pretrain_batch"])), manifest_path)
+          if not x.startswith("- Settings:")]
+  lines = [f"## Study B on NIH ChestX-ray14: MICLe vs SimCLR vs MoCo v2 + case pairs ({m['scale']})", ""] + head
+  lines += [f"- Settings: ResNet-{DEPTH} ({STEM} stem) width {s['width']:g}, {s['image_size']} px, {CHANNELS} channel; "
+            f"SimCLR pretraining {s['pretrain_steps']} steps at batch {s['pretrain_batch']}; continued pretraining "
+            f"{s['continue_steps']} steps at batch {s['continue_batch']} per arm; evaluations {s['eval_steps']} steps "
+            f"at batch {s['eval_batch']} (lower where fewer labelled images), last step evaluated; "
+            f"{reps} bootstrap replicates", ""]
+  runs = report.finished_runs(m)
+  folder = m["data"][0]["path"]
+  lines += data_lines(m, folder, runs) + pretrain_lines(m)
+  lines += ["### Results", "",
+            "Arm values: test metric with its run's bootstrap 95% interval (over images). Δ: paired bootstrap of "
+            f"the difference on the same test images, resampling patients ({reps} replicates; * = interval "
+            "excludes 0). 'start': the SimCLR checkpoint every continued arm began from. Multi-label: mean AUC "
+            "over the findings listed above.", ""]
+  lines += result_tables(runs, reps) + subgroup_lines(runs)
+  return lines
 
 
 if __name__ == "__main__":

@@ -327,6 +327,12 @@ def main(argv=None) -> int:
     elif m["study"] == "dvme":
       from benchmarks import dvme_study
       lines += dvme_study.section(m, os.path.abspath(path))
+    elif m["study"] == "transfer":
+      from benchmarks import transfer
+      lines += transfer.section(m, os.path.abspath(path), a.out)
+    elif m["study"] == "nih_study_b":
+      from benchmarks import nih_study_b
+      lines += nih_study_b.section(m, os.path.abspath(path), a.out)
   lines.append(f"Report built in {time.time() - t0:.1f} s.")
   out = os.path.join(a.out, "report.md")
   with open(out, "w") as f:

@@ -406,15 +406,31 @@ def load_json(path: str) -> dict:
     return json.load(f)
 
 
+def run_results(run: dict):
+  """The results.json of a manifest's run, or None when it is absent or not finished (a run that was
+  deleted, or interrupted after the manifest was written)."""
+  path = os.path.join(run["workdir"], "results.json")
+  r = load_json(path) if os.path.isfile(path) else None
+  return r if common.is_done(r) else None
+
+
+def unfinished(m: dict) -> list:
+  """Workdirs the report leaves out: those the manifest lists as not finished, and listed runs whose
+  results.json is absent or not completed now."""
+  return list(m.get("missing", [])) + [run["workdir"] for run in m["runs"]
+                                       if run["role"] == "eval" and run_results(run) is None]
+
+
 def collect(m: dict) -> dict:
-  """{(task, encoder): [per-run dicts: value, selected_step, epochs, seed, wall]} from the result files."""
+  """{(task, encoder): [per-run dicts: value, selected_step, epochs, seed, wall]} from the result files
+  of the finished runs (the others are `unfinished(m)`)."""
   cells = {}
   for run in m["runs"]:
     if run["role"] != "eval":
       continue
-    r = load_json(os.path.join(run["workdir"], "results.json"))
-    if not common.is_done(r):
-      raise ValueError(f"{run['workdir']}: run is not finished")
+    r = run_results(run)
+    if r is None:
+      continue
     step = int(r.get("selected_step", r["final_step"]))
     cells.setdefault((run["task"], run["encoder"]), []).append({
         "value": float(r["test"][run["metric"]]["value"]), "selected_step": step,
@@ -495,22 +511,111 @@ def protocol_lines(m: dict) -> list:
   """The protocol as the runs' own config.json files record it (one line per task)."""
   lines, seen = [], set()
   for run in m["runs"]:
-    if run["role"] != "eval" or run["task"] in seen:
+    cfg = os.path.join(run["workdir"], "config.json")
+    if run["role"] != "eval" or run["task"] in seen or not os.path.isfile(cfg):
       continue
     seen.add(run["task"])
-    c = load_json(os.path.join(run["workdir"], "config.json"))
+    c = load_json(cfg)
     o, t, e = c["optim"], c["train"], c["eval"]
-    lines.append(f"- {run['task']} (`eval.task={e['task']}`): {o['name']} lr {o['base_lr']:g} ({o['schedule']} "
+    lines.append(f"  - {run['task']} (`eval.task={e['task']}`): {o['name']} lr {o['base_lr']:g} ({o['schedule']} "
                  f"schedule, weight decay {o['weight_decay']:g}), batch {t['batch_size']}, {t['num_steps']} steps; "
                  f"hold-out scored every {e['eval_every']} steps on `{e['val_split']}`, model selected on hold-out "
                  f"`{e['select_metric']}`; {c['data']['image_size']} px, {c['data']['channels']} channel(s); "
                  f"data `{c['data']['path']}`")
     if run.get("data_note") or "lungseg" in c["data"]["path"]:
-      lines.append(f"  - **Note on every {run['task']} number**: {run.get('data_note') or LUNGSEG_NOTE}.")
+      lines.append(f"    - **Note on every {run['task']} number**: {run.get('data_note') or LUNGSEG_NOTE}.")
+  return lines
+
+
+# What each data set can and cannot show (../shared/data/PROVENANCE.md), keyed by a name that the
+# path of a task's data (or of an encoder's pretraining data) contains.
+DATA_LIMITS = {
+    "pneumoniamnist": "PneumoniaMNIST (paediatric chest X-rays of Kermany et al. 2018, MedMNIST 28 px) has no "
+                      "patient ids (MedMNIST drops them): the hold-out is drawn per image, and whether a patient "
+                      "has images on both sides of it, or of the official train / test split, cannot be checked. "
+                      "Such a leak would inflate the scores (not necessarily every encoder's by as much); the "
+                      "encoders are compared on the same split, with that caveat.",
+    "breastmnist": "BreastMNIST (breast ultrasound, MedMNIST 28 px) has no patient ids (MedMNIST drops them): "
+                   "the hold-out is drawn per image and a patient on both sides of a split cannot be ruled "
+                   "out. Its test split is small: each run's test score is uncertain (the bootstrap interval in "
+                   "its results.json), and the ± over runs, all scored on the same images, does not include that "
+                   "uncertainty.",
+    "covid_cxr_lungseg": "The lung masks of covid_cxr_lungseg were made by a published segmentation model (lungVAE, "
+                         "Selvan et al. 2020), not drawn by hand: Dice and IoU measure agreement with that model, "
+                         "not with the anatomy, so an encoder that segments lungs better than lungVAE can score "
+                         "lower. configs/lung_segmentation.py splits train / val / test by patient. Most of its "
+                         "images are also in covid_cxr_multi (same files): an encoder pretrained there may have seen "
+                         "its test images (without masks).",
+    "covid_cxr_multi": "covid_cxr_multi: patients 285 and 339 are probably one patient entered twice upstream; a "
+                       "split that keeps them apart leaks.",
+    "nih_cxr14": "NIH ChestX-ray14 thumbnails: the source folders' train / val / test split is not patient-disjoint; "
+                 "only a split by patient_id is free of patient leakage.",
+    "dermamnist": "DermaMNIST splits by image, not by lesion: lesions have images in both train and test; only a "
+                  "lesion-disjoint re-split is free of that leak.",
+}
+
+
+def _limits_of(path: str) -> str:
+  return next((v for k, v in DATA_LIMITS.items() if k in os.path.basename(os.path.dirname(path)) + "/"
+               + os.path.basename(path)), "")
+
+
+def pretraining_data(e: dict):
+  """(data path, split) of the last pretraining run behind an encoder, from its config.json; None
+  when the checkpoint records none (random init, imported weights)."""
+  cfg = os.path.join(e.get("checkpoint") or "", "config.json")
+  if not e.get("checkpoint") or not os.path.isfile(cfg):
+    return None
+  c = load_json(cfg)
+  if c.get("mode") != "pretrain" or not c.get("data", {}).get("path"):
+    return None
+  return c["data"]["path"], c["data"].get("train_split", "train")
+
+
+def data_limits(m: dict) -> list:
+  """What the numbers can and cannot show, from the data the manifest lists (PROVENANCE.md facts per
+  data set), the encoders' pretraining data and the run design."""
+  lines = ["- **What these numbers can and cannot show**:"]
+  if m["scale"] == "smoke":
+    lines.append("  - Scale `smoke`: a few steps on tiny models, a check of the plumbing; the numbers mean nothing.")
+  lines.append("  - Runs differ only in their seed (head initialisation, batch order, augmentation); every run of a "
+               "task is scored on the same test images. So ± std and the t-test measure run-to-run training "
+               "variation on this one test set, not how a result would move on other images or patients; the "
+               "p-values are not corrected for the number of encoders compared.")
+  seen = set()
+  for d in m["data"]:
+    note = _limits_of(d["path"]) if d.get("role", "original") == "original" else ""
+    if note and (d.get("task"), note) not in seen:
+      seen.add((d.get("task"), note))
+      lines.append(f"  - {d.get('task', '')}: {note}")
+  task_paths = {d["task"]: d["path"] for d in m["data"] if d.get("role") == "original" and d.get("task")}
+  for e in m["encoders"]:
+    pre = pretraining_data(e)
+    if pre is None:
+      continue
+    path, split = pre
+    same = [t for t, p in task_paths.items() if os.path.abspath(p) == os.path.abspath(path)]
+    shared = [t for t, p in task_paths.items() if "covid_cxr_multi" in path and "covid_cxr_lungseg" in p]
+    line = (f"  - Encoder {e['name']}: pretrained (last stage, its config.json) on `{path}`, split `{split}`, "
+            "labels unused")
+    if same:
+      line += (f"; the same file as task(s) {', '.join(same)}: the pretraining saw their training images "
+               "(not their test split)")
+    if shared:
+      line += f"; covid_cxr_multi shares images with task(s) {', '.join(shared)}, test images included"
+    extra = _limits_of(path)
+    lines.append(line + (f". {extra}" if extra and "covid_cxr_multi" in path else ""))
+  if not collect(m):
+    lines.append("  - No run has finished: nothing to compare yet.")
   return lines
 
 
 def section(m: dict, manifest_path: str, out_dir: str) -> list:
+  """The Markdown of a transfer study.json: header (command, machine, data md5s, encoders, runs not
+  finished), the protocol from the runs' config.json, what the data can and cannot show, the table
+  and a bar chart per task (PNG in `out_dir`). Both this study's own report (`write_report`) and
+  the combined one (`benchmarks.report`) are this function's output; unfinished runs are listed,
+  not read."""
   mach = m["machine"]
   ref = m["reference"]
   lines = [f"## Transfer benchmark ({m['scale']})", "",
@@ -531,10 +636,12 @@ def section(m: dict, manifest_path: str, out_dir: str) -> list:
     ck = f"; checkpoint `{e['checkpoint']}` (md5 `{e['checkpoint_md5']['md5']}`)" if e.get("checkpoint_md5") else ""
     src = f" from `{e['source']}`" if e["source"] else ""
     lines.append(f"  - {e['name']}: {e['kind']}{src}; {model}; {e['channels']} channel(s){ck}")
-  if m.get("missing"):
-    lines.append(f"- **Not finished** when this report was made ({len(m['missing'])}, left out): "
-                 + ", ".join(f"`{w}`" for w in m["missing"]))
+  left_out = unfinished(m)
+  if left_out:
+    lines.append(f"- **Not finished** when this report was made ({len(left_out)} runs or encoders, left out of "
+                 "the table and plots): " + ", ".join(f"`{w}`" for w in left_out))
   lines += ["- Protocol, read from the runs' config.json:"] + protocol_lines(m)
+  lines += data_limits(m)
   rows = table_rows(m)
   lines += ["", f"Test metric: mean ± sample standard deviation over the runs (seed r for run r). t-test: "
             f"independent two-sample (Student's, pooled variance, two-sided; scipy) of each encoder against "

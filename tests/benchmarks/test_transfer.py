@@ -76,6 +76,54 @@ def test_report_rows_equal_numpy_and_scipy_on_fake_result_files(tmp_path):
   assert (out / "smoke_transfer_breastmnist.png").stat().st_size > 1000
 
 
+def test_combined_report_has_the_transfer_section_read_from_the_result_files(tmp_path):
+  """benchmarks.report over a workdir holding a transfer study.json: the section's cells equal what
+  the runs' results.json hold (NumPy / scipy on the values read back), an unfinished run is listed and
+  left out, and the section is the same text as the study's own report."""
+  from benchmarks import report
+  root = tmp_path / "wd" / "smoke" / "transfer"
+  path = _fake_study(str(root))
+  m = json.load(open(path))
+  # one run interrupted after the manifest was written, one never finished, and a pretrained encoder
+  # whose checkpoint records its pretraining data (the task's own file)
+  stopped = os.path.join(root, "breastmnist", "imagenet", "run4")
+  with open(os.path.join(stopped, "results.json"), "w") as f:
+    json.dump({"mode": "finetune", "completed": False, "final_step": 20, "num_steps": STEPS}, f)
+  m["missing"] = [str(root / "breastmnist" / "simclr" / "run5")]
+  ck = root / "encoders" / "simclr"
+  ck.mkdir(parents=True)
+  (ck / "config.json").write_text(json.dumps({"mode": "pretrain", "data": {"path": "/x/breastmnist.npz",
+                                                                           "train_split": "train"}}))
+  m["encoders"][1]["checkpoint"] = str(ck)
+  with open(path, "w") as f:
+    json.dump(m, f)
+  out = tmp_path / "report"
+  assert report.main(["--workdir", str(tmp_path / "wd"), "--out", str(out)]) == 0
+  md = (out / "report.md").read_text()
+  values = {}
+  for run in m["runs"]:
+    r = json.load(open(os.path.join(run["workdir"], "results.json")))
+    if r["completed"]:
+      values.setdefault(run["encoder"], []).append(r["test"]["auc"]["value"])
+  assert [len(values[e]) for e in FAKE] == [5, 5, 4]  # imagenet run4 is not read
+  for enc, v in values.items():
+    test = "reference" if enc == "random" else "t = {:+.3f}, p = {:.4g}".format(*stats.ttest_ind(v, values["random"]))
+    assert f"| breastmnist | {enc} | {len(v)} | auc | {np.mean(v):.4f} ± {np.std(v, ddof=1):.4f} | {test} |" in md
+  assert "| breastmnist | imagenet | 4 | auc | 0.6150 ± 0.0265 |" in md  # by hand: runs 0-3 = 2.46 / 4
+  assert f"**Not finished** when this report was made (2 runs or encoders" in md
+  assert f"`{root / 'breastmnist' / 'simclr' / 'run5'}`" in md and f"`{stopped}`" in md
+  assert "BreastMNIST (breast ultrasound, MedMNIST 28 px) has no patient ids (MedMNIST drops them)" in md
+  assert "the numbers mean nothing" in md and "same test images" in md
+  assert "Encoder simclr: pretrained (last stage, its config.json) on `/x/breastmnist.npz`, split `train`" in md
+  assert "the same file as task(s) breastmnist" in md
+  # one rendering: the combined report's section is the study's own report, line for line
+  assert transfer.write_report(path, str(tmp_path / "own")) == 0
+  own = (tmp_path / "own" / "transfer_smoke.md").read_text()
+  section = own[own.index("## Transfer benchmark (smoke)"):]
+  assert section.strip() in md
+  assert (out / "smoke_transfer_breastmnist.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_parse_encoders_and_tasks():
   encs = transfer.parse_encoders("random,simclr=simclr:pneumoniamnist,r50=random:in,in=weights/x,ad=adapt:weights/x")
   assert [(e.name, e.kind, e.source) for e in encs] == [
@@ -161,21 +209,32 @@ def test_adapt_arm_continues_simclr_from_the_checkpoint_with_its_settings(tmp_pa
 
 
 def test_smoke_scale_end_to_end(shared_data, tmp_path):
-  """2 encoders (random, SimCLR pretrained here) x BreastMNIST x 2 runs, real data, then the report."""
+  """2 encoders (random init; SimCLR pretrained here on BreastMNIST's training images) x BreastMNIST x 1
+  run, real data, then the report. One run per encoder keeps the test short (3 runs, not 5): the
+  per-run seeds and the mean / std / t-test over runs are checked on the runner with a stand-in run
+  and on fake result files above."""
   wd, out = str(tmp_path / "wd"), tmp_path / "out"
-  assert transfer.main(["--scale=smoke", f"--workdir={wd}", f"--data_dir={shared_data}", f"--out={out}"]) == 0
+  assert transfer.main(["--scale=smoke", f"--workdir={wd}", f"--data_dir={shared_data}", f"--out={out}",
+                        "--encoders=random,simclr=simclr:breastmnist", "--runs=1"]) == 0
   m = json.load(open(os.path.join(wd, "smoke", "transfer", "study.json")))
-  assert len(m["runs"]) == 4 and not m.get("missing")
+  assert len(m["runs"]) == 2 and not m.get("missing")
+  md = (out / "transfer_smoke.md").read_text()
   for run in m["runs"]:
     r = json.load(open(os.path.join(run["workdir"], "results.json")))
     c = json.load(open(os.path.join(run["workdir"], "config.json")))
-    assert r["completed"] and 0.0 <= r["test"]["auc"]["value"] <= 1.0 and r["seed"] == run["seed"]
+    assert r["completed"] and 0.0 <= r["test"]["auc"]["value"] <= 1.0 and r["seed"] == run["seed"] == 0
     assert (c["optim"]["name"], c["optim"]["base_lr"], c["optim"]["schedule"]) == ("adam", 2e-4, "constant")
     assert (c["data"]["train_split"], c["eval"]["val_split"], c["eval"]["select_metric"]) == ("fit", "holdout", "auc")
     assert r["selected_step"] in (2, 4) and r["num_train_images"] == 546 - 55  # 10% hold-out of 546 (stratified)
     assert (c["eval"]["init"] == "random") == (run["encoder"] == "random")
-  md = (out / "transfer_smoke.md").read_text()
-  assert md.count("| breastmnist | ") == 2 and "| breastmnist | simclr | 2 | auc |" in md
+    assert (c["eval"]["checkpoint"] == "") == (run["encoder"] == "random")
+    # the table's cell is the result file's value; one run: no std, no t-test
+    test = "reference" if run["encoder"] == "random" else "n/a"
+    assert f"| breastmnist | {run['encoder']} | 1 | auc | {r['test']['auc']['value']:.4f} ± nan | {test} |" in md
+  assert md.count("| breastmnist | ") == 2
+  # the SimCLR encoder was pretrained on the task's own file (train split): the report says so
+  assert (f"Encoder simclr: pretrained (last stage, its config.json) on `{shared_data / 'breastmnist.npz'}`, "
+          "split `train`, labels unused; the same file as task(s) breastmnist") in md
   assert (out / "smoke_transfer_breastmnist.png").is_file()
 
 
