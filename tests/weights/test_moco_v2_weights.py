@@ -20,8 +20,9 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.contrastive import ContrastiveModel  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import moco_v2  # noqa: E402
-from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD, rel_err as _close  # noqa: E402
-from tests.weights.test_torchvision import PORT_KEYS, _images, _torch_model  # noqa: E402
+from tests.weights.refs import rel_err as _close  # noqa: E402
+# The query encoder is a torchvision ResNet whose fc is the MLP: (pooled features, projections).
+from tests.weights.test_torchvision import PORT_KEYS, _images, _torch_model, _torch_outputs  # noqa: E402
 
 
 def _moco_query_encoder(seed=0, mlp=True):
@@ -43,17 +44,6 @@ def _moco_file(path, encoder_q, queue_size=16):
   opt = torch.optim.SGD(encoder_q.parameters(), lr=0.03, momentum=0.9)
   torch.save({"epoch": 200, "arch": "resnet18", "state_dict": sd, "optimizer": opt.state_dict()}, str(path))
   return sd
-
-
-def _torch_outputs(model, x):
-  """(pooled features, projections) of the MoCo query encoder on [0, 1] NHWC images."""
-  xt = torch.from_numpy(((x - MEAN) / STD).transpose(0, 3, 1, 2).copy())
-  with torch.no_grad():
-    z = model(xt).numpy()
-    fc, model.fc = model.fc, torch.nn.Identity()
-    h = model(xt).numpy()
-    model.fc = fc
-  return h, z
 
 
 def _ours(settings, params, batch_stats, x):
