@@ -42,3 +42,19 @@ def restore_full_state(config, workdir: str):
   state = jax.device_get(ck.restore(template))
   ck.close()
   return state
+
+
+def capture_loaded_encoder(monkeypatch) -> dict:
+  """Patches finetune.load_encoder to record what a run starts from: the returned dict gets the
+  state's step and its encoder params and batch stats (host copies) once the run loads them."""
+  import jax
+  from medssl_jax import finetune
+  seen, real = {}, finetune.load_encoder
+
+  def capture(state, path):
+    state = real(state, path)
+    seen.update(step=int(state.step), params=jax.device_get(state.params["encoder"]),
+                batch_stats=jax.device_get(state.batch_stats.get("encoder", {})))
+    return state
+  monkeypatch.setattr(finetune, "load_encoder", capture)
+  return seen

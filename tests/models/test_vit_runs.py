@@ -6,13 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medssl_jax import features, finetune
+from medssl_jax import features
 from medssl_jax import main as main_lib
 from medssl_jax.errors import UserError
 from medssl_jax.models import classifier_from_config
 from medssl_jax.models.contrastive import from_config, vit_feature_dim
 from medssl_jax.models.vit import ViT, PRESETS
 from medssl_jax.training import checkpoint as ckpt_lib
+from tests.helpers import capture_loaded_encoder
 from tests.helpers import tiny_config
 
 SIZE = 16
@@ -60,14 +61,7 @@ def test_simclr_run_trains_a_vit_encoder(pretrained):
 def test_finetune_and_linear_eval_start_from_the_vit_encoder(pretrained, tmp_path, monkeypatch):
   workdir, _ = pretrained
   saved, _, _ = ckpt_lib.restore_weights(workdir)
-  at_start = {}
-  real = finetune.load_encoder
-
-  def capture(state, path):
-    state = real(state, path)
-    at_start["params"] = jax.device_get(state.params["encoder"])
-    return state
-  monkeypatch.setattr(finetune, "load_encoder", capture)
+  at_start = capture_loaded_encoder(monkeypatch)
   for mode in ("finetune", "linear_eval"):
     c = vit_config(mode, steps=2, tokens=2)
     c.eval.init, c.eval.checkpoint = "pretrained", workdir

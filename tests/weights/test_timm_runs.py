@@ -16,6 +16,7 @@ from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import timm as timm_fmt  # noqa: E402
 from tests.weights.refs import numpy_state_dict as _numpy_sd  # noqa: E402
 from tests.weights.test_timm import _timm_model  # noqa: E402
+from tests.helpers import capture_loaded_encoder  # noqa: E402
 
 ARCH, SIZE = "vit_tiny_patch16_224", 32
 
@@ -47,20 +48,12 @@ def _run_config(mode, out):
 
 
 def test_finetune_run_starts_from_the_imported_vit(imported, tmp_path, monkeypatch):
-  from medssl_jax import finetune
   from medssl_jax import main as main_lib
   wrong = _run_config("finetune", imported)
   wrong.data.image_size = wrong.data.synthetic.image_size = 48
   with pytest.raises(UserError, match=r"data.image_size=32 there, 48 here.*--config.data.image_size=32"):
     main_lib.run(wrong, str(tmp_path / "wrong"))
-  at_start = {}
-  real = finetune.load_encoder
-
-  def capture(state, path):
-    state = real(state, path)
-    at_start["params"] = jax.device_get(state.params["encoder"])
-    return state
-  monkeypatch.setattr(finetune, "load_encoder", capture)
+  at_start = capture_loaded_encoder(monkeypatch)
   results = main_lib.run(_run_config("finetune", imported), str(tmp_path / "ft"))
   assert results["completed"]
   saved, _, _ = ckpt_lib.restore_weights(imported)

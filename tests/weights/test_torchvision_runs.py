@@ -14,6 +14,7 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import torchvision as tv  # noqa: E402
 from tests.weights.test_torchvision import _torch_model  # noqa: E402
+from tests.helpers import capture_loaded_encoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,6 @@ def _assert_equal_trees(got, want):
 
 
 def test_finetune_run_starts_from_the_imported_encoder(imported, tmp_path, monkeypatch):
-  from medssl_jax import finetune
   from medssl_jax import main as main_lib
   _, out, _ = imported
   # Under this project's default port settings the imported weights are refused, naming the setting.
@@ -61,15 +61,7 @@ def test_finetune_run_starts_from_the_imported_encoder(imported, tmp_path, monke
   wrong.model.downsample_padding = "same"
   with pytest.raises(UserError, match="model.downsample_padding='symmetric' there, 'same' here"):
     main_lib.run(wrong, str(tmp_path / "wrong"))
-  at_start = {}
-  real = finetune.load_encoder
-
-  def capture(state, path):
-    state = real(state, path)
-    at_start.update(step=int(state.step), params=jax.device_get(state.params["encoder"]),
-                    batch_stats=jax.device_get(state.batch_stats["encoder"]))
-    return state
-  monkeypatch.setattr(finetune, "load_encoder", capture)
+  at_start = capture_loaded_encoder(monkeypatch)
   results = main_lib.run(_run_config("finetune", out), str(tmp_path / "ft"))
   assert results["completed"] and at_start["step"] == 0
   saved_p, saved_bs, _ = ckpt_lib.restore_weights(out)
