@@ -142,14 +142,8 @@ def test_a_split_written_to_gcs_is_the_local_split(tmp_path, monkeypatch):
   """--out=gs://...: the shards on (fake, in-memory) GCS are byte for byte the local ones, the index
   there describes the same split, and the local staging folder is gone afterwards."""
   import tempfile
-  import fsspec
-  from etils.epath import gpath
-  from tests.training.test_remote_workdir import FakeGCS
-  for name in FakeGCS.protocol:
-    fsspec.register_implementation(name, FakeGCS, clobber=True)
-  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-  FakeGCS.store.clear()
-  FakeGCS.pseudo_dirs[:] = [""]
+  from tests import fake_gcs
+  fs = fake_gcs.install(monkeypatch)
   (tmp_path / "files").mkdir()
   src = _file_source(str(tmp_path / "files"))
   local = tmp_path / "local" / "train"
@@ -159,7 +153,6 @@ def test_a_split_written_to_gcs_is_the_local_split(tmp_path, monkeypatch):
   r = records.write_split(src, "gs://bucket/prepared/train", images_per_shard=4)
   assert r == {"images": 6, "shards": 2, "folder": "gs://bucket/prepared/train"}
   assert len(staged) == 1 and not os.path.exists(staged[0])
-  fs = FakeGCS()
   names = sorted(os.listdir(local))
   assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("gs://bucket/prepared/train", detail=False)) == names
   down = tmp_path / "down" / "train"

@@ -11,38 +11,21 @@ import os
 
 import numpy as np
 import pytest
-from fsspec.implementations.memory import MemoryFileSystem
-
 from configs.base import get_base_config
 from medssl_jax.errors import UserError
 from medssl_jax.evaluation import compare
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax.training import loop
 from medssl_jax.training import workdir as workdir_lib
-
-
-class FakeGCS(MemoryFileSystem):
-  protocol = ("gs", "gcs")
-  store = {}  # its own, not the memory:// filesystem's
-  pseudo_dirs = [""]
-
-  def __init__(self, *args, finalize_on_close=None, **kwargs):
-    del finalize_on_close  # an option of gcsfs that epath passes
-    super().__init__(*args, **kwargs)
+from tests import fake_gcs as fake_gcs_lib
 
 
 @pytest.fixture
 def fake_gcs(tmp_path, monkeypatch):
   """gs:// in memory; the current directory is an empty tmp folder that must stay empty."""
-  import fsspec
-  from etils.epath import gpath
-  for name in FakeGCS.protocol:
-    fsspec.register_implementation(name, FakeGCS, clobber=True)
-  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-  FakeGCS.store.clear()
-  FakeGCS.pseudo_dirs[:] = [""]
+  fs = fake_gcs_lib.install(monkeypatch)
   monkeypatch.chdir(tmp_path)
-  yield FakeGCS()
+  yield fs
   assert os.listdir(tmp_path) == []  # nothing written to the local disk
 
 
