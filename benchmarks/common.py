@@ -17,7 +17,7 @@ MANIFEST = "study.json"
 # checks the plumbing (its numbers mean nothing); 'small' fits a CPU; 'full' is for a GPU.
 SCALES = {
     "smoke": dict(width=0.125, batch=16, pretrain_steps=4, eval_steps=3, continue_steps=4,
-                  covid_batch=16, num_replicates=50, draws=1, fractions=(0.1, 1.0),
+                  covid_batch=16, num_replicates=50, draws=1, fractions=(1.0,),
                   datasets=("breastmnist",), val_split="", fractions_b=(1.0,),
                   recipe=(("breastmnist", 0.125),), recipe_epochs=0.2, recipe_batch=16),
     "small": dict(width=0.25, batch=128, pretrain_steps=500, eval_steps=300, continue_steps=300,

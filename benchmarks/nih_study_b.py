@@ -255,19 +255,15 @@ SUBGROUP_COLUMNS = ("view", "sex")
 
 
 def paired_by_patient(run_a: dict, run_b: dict, metric_names, num_replicates: int) -> dict:
-  """metric -> paired bootstrap of a − b on the same test images (medssl_jax.evaluation.compare's
-  checks and alignment), resampling PATIENTS, not images: a patient's follow-up images are not
-  independent (the test split has a few patients with many images each). Only `metric_names` are
-  bootstrapped (compare.compare would bootstrap all 14 per-finding AUCs too)."""
-  from medssl_jax.evaluation import bootstrap, compare, metrics
+  """metric -> paired bootstrap of a − b on the same test images (medssl_jax.evaluation.compare),
+  resampling PATIENTS, not images: a patient's follow-up images are not independent (the test
+  split has a few patients with many images each). Only `metric_names` are bootstrapped (all 14
+  per-finding AUCs would be too)."""
+  from medssl_jax.evaluation import compare
   a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
   b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
-  compare.check_same_metric(a, b)
-  a, b = compare.align(a, b)
-  fns = metrics.metric_functions(a["task"], a["probs"].shape[1], tuple(a.get("exclude_classes", ())))
-  return {k: bootstrap.paired_bootstrap_difference(a["labels"], a["probs"], b["probs"], fns[k], seed=0,
-                                                   num_replicates=num_replicates, groups=a["case_ids"])
-          for k in metric_names}
+  return compare.compare(a, b, num_replicates=num_replicates, seed=0, groups=a["case_ids"],
+                         metrics=tuple(metric_names))
 
 
 def data_facts(folder: str) -> dict:

@@ -53,10 +53,12 @@ def fmt_wall(r: dict) -> str:
   return ("" if r.get("wall_time_complete", True) else "≥") + f"{r['wall_time_sec']:.1f}"
 
 
-def paired(run_a: dict, run_b: dict, num_replicates: int) -> dict:
+def paired(run_a: dict, run_b: dict, num_replicates: int, metrics=METRICS) -> dict:
+  """Paired bootstrap differences (a - b) of the metrics the tables print (only those: each
+  replicate of the others, e.g. AUPRC and kappa, would cost as much and be thrown away)."""
   a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
   b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
-  return compare.compare(a, b, num_replicates=num_replicates, seed=0)
+  return compare.compare(a, b, num_replicates=num_replicates, seed=0, metrics=metrics)
 
 
 def parse_baselines(path: str, method: str = BASELINE) -> dict:

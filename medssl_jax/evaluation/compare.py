@@ -20,7 +20,8 @@ import json
 import numpy as np
 
 from medssl_jax.errors import UserError
-from medssl_jax.evaluation import bootstrap, metrics
+from medssl_jax.evaluation import bootstrap
+from medssl_jax.evaluation import metrics as metrics_lib
 
 
 SETTINGS = ("task", "case_level", "exclude_classes", "class_names")
@@ -95,14 +96,14 @@ def scored_arrays(pred: dict):
   """(labels, probs) exactly as the run scored them: case-averaged when the run was case-level."""
   labels, probs = np.asarray(pred["labels"]), np.asarray(pred["probs"])
   if pred.get("case_level", False):
-    _, labels, probs = metrics.aggregate_by_case(pred["case_ids"], labels, probs)
+    _, labels, probs = metrics_lib.aggregate_by_case(pred["case_ids"], labels, probs)
   return labels, probs
 
 
 def point_metrics(pred: dict) -> dict:
   """Each metric's value as the run's results.json reports it."""
   labels, probs = scored_arrays(pred)
-  return metrics.compute_metrics(labels, probs, pred["task"], tuple(pred.get("exclude_classes", ())))
+  return metrics_lib.compute_metrics(labels, probs, pred["task"], tuple(pred.get("exclude_classes", ())))
 
 
 def align(a: dict, b: dict, name_a="A", name_b="B"):
@@ -125,10 +126,12 @@ def align(a: dict, b: dict, name_a="A", name_b="B"):
   return a, b
 
 
-def compare(a: dict, b: dict, num_replicates=1000, seed=0, groups=None) -> dict:
+def compare(a: dict, b: dict, num_replicates=1000, seed=0, groups=None, metrics=None) -> dict:
   """name -> {"a", "b" (each model's value, as its results.json reports it), "difference" (a - b),
   "ci_low", "ci_high", "excludes_zero"}. `groups` (one per image of a) resamples groups of
-  images; case-level files resample their cases and ignore it."""
+  images; case-level files resample their cases and ignore it. `metrics` (names) bootstraps only
+  those (each one's interval is the same as in a call for all: every metric draws the same
+  replicates from `seed`)."""
   check_same_metric(a, b)
   value_a, value_b = point_metrics(a), point_metrics(b)  # each in its own file's order, as its run did
   a, b = align(a, b)
@@ -136,7 +139,12 @@ def compare(a: dict, b: dict, num_replicates=1000, seed=0, groups=None) -> dict:
     (labels, probs_a), (_, probs_b), groups = scored_arrays(a), scored_arrays(b), None
   else:
     labels, probs_a, probs_b = a["labels"], a["probs"], b["probs"]
-  fns = metrics.metric_functions(a["task"], probs_a.shape[1], tuple(a.get("exclude_classes", ())))
+  fns = metrics_lib.metric_functions(a["task"], probs_a.shape[1], tuple(a.get("exclude_classes", ())))
+  if metrics is not None:
+    unknown = sorted(set(metrics) - set(fns))
+    if unknown:
+      raise ValueError(f"metrics {unknown} are not metrics of this {a['task']} file (it has {sorted(fns)})")
+    fns = {k: fns[k] for k in metrics}
   out = {}
   for name, fn in fns.items():
     r = bootstrap.paired_bootstrap_difference(labels, probs_a, probs_b, fn, num_replicates=num_replicates,

@@ -136,3 +136,16 @@ def test_unknown_class_name_stops_the_run_before_training(tmp_path):
   with pytest.raises(ValueError, match=r"unknown class 'other'; the data's classes are \['Acne', 'Eczema', 'Other'"):
     main_lib.run(c, str(tmp_path / "wd"))
   assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+def test_a_subset_of_metrics_has_the_same_intervals(two_runs):
+  """compare(metrics=...) bootstraps only the named metrics, each with the interval the full call
+  gives it (the report asks for the two it prints); a name the file lacks is refused."""
+  a, b = (compare.load_predictions(w / "predictions_test.npz") for w in two_runs)
+  full = compare.compare(a, b, num_replicates=30, seed=3)
+  part = compare.compare(a, b, num_replicates=30, seed=3, metrics=("auc", "top1"))
+  assert list(part) == ["auc", "top1"] and len(full) > 2
+  for name in part:
+    assert part[name] == full[name], name
+  with pytest.raises(ValueError, match=r"metrics \['mean_auc'\] are not metrics of this multiclass file"):
+    compare.compare(a, b, num_replicates=5, metrics=("top1", "mean_auc"))
