@@ -132,3 +132,20 @@ def test_compare_command(tmp_path):
                            probs=bad[:60], task="multiclass")
   with pytest.raises(ValueError, match="different test sets"):
     compare.main([str(tmp_path / "a.npz"), str(tmp_path / "c.npz")])
+
+
+def test_binary_auc_is_sklearns_roc_auc_ties_included():
+  """The rank-statistic AUC (what every AUC here uses) equals sklearn's roc_auc_score: random
+  sizes, class balances and rounded scores (many ties), and two hand-computed cases."""
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    n = int(rng.integers(2, 400))
+    y = rng.random(n) < rng.uniform(0.05, 0.95)
+    y[:2] = (True, False)
+    s = np.round(rng.random(n), int(rng.integers(1, 4)))
+    assert abs(metrics.binary_auc(y, s) - skm.roc_auc_score(y, s)) < 1e-12
+  # 3 of the 4 positive-negative pairs ordered right (0.35 < 0.4 is the wrong one): 0.75.
+  assert metrics.binary_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+  assert metrics.binary_auc([0, 1, 1], [0.5, 0.5, 0.9]) == 0.75  # a tie counts 1/2
+  with pytest.raises(ValueError, match="both a positive and a negative"):
+    metrics.binary_auc([1, 1], [0.2, 0.3])
