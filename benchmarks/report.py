@@ -335,6 +335,9 @@ def main(argv=None) -> int:
     elif m["study"] == "nih_study_b":
       from benchmarks import nih_study_b
       lines += nih_study_b.section(m, os.path.abspath(path), a.out)
+    else:  # listed, not dropped: a manifest of another version or a study this report does not know
+      lines += [f"## Not reported: `{os.path.abspath(path)}`", "",
+                f"Its study, {m.get('study')!r}, has no section in this report generator.", ""]
   lines.append(f"Report built in {time.time() - t0:.1f} s.")
   out = os.path.join(a.out, "report.md")
   with open(out, "w") as f:

@@ -113,6 +113,14 @@ def test_report_on_fake_result_files(tmp_path):
          "`finetune_pretrained_f0.1_d0`" in md
   png = out / "smoke_label_efficiency_breastmnist_top1.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # A manifest of a study the generator does not know is named in the report, not dropped.
+  other = tmp_path / "wd" / "smoke" / "other" / common.MANIFEST
+  other.parent.mkdir()
+  other.write_text(json.dumps({"study": "someday", "scale": "smoke", "runs": []}))
+  assert report.main(["--workdir", str(tmp_path / "wd"), "--out", str(out), "--baselines", str(baselines)]) == 0
+  md2 = (out / "report.md").read_text()
+  assert f"## Not reported: `{other}`" in md2 and "Its study, 'someday', has no section" in md2
+  assert md2.count("| finetune | 1 | 0 |") == 2  # the rest as before
 
 
 def test_parse_baselines_reads_the_shared_table(shared_data):
