@@ -39,6 +39,24 @@ def regime_name(size: int) -> str:
   return "full" if size == 0 else f"n{size}"
 
 
+def feasible_sizes(train_labels, sizes) -> list:
+  """(size asked, size used, note) per regime. A class-balanced subset holds at most (classes x
+  the smallest class's count) images; a larger size is capped there and the note says so
+  (BreastMNIST's training split has 147 malignant images: Medium's 500 becomes 294). Truong et
+  al.'s Small / Medium counts are per data set (their Table 1); these are PneumoniaMNIST's."""
+  labels = np.asarray(train_labels).ravel()
+  classes, counts = np.unique(labels, return_counts=True)
+  cap = len(classes) * int(counts.min())
+  out = []
+  for size in sizes:
+    if size and size > cap:
+      c = classes[int(np.argmin(counts))]
+      out.append((size, cap, f"train_size {size} -> {cap}: class {c} has {counts.min()} training images"))
+    else:
+      out.append((size, size, ""))
+  return out
+
+
 def data_config(path: str, s: dict):
   """The data, architecture and evaluation preprocessing every encoder's features are taken with."""
   return study_a.eval_config(path, s, mode="linear_eval", init="random", checkpoint="", fraction=1.0, draw=0)
@@ -122,7 +140,12 @@ def main(argv=None) -> int:
     arms = [(name, f"{name}={spec[name]}", False) for name in ENCODERS]
     both = ",".join(f"{n}={spec[n]}" for n in ENCODERS)
     arms += [("concat", both, False), ("dvme", both, True)]
-    for size in d["train_sizes"]:
+    with np.load(path) as f:
+      sizes = feasible_sizes(f["train_labels"], d["train_sizes"])
+    for asked, size, note in sizes:
+      if note:
+        print(f"[{STUDY}] {dataset}: {note}")
+        manifest.setdefault("capped", []).append(f"{dataset}: {note}")
       for fold in range(d["folds"] if size else 1):
         for arm, sources, attention in arms:
           wd = os.path.join(root, dataset, regime_name(size), f"fold{fold}", arm)
@@ -130,7 +153,8 @@ def main(argv=None) -> int:
           c = head_config(sources, attention, size, fold, d, s)
           done = common.run_once(c, wd, run=run)
           common.add_run(manifest, {"role": "eval", "dataset": dataset, "arm": arm, "regime": regime_name(size),
-                                    "train_size": size, "fold": fold, "workdir": os.path.abspath(wd)}, done)
+                                    "train_size": size, "train_size_asked": asked, "fold": fold,
+                                    "workdir": os.path.abspath(wd)}, done)
   return common.finish_study(root, manifest, t0, STUDY)
 
 
@@ -143,7 +167,8 @@ def section(m: dict, manifest_path: str) -> list:
   d = m["settings"]["dvme"]
   lines += [f"- Heads: Truong et al.'s protocol (Adam 1e-3, batch 64, plateau 0.1 / 5, early stopping 10 on "
             f"the validation loss, at most {d['epochs']} epochs), projection width {d['proj_dim']}, {d['heads']} "
-            f"heads; single encoders train the same head without attention on their features alone", ""]
+            f"heads; single encoders train the same head without attention on their features alone"]
+  lines += [f"- Class-balanced subset capped by the data: {note}" for note in m.get("capped", [])] + [""]
   runs = report.finished_runs(m)
   for dataset in sorted({r["dataset"] for r in runs}):
     for regime in [x for x in dict.fromkeys(r["regime"] for r in runs if r["dataset"] == dataset)]:

@@ -299,3 +299,21 @@ def test_moco_arm_pretrains_at_the_simclr_arms_scale(shared_data):
   small = common.SCALES["small"]
   assert study_a.moco_pretrain_config(str(shared_data / "pneumoniamnist.npz"), small).moco.queue_size == 1024
   assert study_a.moco_pretrain_config(str(shared_data / "breastmnist.npz"), small).moco.queue_size == 128
+
+
+def test_dvme_regimes_fit_the_real_training_splits(shared_data):
+  """Every Small / Medium subset of every scale can be drawn class-balanced from the real training
+  split (BreastMNIST has 147 malignant training images: Medium's 500 is capped at 294, with a
+  note), so a `small` Study C cannot stop half-way at a size the data cannot give."""
+  from medssl_jax import fusion
+  for scale, d in dvme_study.DVME_SCALES.items():
+    for name in ("pneumoniamnist", "breastmnist"):
+      with np.load(shared_data / f"{name}.npz") as f:
+        y = f["train_labels"].ravel()
+      for asked, size, note in dvme_study.feasible_sizes(y, d["train_sizes"]):
+        assert len(fusion.training_subset(y, size, 0, 0)) == (size or len(y)), (scale, name, size)
+        assert (size != asked) == bool(note)
+  with np.load(shared_data / "breastmnist.npz") as f:
+    y = f["train_labels"].ravel()
+  assert dvme_study.feasible_sizes(y, (50, 500, 0)) == [
+      (50, 50, ""), (500, 294, "train_size 500 -> 294: class 0 has 147 training images"), (0, 0, "")]
