@@ -107,9 +107,11 @@ def header_lines(m: dict, manifest_path: str) -> list:
 
 
 def pretrain_line(name: str, r: dict) -> str:
-  loss = r.get("metrics", {}).get("loss", float("nan"))
-  return (f"- {name}: {r['final_step']}/{r['num_steps']} steps, final loss {loss:.4f}, "
-          f"wall time {fmt_wall(r)} s (`{r['workdir']}`)")
+  if "loss" in r.get("metrics", {}):
+    loss = f"final loss {r['metrics']['loss']:.4f}"
+  else:  # e.g. stopped after its last checkpoint, then resumed there: no step ran in the run that wrote it
+    loss = f"final loss not recorded (results written by a run resumed at step {r.get('resumed_from_step', '?')})"
+  return f"- {name}: {r['final_step']}/{r['num_steps']} steps, {loss}, wall time {fmt_wall(r)} s (`{r['workdir']}`)"
 
 
 def finished_runs(m: dict, role: str = "eval") -> list:

@@ -317,3 +317,14 @@ def test_dvme_regimes_fit_the_real_training_splits(shared_data):
     y = f["train_labels"].ravel()
   assert dvme_study.feasible_sizes(y, (50, 500, 0)) == [
       (50, 50, ""), (500, 294, "train_size 500 -> 294: class 0 has 147 training images"), (0, 0, "")]
+
+
+def test_a_pretraining_without_a_recorded_loss_says_so():
+  """A run stopped after its last checkpoint and resumed there writes results.json with no step
+  run, hence no loss: the report says that instead of printing 'final loss nan'."""
+  r = {"final_step": 500, "num_steps": 500, "metrics": {}, "resumed_from_step": 500, "wall_time_sec": 5.4,
+       "wall_time_complete": False, "workdir": "/w/p"}
+  assert report.pretrain_line("MoCo v2", r) == ("- MoCo v2: 500/500 steps, final loss not recorded (results written "
+                                                "by a run resumed at step 500), wall time ≥5.4 s (`/w/p`)")
+  r |= {"metrics": {"loss": 3.25}, "wall_time_complete": True}
+  assert report.pretrain_line("MoCo v2", r) == "- MoCo v2: 500/500 steps, final loss 3.2500, wall time 5.4 s (`/w/p`)"
