@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     arms += [("concat", both, False), ("dvme", both, True)]
     with np.load(path) as f:
       sizes = feasible_sizes(f["train_labels"], d["train_sizes"])
-    for asked, size, note in sizes:
+    for _, size, note in sizes:
       if note:
         print(f"[{STUDY}] {dataset}: {note}")
         manifest.setdefault("capped", []).append(f"{dataset}: {note}")
@@ -153,8 +153,7 @@ def main(argv=None) -> int:
           c = head_config(sources, attention, size, fold, d, s)
           done = common.run_once(c, wd, run=run)
           common.add_run(manifest, {"role": "eval", "dataset": dataset, "arm": arm, "regime": regime_name(size),
-                                    "train_size": size, "train_size_asked": asked, "fold": fold,
-                                    "workdir": os.path.abspath(wd)}, done)
+                                    "train_size": size, "fold": fold, "workdir": os.path.abspath(wd)}, done)
   return common.finish_study(root, manifest, t0, STUDY)
 
 

@@ -255,15 +255,11 @@ SUBGROUP_COLUMNS = ("view", "sex")
 
 
 def paired_by_patient(run_a: dict, run_b: dict, metric_names, num_replicates: int) -> dict:
-  """metric -> paired bootstrap of a − b on the same test images (medssl_jax.evaluation.compare),
-  resampling PATIENTS, not images: a patient's follow-up images are not independent (the test
-  split has a few patients with many images each). Only `metric_names` are bootstrapped (all 14
-  per-finding AUCs would be too)."""
-  from medssl_jax.evaluation import compare
-  a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
-  b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
-  return compare.compare(a, b, num_replicates=num_replicates, seed=0, groups=a["case_ids"],
-                         metrics=tuple(metric_names))
+  """metric -> paired bootstrap of a − b on the same test images, resampling PATIENTS, not
+  images: a patient's follow-up images are not independent (the test split has a few patients
+  with many images each). Only `metric_names` are bootstrapped (all 14 per-finding AUCs would be too)."""
+  from benchmarks import report
+  return report.paired(run_a, run_b, num_replicates, metrics=metric_names, by_case=True)
 
 
 def data_facts(folder: str) -> dict:

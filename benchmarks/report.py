@@ -53,12 +53,14 @@ def fmt_wall(r: dict) -> str:
   return ("" if r.get("wall_time_complete", True) else "≥") + f"{r['wall_time_sec']:.1f}"
 
 
-def paired(run_a: dict, run_b: dict, num_replicates: int, metrics=METRICS) -> dict:
+def paired(run_a: dict, run_b: dict, num_replicates: int, metrics=METRICS, by_case: bool = False) -> dict:
   """Paired bootstrap differences (a - b) of the metrics the tables print (only those: each
-  replicate of the others, e.g. AUPRC and kappa, would cost as much and be thrown away)."""
+  replicate of the others, e.g. AUPRC and kappa, would cost as much and be thrown away);
+  `by_case` resamples cases (patients) instead of images."""
   a = compare.load_predictions(os.path.join(run_a["workdir"], "predictions_test.npz"))
   b = compare.load_predictions(os.path.join(run_b["workdir"], "predictions_test.npz"))
-  return compare.compare(a, b, num_replicates=num_replicates, seed=0, metrics=metrics)
+  return compare.compare(a, b, num_replicates=num_replicates, seed=0, metrics=tuple(metrics),
+                         groups=a["case_ids"] if by_case else None)
 
 
 def parse_baselines(path: str, method: str = BASELINE) -> dict:
