@@ -43,7 +43,8 @@ and standard deviation, an independent two-sample t-test between models. What ru
   ResNet-50 is fine-tuned as a ResNet-50 with ImageNet input normalisation on 3-channel images.
 * **Tasks** (`--tasks`): `pneumoniamnist`, `breastmnist` (classification, the npz files in
   `--data_dir`, 28 px, `configs/chexpert_finetune.py:local` augmentation) or
-  `name=<config file>[:variant]` (any fine-tuning config, e.g. a segmentation config with
+  `name=<config file>[:variant]` (separate the tasks with ';' when a variant has commas:
+  `--tasks="pneumoniamnist;lungseg=configs/lung_segmentation.py:small,size=32"`) (any fine-tuning config, e.g. a segmentation config with
   `eval.task='segmentation'`; its data, image size and augmentation are kept; the protocol's
   optimiser, length, hold-out and the encoder's architecture are set).
 * **Runs**: run r has seed r (`config.seed`: head initialisation, batch order, augmentation);
@@ -67,11 +68,17 @@ from benchmarks import common
 MODULE = "benchmarks.transfer"
 STUDY = "transfer"
 FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz"}
-# Scale settings of this study; width, batch and bootstrap replicates are common.SCALES'.
+# Scale settings of this study; width, pretraining batch and bootstrap replicates are common.SCALES'.
+# Classification runs: `steps` of batch `finetune_batch`, hold-out scored every `eval_every` steps;
+# segmentation runs: `seg_steps` of the task config's own batch, scored every `seg_eval_every`.
+# small is sized for a 2-core CPU (a run ~1.5 min): the paper's lengths are for a GPU ('full').
 SCALES = {
-    "smoke": dict(runs=2, steps=4, eval_every=2, tasks=("breastmnist",), adapt_steps=4),
-    "small": dict(runs=10, steps=300, eval_every=50, tasks=("pneumoniamnist", "breastmnist"), adapt_steps=300),
-    "full": dict(runs=10, steps=2000, eval_every=100, tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000),
+    "smoke": dict(runs=2, steps=4, eval_every=2, finetune_batch=16, seg_steps=4, seg_eval_every=2,
+                  tasks=("breastmnist",), adapt_steps=4),
+    "small": dict(runs=10, steps=100, eval_every=25, finetune_batch=64, seg_steps=120, seg_eval_every=20,
+                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=100),
+    "full": dict(runs=10, steps=2000, eval_every=100, finetune_batch=512, seg_steps=900, seg_eval_every=40,
+                 tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000),
 }
 DEFAULT_ENCODERS = "random,simclr=simclr:pneumoniamnist"
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.1, 0   # "10% of the training data as the validation set"
@@ -123,7 +130,8 @@ def parse_encoders(spec: str) -> list:
 
 
 def parse_tasks(spec) -> list:
-  items = spec.split(",") if isinstance(spec, str) else list(spec)
+  """Comma-separated tasks, or ';'-separated when a config variant itself has commas."""
+  items = spec.split(";" if ";" in spec else ",") if isinstance(spec, str) else list(spec)
   out = []
   for item in [x.strip() for x in items if x.strip()]:
     if item in FILES:
@@ -335,10 +343,12 @@ def run_config(task: Task, enc: Encoder, holdout: dict, s: dict, ts: dict, seed:
     c.optim.name, c.optim.lr_scaling, c.optim.weight_decay, c.optim.warmup_steps = "adam", "none", 0.0, 0
     c.optim.base_lr = SEGMENTATION_LR if segmentation else CLASSIFICATION_LR
     c.optim.schedule = "cosine" if segmentation else "constant"
-    c.train.batch_size = s["batch"]
-    c.train.num_steps = ts["steps"]
-    c.train.log_every, c.train.checkpoint_every = ts["eval_every"], ts["steps"]
-    c.eval.eval_every = ts["eval_every"]
+    steps, every = (ts["seg_steps"], ts["seg_eval_every"]) if segmentation else (ts["steps"], ts["eval_every"])
+    if not segmentation:  # a segmentation config keeps its own batch
+      c.train.batch_size = ts["finetune_batch"]
+    c.train.num_steps = steps
+    c.train.log_every, c.train.checkpoint_every = every, steps
+    c.eval.eval_every = every
   return c
 
 
@@ -521,7 +531,8 @@ def protocol_lines(m: dict) -> list:
                  f"schedule, weight decay {o['weight_decay']:g}), batch {t['batch_size']}, {t['num_steps']} steps; "
                  f"hold-out scored every {e['eval_every']} steps on `{e['val_split']}`, model selected on hold-out "
                  f"`{e['select_metric']}`; {c['data']['image_size']} px, {c['data']['channels']} channel(s); "
-                 f"data `{c['data']['path']}`")
+                 f"data `{c['data']['path']}`" + (f"; U-Net decoder {c['seg']['decoder_width']:g}x the paper's widths"
+                                                  if e["task"] == "segmentation" and "seg" in c else ""))
     if run.get("data_note") or "lungseg" in c["data"]["path"]:
       lines.append(f"    - **Note on every {run['task']} number**: {run.get('data_note') or LUNGSEG_NOTE}.")
   return lines

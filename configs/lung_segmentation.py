@@ -24,9 +24,10 @@ loss with equal weights (the paper names Dice as the metric only); one mask per 
 encoder as 3 equal channels.
 
 Variants (comma-separated): scale '' (full: 224 px, ResNet-50 1x, 'imagenet' stem, a GPU),
-'small' (CPU: 64 px, ResNet-18 0.25x), 'smoke' (CI: 32 px, ResNet-18 0.125x, 'small' stem,
-4 steps); 'root=PATH': the covid_cxr_lungseg folder (default ../shared/data/covid_cxr_lungseg
-beside this repository).
+'small' (CPU: 64 px, ResNet-18 0.25x, U-Net decoder 0.25x the paper's widths), 'smoke' (CI:
+32 px, ResNet-18 0.125x, 'small' stem, decoder 0.125x, 4 steps); 'root=PATH': the
+covid_cxr_lungseg folder (default ../shared/data/covid_cxr_lungseg beside this repository);
+'size=N': images and masks resized to N px instead of the scale's size.
 
   python -m medssl_jax.main --config=configs/lung_segmentation.py:small \\
       --config.eval.init=random --workdir=runs/lungseg_small_random
@@ -41,27 +42,30 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ROOT = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "covid_cxr_lungseg"))
 DATA_NOTE = ("covid_cxr_lungseg masks are lungVAE model outputs (Selvan et al. 2020), not manual ground truth: "
              "Dice / IoU measure agreement with that model")
-SCALES = {  # image size, depth, width, stem, batch, epochs or steps
-    "full": dict(image_size=224, depth=50, width=1.0, stem="imagenet", batch=16, epochs=100.0, steps=0),
-    "small": dict(image_size=64, depth=18, width=0.25, stem="imagenet", batch=16, epochs=30.0, steps=0),
-    "smoke": dict(image_size=32, depth=18, width=0.125, stem="small", batch=8, epochs=0.0, steps=4),
+SCALES = {  # image size, depth, width, stem, batch, epochs or steps, U-Net decoder width multiplier
+    "full": dict(image_size=224, depth=50, width=1.0, stem="imagenet", batch=16, epochs=100.0, steps=0, decoder=1.0),
+    "small": dict(image_size=64, depth=18, width=0.25, stem="imagenet", batch=16, epochs=30.0, steps=0, decoder=0.25),
+    "smoke": dict(image_size=32, depth=18, width=0.125, stem="small", batch=8, epochs=0.0, steps=4, decoder=0.125),
 }
 
 
 def _parse(variant: str):
-  scale, root = "full", DEFAULT_ROOT
+  scale, root, size = "full", DEFAULT_ROOT, 0
   for part in filter(None, (p.strip() for p in variant.split(","))):
     if part.startswith("root="):
       root = part[len("root="):]
+    elif part.startswith("size=") and part[len("size="):].isdigit() and int(part[len("size="):]) >= 8:
+      size = int(part[len("size="):])
     elif part in SCALES:
       scale = part
     else:
-      raise ValueError(f"lung_segmentation: variant part {part!r}: use one of {sorted(SCALES)} and/or root=PATH")
-  return scale, root
+      raise ValueError(f"lung_segmentation: variant part {part!r}: use one of {sorted(SCALES)}, root=PATH "
+                       f"and/or size=N (pixels, >= 8)")
+  return scale, root, size
 
 
 def get_config(variant: str = ""):
-  scale, root = _parse(variant)
+  scale, root, size = _parse(variant)
   s = SCALES[scale]
   c = get_base_config()
   c.mode = "finetune"
@@ -73,8 +77,9 @@ def get_config(variant: str = ""):
   c.seg.mask_column, c.seg.mask_dir, c.seg.keep_rows = "mask_file", os.path.join(root, "masks"), "canonical_mask=True"
   c.seg.mask_threshold, c.seg.test_fraction, c.seg.val_fraction, c.seg.split_seed = 128, 0.2, 0.1, 0
   c.seg.data_note = DATA_NOTE
+  c.seg.decoder_width = s["decoder"]
   c.data.train_split, c.eval.val_split, c.data.eval_split = "train", "val", "test"
-  c.data.image_size, c.data.channels = s["image_size"], 3
+  c.data.image_size, c.data.channels = size or s["image_size"], 3
   c.model.arch, c.model.depth, c.model.width, c.model.stem = "resnet", s["depth"], s["width"], s["stem"]
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay = "adam", 1e-3, "none", 0.0
   c.optim.schedule, c.optim.warmup_steps = "cosine", 0

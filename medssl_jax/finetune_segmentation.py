@@ -87,8 +87,8 @@ def check_config(config) -> None:
 
 def create_state(config, mesh, rng, num_steps: int) -> TrainState:
   """The U-Net's state (one output: binary segmentation); the schedule spans `num_steps`."""
-  from medssl_jax.models.unet import segmentation_from_config
-  model = segmentation_from_config(config.model, 1)
+  from medssl_jax.models.unet import decoder_widths, segmentation_from_config
+  model = segmentation_from_config(config.model, 1, decoder_widths(config.seg.decoder_width))
   tx = optim.make_optimizer(config.optim, config.train.batch_size, num_steps)
   from medssl_jax.finetune import init_state
   return init_state(model, tx, config.data, mesh, rng)

@@ -224,6 +224,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seg.threshold = 0.5          # predicted foreground = sigmoid probability >= this (metrics, overlay).
   c.seg.dice_weight = 1.0        # loss = dice_weight x soft Dice loss + bce_weight x pixel BCE.
   c.seg.bce_weight = 1.0
+  c.seg.decoder_width = 1.0      # U-Net decoder widths = this x (256, 128, 64, 32, 16) (models/unet.py);
+                                 # < 1 for small CPU runs (a narrow encoder under a full decoder is slow).
   c.seg.overlay_images = 8       # test images drawn in <workdir>/overlay_test.png (0 = none).
   c.seg.data_note = ""           # copied into results.json (e.g. that the masks are model-made).
   # Joint image + mask augmentation (input_pipeline/augment_seg.py). Defaults: the settings of

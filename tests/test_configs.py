@@ -19,7 +19,7 @@ VARIANTS = {"demo": [""], "derm_simclr": ["", "local", "from_imagenet,weights=/w
             "truong_linear": ["", "finetune"], "moco_v2": ["", "demo", "local"],
             "chexpert_moco": ["", "densenet121", "from_imagenet,weights=/w"], "shenzhen_transfer": ["", "fraction=0.0625", "fraction=0.25"],
             "truong_dvme": ["", "concat", "multilabel"],
-            "lung_segmentation": ["", "small", "smoke", "smoke,root=/tmp/lungseg"]}
+            "lung_segmentation": ["", "small", "smoke", "smoke,root=/tmp/lungseg", "small,size=32"]}
 
 
 def _config(name, variant):
@@ -208,3 +208,14 @@ def test_imagenet_variants_start_from_imported_weights_under_their_settings():
                           (derm_finetune, "imagenet,arch=resnet50"), (chexpert_finetune, "imagenet,weight=/w")):
     with pytest.raises(UserError):
       module.get_config(variant)
+
+
+def test_lung_segmentation_size_variant_and_decoder_widths():
+  from configs import lung_segmentation
+  small, resized = lung_segmentation.get_config("small"), lung_segmentation.get_config("small,size=32")
+  assert (small.data.image_size, resized.data.image_size) == (64, 32)
+  assert small.seg.decoder_width == resized.seg.decoder_width == 0.25
+  assert lung_segmentation.get_config().seg.decoder_width == 1.0  # the paper's U-Net at full scale
+  for bad in ("size=abc", "size=4", "tiny"):
+    with pytest.raises(ValueError, match="variant part"):
+      lung_segmentation.get_config(bad)

@@ -40,6 +40,14 @@ import jax.numpy as jnp
 from medssl_jax.models.resnet import ResNet
 
 DECODER_WIDTHS = (256, 128, 64, 32, 16)
+
+
+def decoder_widths(multiplier: float = 1.0) -> tuple:
+  """DECODER_WIDTHS x `multiplier` (config seg.decoder_width), rounded, at least 1 channel each."""
+  from medssl_jax.errors import UserError
+  if not multiplier > 0:
+    raise UserError(f"seg.decoder_width={multiplier}: must be > 0 (1.0 = widths {DECODER_WIDTHS})")
+  return tuple(max(1, int(round(w * multiplier))) for w in DECODER_WIDTHS)
 TOTAL_STRIDE = {"imagenet": 32, "small": 8}
 
 

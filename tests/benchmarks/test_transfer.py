@@ -136,6 +136,8 @@ def test_parse_encoders_and_tasks():
   tasks = transfer.parse_tasks("breastmnist,seg=configs/x.py:small")
   assert [(t.name, t.kind, t.source) for t in tasks] == [("breastmnist", "medmnist", "breastmnist"),
                                                          ("seg", "config", "configs/x.py:small")]
+  tasks = transfer.parse_tasks("breastmnist;seg=configs/x.py:small,size=32")  # ';' when a variant has commas
+  assert [(t.name, t.source) for t in tasks] == [("breastmnist", "breastmnist"), ("seg", "configs/x.py:small,size=32")]
 
 
 def test_holdout_is_a_stratified_tenth_of_train(shared_data, tmp_path):

@@ -154,3 +154,13 @@ def test_tiny_unet_learns_a_bright_disc():
                                                 images[batch * i:batch * (i + 1)], masks[batch * i:batch * (i + 1)])
   after = test_dice()
   assert before < 0.5 and after > 0.8, (before, after, float(loss))
+
+
+def test_decoder_widths_scale_with_seg_decoder_width():
+  from medssl_jax.errors import UserError
+  from medssl_jax.models.unet import DECODER_WIDTHS, decoder_widths
+  assert decoder_widths() == DECODER_WIDTHS == (256, 128, 64, 32, 16)
+  assert decoder_widths(0.25) == (64, 32, 16, 8, 4)
+  assert decoder_widths(0.01) == (3, 1, 1, 1, 1)  # rounded, never 0 channels
+  with pytest.raises(UserError, match="seg.decoder_width"):
+    decoder_widths(0.0)
