@@ -157,10 +157,13 @@ def main(argv=None) -> int:
   return common.finish_study(root, manifest, t0, STUDY)
 
 
-def section(m: dict, manifest_path: str) -> list:
+def section(m: dict, manifest_path: str, out_dir: str = "") -> list:
   """The report's Markdown for a study.json of this study: per data set and regime, each arm's
   test AUC and accuracy as mean and std over folds (and the folds' bootstrap intervals when one
-  fold), and DVME's mean attention per source."""
+  fold), and DVME's mean attention per source. With `out_dir`, also per data set and regime a heat
+  map of DVME's attention per class and source, averaged over folds (Truong et al. App. F, drawn from
+  the runs' results.json), and per data set the t-SNE PNG of the DVME embedding that its
+  largest regime's first fold wrote (copied, its run folder named)."""
   from benchmarks import report
   lines = ["## Study C: DVME vs single encoders on cached features", ""] + report.header_lines(m, manifest_path)
   d = m["settings"]["dvme"]
@@ -185,8 +188,43 @@ def section(m: dict, manifest_path: str) -> list:
         mean = np.mean([a["mean"] for a in att], axis=0)
         lines += ["", "DVME attention received per source (test mean over folds): "
                   + ", ".join(f"{n} {w:.3f}" for n, w in zip(att[0]["sources"], mean))]
+        if out_dir:
+          png = f"{m['scale']}_dvme_attention_{dataset}_{regime}.png"
+          attention_png(att, os.path.join(out_dir, png))
+          lines += ["", f"![DVME attention per class, {dataset} {regime}]({png})"]
       lines.append("")
+    if out_dir:
+      lines += tsne_lines(m, [r for r in runs if r["dataset"] == dataset], dataset, out_dir)
   return lines
+
+
+def attention_png(att: list, path: str) -> None:
+  """The heat map of medssl_jax.evaluation.attention_plot for the folds' attention_by_class, averaged
+  (each fold's rows sum to 1, so their mean does too; a class without test images in a fold is NaN)."""
+  import matplotlib.pyplot as plt
+  from medssl_jax.evaluation import attention_plot
+  mean = {"sources": att[0]["sources"], "classes": att[0].get("classes"),
+          "weights": np.mean([a["weights"] for a in att], axis=0).tolist(),
+          "mean": np.mean([a["mean"] for a in att], axis=0).tolist()}
+  fig = attention_plot.attention_figure({"attention_by_class": mean})
+  fig.axes[0].set_title(f"attention each source receives, mean per class over {len(att)} fold(s)", fontsize=9)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def tsne_lines(m: dict, runs: list, dataset: str, out_dir: str) -> list:
+  """The DVME embedding's t-SNE of the data set's largest regime, fold 0 (a PNG the run drew)."""
+  import shutil
+  dv = [r for r in runs if r["arm"] == "dvme" and r["fold"] == 0
+        and os.path.isfile(os.path.join(r["workdir"], "tsne_dvme.png"))]
+  if not dv:
+    return []
+  run = max(dv, key=lambda r: r["train_size"] or float("inf"))  # train_size 0 = Full
+  png = f"{m['scale']}_dvme_tsne_{dataset}.png"
+  shutil.copyfile(os.path.join(run["workdir"], "tsne_dvme.png"), os.path.join(out_dir, png))
+  return [f"t-SNE of the DVME embedding of the test images, coloured by class ({run['regime']}, fold 0; drawn by "
+          f"that run, `{run['workdir']}/tsne_dvme.png`; each source's own t-SNE is beside it):", "",
+          f"![t-SNE DVME {dataset}]({png})", ""]
 
 
 def _agg(results: list, metric: str) -> str:

@@ -332,7 +332,7 @@ def main(argv=None) -> int:
       lines += study_b_section(m, os.path.abspath(path), a.out)
     elif m["study"] == "dvme":
       from benchmarks import dvme_study
-      lines += dvme_study.section(m, os.path.abspath(path))
+      lines += dvme_study.section(m, os.path.abspath(path), a.out)
     elif m["study"] == "transfer":
       from benchmarks import transfer
       lines += transfer.section(m, os.path.abspath(path), a.out)

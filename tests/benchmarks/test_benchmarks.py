@@ -176,6 +176,9 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   assert "## Study A" in md and "## Study B" in md and "127 patients" in md
   assert "## Study C" in md and "### breastmnist, training set n20 (1 fold(s))" in md
   assert "DVME attention received per source (test mean over folds): simclr " in md
+  assert "![DVME attention per class, breastmnist n20](smoke_dvme_attention_breastmnist_n20.png)" in md
+  assert (out / "smoke_dvme_attention_breastmnist_n20.png").is_file()
+  assert (out / "smoke_dvme_tsne_breastmnist.png").is_file() and "![t-SNE DVME breastmnist]" in md
   assert "- MoCo v2 pretraining (train images, labels unused): 4/4 steps" in md
   assert md.count("| finetune | 1 | 0 |") == 2 and "Δ MoCo − random top1 | Δ SimCLR − MoCo top1" in md
   assert md.count("LARS base lr 0.075 (sqrt scaling) at batch 16; encoder weights moved by") == 2
