@@ -238,4 +238,5 @@ def _agg(results: list, metric: str) -> str:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from medssl_jax import errors
+  raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

@@ -426,4 +426,5 @@ def section(m: dict, manifest_path: str, out_dir: str = "") -> list:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from medssl_jax import errors
+  raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

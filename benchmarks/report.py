@@ -351,4 +351,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from medssl_jax import errors
+  raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

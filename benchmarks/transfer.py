@@ -688,4 +688,5 @@ def write_report(manifest_path: str, out_dir: str) -> int:
 
 
 if __name__ == "__main__":
-  raise SystemExit(main())
+  from medssl_jax import errors
+  raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

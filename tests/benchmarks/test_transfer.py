@@ -258,3 +258,16 @@ def test_segmentation_config_plugs_in_as_a_task(shared_data, tmp_path):
     assert 0.0 <= r["test"]["dice"]["value"] <= 1.0
   md = (out / "transfer_smoke.md").read_text()
   assert "| lungseg | random | 1 | dice |" in md and "lungVAE" in md  # the masks' provenance beside the numbers
+
+
+def test_a_user_error_inside_a_run_is_one_error_line(tmp_path):
+  """The study calls medssl_jax.main.run in-process; a UserError there (here: a segmentation task's
+  CSV that does not exist) ends the command with one `error: ...` line and exit 2, no traceback."""
+  import subprocess
+  import sys
+  p = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--scale=smoke", f"--workdir={tmp_path}",
+                      "--tasks=seg=configs/lung_segmentation.py:smoke,root=/nonexistent;breastmnist"],
+                     cwd=transfer.common.REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 2, p.stderr[-2000:]
+  assert "error: segmentation manifest CSV /nonexistent/pairs.csv does not exist" in p.stderr
+  assert "Traceback" not in p.stderr
