@@ -627,6 +627,7 @@ def section(m: dict, manifest_path: str, out_dir: str) -> list:
   and a bar chart per task (PNG in `out_dir`). Both this study's own report (`write_report`) and
   the combined one (`benchmarks.report`) are this function's output; unfinished runs are listed,
   not read."""
+  from benchmarks import report
   mach = m["machine"]
   ref = m["reference"]
   lines = [f"## Transfer benchmark ({m['scale']})", "",
@@ -634,7 +635,7 @@ def section(m: dict, manifest_path: str, out_dir: str) -> list:
            f"- Machine: {mach['platform']}, {mach['cpu_cores']} CPU cores, Python {mach['python']}, "
            f"JAX {mach['jax']}, {mach['device_count']} x {mach['backend']} device ({mach['device_kind']}), "
            f"host pipeline {mach.get('host_pipeline', 'tf')}",
-           f"- Study wall time (this invocation; finished runs are skipped, not re-timed): {m['wall_time_sec']:.1f} s",
+           report.time_line(m),
            "- Hold-out for early stopping (model selection): per task, on its data line below; the same for "
            "every encoder and run.",
            "- Data (md5; folders: md5 over sorted (path, md5) lines):"]

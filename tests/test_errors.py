@@ -11,37 +11,9 @@ from PIL import Image
 
 from medssl_jax import errors
 from medssl_jax.training import loop
+from tests.helpers import FAST_XLA, write_jpegs, write_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Runs in a subprocess on 8 CPU devices; XLA's backend optimisations off (these runs check how a
-# process ends, not its numbers): compiling a tiny ResNet's init drops from ~30 s to ~6 s of CPU.
-FAST_XLA = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-
-
-def write_jpegs(folder, n, truncated=(), size=48, seed=0):
-  """n real JPEGs im{i}.jpg; those in `truncated` cut to half their bytes (an interrupted copy)."""
-  os.makedirs(folder, exist_ok=True)
-  rng = np.random.default_rng(seed)
-  paths = []
-  for i in range(n):
-    p = os.path.join(folder, f"im{i}.jpg")
-    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p, quality=90)
-    if i in truncated:
-      data = open(p, "rb").read()
-      open(p, "wb").write(data[:len(data) // 2])
-    paths.append(p)
-  return paths
-
-
-def write_manifest(root, n, truncated=(), splits=None):
-  """manifest.csv over `n` JPEGs in root/img: one case per image, label i % 2."""
-  write_jpegs(os.path.join(root, "img"), n, truncated)
-  splits = splits or (lambda i: "train")
-  rows = ["path,case_id,label,split"] + [f"img/im{i}.jpg,c{i},{i % 2},{splits(i)}" for i in range(n)]
-  path = os.path.join(root, "manifest.csv")
-  with open(path, "w") as f:
-    f.write("\n".join(rows) + "\n")
-  return path
 
 
 def manifest_cfg(path, verify):

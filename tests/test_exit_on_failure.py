@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from medssl_jax.training import checkpoint as ckpt_lib
-from tests.test_errors import FAST_XLA, write_manifest
+from tests.helpers import FAST_XLA, write_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300  # a hang is forever; a run here takes well under a minute alone on 2 cores

@@ -9,7 +9,7 @@ from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import finetune
 from medssl_jax import main as main_lib
 from tests.helpers import tiny_config
-from tests.test_pretrain_run import run_config
+from tests.helpers import pretrain_run_config as run_config
 
 
 SIZE, WIDTH = 32, 0.25   # the synthetic motifs need a few pixels: 32 px, ResNet-18 (0.25x)

@@ -9,21 +9,7 @@ import pytest
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax import methods
 from medssl_jax import main as main_lib
-from tests.helpers import sigterm_at_call, tiny_config
-
-
-def run_config(steps=6, batch=16, method="simclr", pairing="views"):
-  c = tiny_config(batch_size=batch, image_size=16, steps=steps)
-  c.method, c.pairing = method, pairing
-  c.data.source = "synthetic"
-  c.data.synthetic.num_cases = 64
-  c.data.synthetic.image_size = 16
-  c.aug.blur_prob = 0.0
-  c.train.log_every = 2
-  c.train.checkpoint_every = 2
-  c.train.prefetch = 1
-  c.optim.warmup_steps = min(2, steps - 1)
-  return c
+from tests.helpers import pretrain_run_config as run_config, sigterm_at_call
 
 
 def _params(workdir):

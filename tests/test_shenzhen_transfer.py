@@ -9,7 +9,7 @@ from configs import chexpert_finetune, shenzhen_transfer
 from medssl_jax import finetune
 from medssl_jax import main as main_lib
 from medssl_jax.errors import UserError
-from tests.test_errors import write_manifest
+from tests.helpers import write_manifest
 
 
 def test_paper_settings_and_fractions():

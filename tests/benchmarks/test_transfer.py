@@ -53,6 +53,9 @@ def test_report_rows_equal_numpy_and_scipy_on_fake_result_files(tmp_path):
   out = tmp_path / "out"
   assert transfer.write_report(path, str(out)) == 0
   md = (out / "transfer_smoke.md").read_text()
+  # 15 runs x 2.5 s each (their results.json), and the manifest's invocation time.
+  assert ("- Run time: 37.5 s, the sum of the 15 runs' own wall times (results.json); the last invocation of "
+          "the command took 12.0 s") in md
   ref_values = FAKE["random"][0]
   for enc, (values, steps) in FAKE.items():
     mean, std = np.mean(values), np.std(values, ddof=1)
@@ -110,7 +113,7 @@ def test_combined_report_has_the_transfer_section_read_from_the_result_files(tmp
     test = "reference" if enc == "random" else "t = {:+.3f}, p = {:.4g}".format(*stats.ttest_ind(v, values["random"]))
     assert f"| breastmnist | {enc} | {len(v)} | auc | {np.mean(v):.4f} ± {np.std(v, ddof=1):.4f} | {test} |" in md
   assert "| breastmnist | imagenet | 4 | auc | 0.6150 ± 0.0265 |" in md  # by hand: runs 0-3 = 2.46 / 4
-  assert f"**Not finished** when this report was made (2 runs or encoders" in md
+  assert "**Not finished** when this report was made (2 runs or encoders" in md
   assert f"`{root / 'breastmnist' / 'simclr' / 'run5'}`" in md and f"`{stopped}`" in md
   assert "BreastMNIST (breast ultrasound, MedMNIST 28 px) has no patient ids (MedMNIST drops them)" in md
   assert "the numbers mean nothing" in md and "same test images" in md

@@ -4,7 +4,7 @@ import pytest
 
 from input_pipeline import backends, grain_pipeline, indexing, numpy_pipeline
 from medssl_jax.errors import UserError
-from tests.input_pipeline.test_input_pipeline import SIZES, _cfg, _source
+from tests.helpers import TOY_CASE_SIZES as SIZES, toy_pretrain_config as _cfg, toy_source as _source
 
 pytest.importorskip("grain")
 

@@ -3,38 +3,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs.base import get_base_config
 from input_pipeline import pipeline, sources
-
-
-def _source(case_sizes, size=8):
-  """Case k has case_sizes[k] images; pixel values encode (case, image) so views can be traced."""
-  images, labels, cases, ids = [], [], [], []
-  for k, m in enumerate(case_sizes):
-    for i in range(m):
-      images.append(np.full((size, size, 1), 10 * k + i, np.uint8))
-      labels.append(k % 2)
-      cases.append(f"case{k}")
-      ids.append(f"case{k}-img{i}")
-  return sources.Source("toy", np.array(labels), np.array(cases), np.array(ids), 2, images=np.stack(images))
-
-
-def _cfg(pairing="case"):
-  c = get_base_config()
-  c.data.image_size, c.data.channels, c.data.max_bag_size = 8, 1, 6
-  c.aug.color_prob = c.aug.blur_prob = c.aug.grayscale_prob = 0.0
-  c.aug.crop_area_min = 0.5
-  c.pairing = pairing
-  return c
+from tests.helpers import TOY_CASE_SIZES as SIZES, toy_pretrain_config as _cfg, toy_source as _source
 
 
 def _batches(src, c, n, **kw):
   kw = dict(data_cfg=c.data, aug_cfg=c.aug, pairing=c.pairing, global_batch=4, seed=1) | kw
   it = pipeline.pretrain_iterator(src, **kw)
   return [next(it) for _ in range(n)]
-
-
-SIZES = [1, 2, 3, 1, 4, 2, 6, 1]
 
 
 def test_micle_pairs_come_from_one_case_and_distinct_images():

@@ -5,7 +5,7 @@ from PIL import Image
 
 from configs.base import get_base_config
 from input_pipeline import backends, numpy_pipeline, pipeline, sources
-from tests.input_pipeline.test_input_pipeline import SIZES, _cfg, _source
+from tests.helpers import TOY_CASE_SIZES as SIZES, toy_pretrain_config as _cfg, toy_source as _source
 
 
 def _take(it, n):

@@ -6,7 +6,7 @@ import pytest
 
 from medssl_jax import main as main_lib
 from medssl_jax.training import profiling
-from tests.test_pretrain_run import run_config
+from tests.helpers import pretrain_run_config as run_config
 
 
 def test_trace_of_chosen_steps_lands_in_the_workdir(tmp_path):

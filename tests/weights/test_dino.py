@@ -24,7 +24,7 @@ from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import dino  # noqa: E402
 from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD  # noqa: E402
 from tests.weights.refs import numpy_state_dict as _numpy_sd, rel_err as _close  # noqa: E402
-from tests.weights.test_torchvision import _torch_model  # noqa: E402
+from tests.weights.refs import torchvision_model as _torch_model  # noqa: E402
 SIZE = 32
 
 

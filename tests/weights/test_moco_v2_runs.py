@@ -10,16 +10,20 @@ torchvision = pytest.importorskip("torchvision")
 import jax  # noqa: E402
 
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
-from tests.weights.test_moco_v2_weights import imported  # noqa: E402,F401 - the module fixture
+from tests.weights.refs import import_moco, torchvision_run_config as _run_config  # noqa: E402
 
 
-def test_continued_moco_pretraining_starts_from_the_imported_encoder_and_head(imported):  # noqa: F811
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+  return import_moco(tmp_path_factory.mktemp("moco"))
+
+
+def test_continued_moco_pretraining_starts_from_the_imported_encoder_and_head(imported):
   """pretrain._init_from on the imported dir: encoder and MoCo head come from the file; the key
   encoder starts as a copy of the query encoder (MoCo's own start) and the queue fresh."""
   from medssl_jax import methods
   from medssl_jax import pretrain
   from medssl_jax.training.sharding import make_mesh
-  from tests.weights.test_torchvision_runs import _run_config
   _, _, out, _ = imported
   config = _run_config("pretrain", out)
   config.method = "moco_v2"

@@ -20,30 +20,12 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.contrastive import ContrastiveModel  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import moco_v2  # noqa: E402
-from tests.weights.refs import rel_err as _close  # noqa: E402
+from tests.weights.refs import PORT_KEYS, import_moco, rel_err as _close  # noqa: E402
 # The query encoder is a torchvision ResNet whose fc is the MLP: (pooled features, projections).
-from tests.weights.test_torchvision import PORT_KEYS, _images, _torch_model, _torch_outputs  # noqa: E402
+from tests.weights.refs import moco_query_encoder as _moco_query_encoder, port_images as _images  # noqa: E402
+from tests.weights.refs import torch_outputs as _torch_outputs, write_moco_file as _moco_file  # noqa: E402
 
 
-def _moco_query_encoder(seed=0, mlp=True):
-  m = _torch_model("resnet18", num_classes=128, seed=seed)
-  if mlp:
-    torch.manual_seed(seed + 100)
-    m.fc = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), m.fc).eval()
-  return m
-
-
-def _moco_file(path, encoder_q, queue_size=16):
-  """Writes `encoder_q` (+ a key encoder and a queue) as main_moco.py's checkpoint."""
-  encoder_k = _moco_query_encoder(seed=7, mlp=isinstance(encoder_q.fc, torch.nn.Sequential))
-  sd = {}
-  sd.update({f"module.encoder_q.{k}": v for k, v in encoder_q.state_dict().items()})
-  sd.update({f"module.encoder_k.{k}": v for k, v in encoder_k.state_dict().items()})
-  sd["module.queue"] = torch.nn.functional.normalize(torch.randn(128, queue_size), dim=0)
-  sd["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
-  opt = torch.optim.SGD(encoder_q.parameters(), lr=0.03, momentum=0.9)
-  torch.save({"epoch": 200, "arch": "resnet18", "state_dict": sd, "optimizer": opt.state_dict()}, str(path))
-  return sd
 
 
 def _ours(settings, params, batch_stats, x):
@@ -55,13 +37,7 @@ def _ours(settings, params, batch_stats, x):
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-  root = tmp_path_factory.mktemp("moco")
-  ref = _moco_query_encoder(seed=1)
-  sd = _moco_file(root / "checkpoint_0199.pth.tar", ref)
-  out = str(root / "imported")
-  assert import_lib.main(["--format", "moco_v2", "--arch", "resnet18", "--in", str(root / "checkpoint_0199.pth.tar"),
-                          "--out", out]) == 0
-  return ref, sd, out, root
+  return import_moco(tmp_path_factory.mktemp("moco"))
 
 
 def test_imported_moco_computes_what_its_query_encoder_does(imported):

@@ -18,7 +18,8 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.resnet import ResNet  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import swav  # noqa: E402
-from tests.weights.test_torchvision import MEAN, PORT_KEYS, STD, _close, _images, _torch_model  # noqa: E402
+from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD, PORT_KEYS, port_images as _images  # noqa: E402
+from tests.weights.refs import rel_err as _close, torchvision_model as _torch_model  # noqa: E402
 
 
 def _swav_state_dict(trunk):

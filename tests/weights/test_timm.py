@@ -25,16 +25,10 @@ from medssl_jax.settings import get_base_config  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import timm as timm_fmt  # noqa: E402
 from tests.weights import refs  # noqa: E402
-from tests.weights.refs import numpy_state_dict as _numpy_sd, randomize_norms, rel_err as _close  # noqa: E402
+from tests.weights.refs import numpy_state_dict as _numpy_sd, rel_err as _close  # noqa: E402
+from tests.weights.refs import timm_model as _timm_model  # noqa: E402
 
-SIZE = 32
-
-
-def _timm_model(name, num_classes=10, seed=0, **kw):
-  torch.manual_seed(seed)
-  if name.startswith("vit"):
-    kw.setdefault("img_size", SIZE)
-  return randomize_norms(timm.create_model(name, pretrained=False, num_classes=num_classes, **kw))
+SIZE = refs.TIMM_SIZE
 
 
 def _images(n=2, size=SIZE, seed=0):

@@ -15,7 +15,7 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import timm as timm_fmt  # noqa: E402
 from tests.weights.refs import numpy_state_dict as _numpy_sd  # noqa: E402
-from tests.weights.test_timm import _timm_model  # noqa: E402
+from tests.weights.refs import timm_model as _timm_model  # noqa: E402
 from tests.helpers import capture_loaded_encoder  # noqa: E402
 
 ARCH, SIZE = "vit_tiny_patch16_224", 32

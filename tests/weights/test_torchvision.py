@@ -20,30 +20,10 @@ from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.classifier import Classifier  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from medssl_jax.weights import torchvision as tv  # noqa: E402
-from tests.weights import refs  # noqa: E402
 from tests.weights.refs import IMAGENET_MEAN as MEAN, IMAGENET_STD as STD  # noqa: E402
-from tests.weights.refs import numpy_state_dict as _numpy_sd, randomize_norms, rel_err as _close  # noqa: E402
-PORT_KEYS = ("bottleneck_width", "downsample_padding", "input_norm")
-
-
-def _torch_model(arch, num_classes=10, seed=0):
-  torch.manual_seed(seed)
-  return randomize_norms(getattr(torchvision.models, arch)(num_classes=num_classes))
-
-
-def _images(n=2, size=64, seed=0):
-  return refs.images(n, size, seed)
-
-
-def _torch_outputs(model, x):
-  """(pooled features, logits) of a torchvision model on [0, 1] NHWC images."""
-  xt = torch.from_numpy(((x - MEAN) / STD).transpose(0, 3, 1, 2).copy())
-  with torch.no_grad():
-    logits = model(xt).numpy()
-    fc, model.fc = model.fc, torch.nn.Identity()
-    feats = model(xt).numpy()
-    model.fc = fc
-  return feats, logits
+from tests.weights.refs import PORT_KEYS, numpy_state_dict as _numpy_sd, rel_err as _close  # noqa: E402
+from tests.weights.refs import port_images as _images, torch_outputs as _torch_outputs  # noqa: E402
+from tests.weights.refs import torchvision_model as _torch_model  # noqa: E402
 
 
 def _ours(arch, params, batch_stats, x, **override):

@@ -12,8 +12,7 @@ import jax  # noqa: E402
 from medssl_jax import import_weights as import_lib  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
-from medssl_jax.weights import torchvision as tv  # noqa: E402
-from tests.weights.test_torchvision import _torch_model  # noqa: E402
+from tests.weights.refs import torchvision_model as _torch_model, torchvision_run_config as _run_config  # noqa: E402
 from tests.helpers import capture_loaded_encoder  # noqa: E402
 
 
@@ -24,27 +23,6 @@ def imported(tmp_path_factory):
   out = str(root / "imported")
   import_lib.import_weights("torchvision", "resnet18", str(root / "resnet18.pth"), out)
   return None, out, root
-
-
-def _run_config(mode, out, steps=1):
-  """A tiny run of torchvision's ResNet-18 layout (full width: what the file holds) on 16 px images."""
-  from tests.helpers import tiny_config
-  c = tiny_config(batch_size=8, image_size=16, depth=18, width=1.0, steps=steps)
-  c.mode = mode
-  c.model.stem = "imagenet"
-  for k, v in tv.model_settings("resnet18").items():
-    setattr(c.model, k, v)
-  c.data.source = "synthetic"
-  c.data.synthetic.num_cases = 16
-  c.data.synthetic.image_size = 16
-  c.aug.blur_prob = 0.0
-  c.train.log_every = c.train.checkpoint_every = 1
-  c.train.prefetch = 1
-  c.optim.warmup_steps = 0
-  c.eval.init, c.eval.checkpoint, c.eval.val_split, c.eval.num_replicates = "pretrained", out, "", 20
-  c.optim.name, c.optim.lr_scaling, c.optim.base_lr = "sgd", "none", 0.01
-  c.train.init_checkpoint = out if mode == "pretrain" else ""
-  return c
 
 
 def _assert_equal_trees(got, want):
