@@ -10,7 +10,11 @@ Per data set (the scale's; PneumoniaMNIST and BreastMNIST at `small`):
    regime (class-balanced Small / Medium subsets and Full, the scale's `train_sizes`) and fold
    (another draw of the subset): the same head on each single encoder (no attention, one
    source), on all encoders concatenated (`concat`, the paper's ablation) and DVME.
-Finished runs are skipped on a re-run. Writes <workdir>/<scale>/dvme/study.json; `benchmarks.report`
+`--encoders=name=dir,...` adds encoders a user points at (a workdir of this project or a folder
+written by `medssl-jax import-weights`, e.g. an ImageNet ResNet-50): each is benchmarked alone,
+and `concat_all` / `dvme_all` fuse every encoder (the three above and these); their features are
+taken with the encoder's own model settings and channels (its config.json) at the study's image
+size. Finished runs are skipped on a re-run. Writes <workdir>/<scale>/dvme/study.json; `benchmarks.report`
 turns it into its section (mean and std over folds, per-source attention).
 """
 import argparse
@@ -86,6 +90,44 @@ def cached_features(config, checkpoint: str, out_template: str) -> str:
   return out_template
 
 
+def parse_extra_encoders(spec: str) -> dict:
+  """{name: folder} of `--encoders` ('name=dir,...'); names must not clash with the study's own."""
+  out = {}
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    name, sep, folder = item.partition("=")
+    if not sep or not name or not folder:
+      raise SystemExit(f"--encoders: {item!r}: use name=<checkpoint folder>")
+    if name in ENCODERS or name in ("concat", "dvme", "concat_all", "dvme_all") or name in out:
+      raise SystemExit(f"--encoders: name {name!r} is taken; choose another")
+    out[name] = folder
+  return out
+
+
+def plan_arms(spec: dict, extras: list) -> list:
+  """(arm, dvme.features, attention) per head: each encoder alone, then the study's three encoders
+  concatenated and fused ('concat', 'dvme'), and with extra encoders all of them ('concat_all',
+  'dvme_all'), so the three-encoder arms stay what they are whatever is added."""
+  arms = [(name, f"{name}={spec[name]}", False) for name in list(ENCODERS) + list(extras)]
+  three = ",".join(f"{n}={spec[n]}" for n in ENCODERS)
+  arms += [("concat", three, False), ("dvme", three, True)]
+  if extras:
+    every = ",".join(f"{n}={spec[n]}" for n in list(ENCODERS) + list(extras))
+    arms += [("concat_all", every, False), ("dvme_all", every, True)]
+  return arms
+
+
+def encoder_data_config(path: str, s: dict, folder: str):
+  """data_config with the model settings and channels stored with the checkpoint at `folder`."""
+  from benchmarks import transfer
+  model, channels = transfer.encoder_settings(folder)
+  c = data_config(path, s)
+  with c.unlocked():
+    for k, v in model.items():
+      c.model[k] = v
+    c.data.channels = channels
+  return c
+
+
 def head_config(spec: str, attention: bool, size: int, fold: int, d: dict, s: dict):
   from configs import truong_dvme
   c = truong_dvme.get_config("" if attention else "concat")
@@ -104,7 +146,9 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   common.add_common_flags(p)
   p.add_argument("--datasets", default="", help="comma-separated subset (default: the scale's)")
+  p.add_argument("--encoders", default="", help="extra encoders, name=<checkpoint folder>,... (module docstring)")
   a = p.parse_args(argv)
+  extras = parse_extra_encoders(a.encoders)
   s = dict(common.SCALES[a.scale])
   d = DVME_SCALES[a.scale]
   if a.datasets:
@@ -113,6 +157,7 @@ def main(argv=None) -> int:
   root = common.study_dir(a.workdir, a.scale, STUDY)
   manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
               "machine": common.machine_record(), "settings": dict(s, dvme=d), "runs": [],
+              "extra_encoders": {n: os.path.abspath(f) for n, f in extras.items()},
               "data": [common.data_record(os.path.join(a.data_dir, study_a.FILES[x])) for x in s["datasets"]]}
   for dataset in s["datasets"]:
     path = os.path.join(a.data_dir, study_a.FILES[dataset])
@@ -137,9 +182,11 @@ def main(argv=None) -> int:
       print(f"[{STUDY}] {dataset}: features of {name}")
       spec[name] = cached_features(config, os.path.abspath(ready[name]),
                                    os.path.join(root, dataset, "features", f"{name}_{{split}}.npz"))
-    arms = [(name, f"{name}={spec[name]}", False) for name in ENCODERS]
-    both = ",".join(f"{n}={spec[n]}" for n in ENCODERS)
-    arms += [("concat", both, False), ("dvme", both, True)]
+    for name, folder in extras.items():
+      print(f"[{STUDY}] {dataset}: features of {name} ({folder})")
+      spec[name] = cached_features(encoder_data_config(path, s, folder), os.path.abspath(folder),
+                                   os.path.join(root, dataset, "features", f"{name}_{{split}}.npz"))
+    arms = plan_arms(spec, list(extras))
     with np.load(path) as f:
       sizes = feasible_sizes(f["train_labels"], d["train_sizes"])
     for _, size, note in sizes:
@@ -182,16 +229,18 @@ def section(m: dict, manifest_path: str, out_dir: str = "") -> list:
         rs = [r["results"] for r in cell if r["arm"] == arm]
         lines.append(f"| {arm} | {_agg(rs, 'auc')} | {_agg(rs, 'top1')} | "
                      + ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs) + " |")
-      att = [r["results"]["attention_by_class"] for r in cell if r["arm"] == "dvme"
-             and "attention_by_class" in r["results"]]
-      if att:
+      for fused in [a for a in dict.fromkeys(r["arm"] for r in cell) if a in ("dvme", "dvme_all")]:
+        att = [r["results"]["attention_by_class"] for r in cell if r["arm"] == fused
+               and "attention_by_class" in r["results"]]
+        if not att:
+          continue
         mean = np.mean([a["mean"] for a in att], axis=0)
-        lines += ["", "DVME attention received per source (test mean over folds): "
-                  + ", ".join(f"{n} {w:.3f}" for n, w in zip(att[0]["sources"], mean))]
+        lines += ["", f"{'DVME' if fused == 'dvme' else 'DVME over all encoders'} attention received per source "
+                  "(test mean over folds): " + ", ".join(f"{n} {w:.3f}" for n, w in zip(att[0]["sources"], mean))]
         if out_dir:
-          png = f"{m['scale']}_dvme_attention_{dataset}_{regime}.png"
+          png = f"{m['scale']}_{fused}_attention_{dataset}_{regime}.png"
           attention_png(att, os.path.join(out_dir, png))
-          lines += ["", f"![DVME attention per class, {dataset} {regime}]({png})"]
+          lines += ["", f"![{fused} attention per class, {dataset} {regime}]({png})"]
       lines.append("")
     if out_dir:
       lines += tsne_lines(m, [r for r in runs if r["dataset"] == dataset], dataset, out_dir)

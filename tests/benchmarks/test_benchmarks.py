@@ -161,10 +161,16 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   assert os.path.getmtime(os.path.join(m["runs"][0]["workdir"], "results.json")) == mtime
   # Study C on Study A's pretraining runs (skipped there: done): features cached once, 5 arms x
   # (20 images, Full) on BreastMNIST.
-  assert dvme_study.main(args + ["--workdir", wd]) == 0
+  # An extra encoder a user points at (here Study A's SimCLR folder again, under another name):
+  # benchmarked alone and fused with the others in concat_all / dvme_all.
+  extra = os.path.abspath(common.pretrain_dir(wd, "smoke", "breastmnist"))
+  assert dvme_study.main(args + ["--workdir", wd, f"--encoders=again={extra}"]) == 0
   c = json.load(open(os.path.join(wd, "smoke", "dvme", "study.json")))
   heads = [r for r in c["runs"] if r["role"] == "eval"]
-  assert sorted({r["arm"] for r in heads}) == ["concat", "dvme", "moco_v2", "random", "simclr"] and len(heads) == 10
+  assert sorted({r["arm"] for r in heads}) == ["again", "concat", "concat_all", "dvme", "dvme_all", "moco_v2",
+                                               "random", "simclr"] and len(heads) == 16
+  dv_all = common.read_results(next(r["workdir"] for r in heads if r["arm"] == "dvme_all" and r["train_size"] == 20))
+  assert dv_all["attention_by_class"]["sources"] == ["simclr", "moco_v2", "random", "again"]
   assert {r["workdir"] for r in c["runs"] if r["role"] == "pretrain"} == {r["workdir"] for r in a["runs"]
                                                                           if r["role"] == "pretrain"}
   dv = common.read_results(next(r["workdir"] for r in heads if r["arm"] == "dvme" and r["train_size"] == 20))
@@ -176,8 +182,10 @@ def test_smoke_studies_and_report_on_real_data(shared_data, tmp_path):
   assert "## Study A" in md and "## Study B" in md and "127 patients" in md
   assert "## Study C" in md and "### breastmnist, training set n20 (1 fold(s))" in md
   assert "DVME attention received per source (test mean over folds): simclr " in md
-  assert "![DVME attention per class, breastmnist n20](smoke_dvme_attention_breastmnist_n20.png)" in md
+  assert "![dvme attention per class, breastmnist n20](smoke_dvme_attention_breastmnist_n20.png)" in md
   assert (out / "smoke_dvme_attention_breastmnist_n20.png").is_file()
+  assert "DVME over all encoders attention received per source (test mean over folds): simclr " in md
+  assert (out / "smoke_dvme_all_attention_breastmnist_n20.png").is_file()
   assert (out / "smoke_dvme_tsne_breastmnist.png").is_file() and "![t-SNE DVME breastmnist]" in md
   assert "- MoCo v2 pretraining (train images, labels unused): 4/4 steps" in md
   assert md.count("| finetune | 1 | 0 |") == 2 and "Δ MoCo − random top1 | Δ SimCLR − MoCo top1" in md
@@ -331,3 +339,21 @@ def test_a_pretraining_without_a_recorded_loss_says_so():
                                                 "by a run resumed at step 500), wall time ≥5.4 s (`/w/p`)")
   r |= {"metrics": {"loss": 3.25}, "wall_time_complete": True}
   assert report.pretrain_line("MoCo v2", r) == "- MoCo v2: 500/500 steps, final loss 3.2500, wall time 5.4 s (`/w/p`)"
+
+
+def test_dvme_study_extra_encoders_and_arms():
+  import pytest
+  assert dvme_study.parse_extra_encoders("in=/w/r50, dino=/w/dino") == {"in": "/w/r50", "dino": "/w/dino"}
+  for bad, msg in (("simclr=/x", "is taken"), ("dvme_all=/x", "is taken"), ("a=/x,a=/y", "is taken"),
+                   ("nofolder", "name=<checkpoint folder>"), ("=/x", "name=<checkpoint folder>")):
+    with pytest.raises(SystemExit, match=msg):
+      dvme_study.parse_extra_encoders(bad)
+  spec = {"simclr": "S", "moco_v2": "M", "random": "R", "in": "I"}
+  assert dvme_study.plan_arms(spec, []) == [
+      ("simclr", "simclr=S", False), ("moco_v2", "moco_v2=M", False), ("random", "random=R", False),
+      ("concat", "simclr=S,moco_v2=M,random=R", False), ("dvme", "simclr=S,moco_v2=M,random=R", True)]
+  arms = dvme_study.plan_arms(spec, ["in"])
+  assert arms[:3] + arms[4:6] == dvme_study.plan_arms(spec, [])  # the three-encoder arms are unchanged
+  assert arms[3] == ("in", "in=I", False)
+  assert arms[6:] == [("concat_all", "simclr=S,moco_v2=M,random=R,in=I", False),
+                      ("dvme_all", "simclr=S,moco_v2=M,random=R,in=I", True)]
