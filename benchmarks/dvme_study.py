@@ -44,13 +44,14 @@ def regime_name(size: int) -> str:
 
 
 def feasible_sizes(train_labels, sizes) -> list:
-  """(size asked, size used, note) per regime. A class-balanced subset holds at most (classes x
-  the smallest class's count) images; a larger size is capped there and the note says so
+  """(size asked, size used, note) per regime. A class-balanced subset holds at most about (classes x
+  the smallest class's count) images (exactly: fusion.largest_balanced_size); a larger size is capped there and the note says so
   (BreastMNIST's training split has 147 malignant images: Medium's 500 becomes 294). Truong et
   al.'s Small / Medium counts are per data set (their Table 1); these are PneumoniaMNIST's."""
+  from medssl_jax import fusion
   labels = np.asarray(train_labels).ravel()
   classes, counts = np.unique(labels, return_counts=True)
-  cap = len(classes) * int(counts.min())
+  cap = fusion.largest_balanced_size(labels)  # what fusion.training_subset can draw
   out = []
   for size in sizes:
     if size and size > cap:

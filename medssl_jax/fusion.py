@@ -69,6 +69,19 @@ def _labels(split: feature_cache.SplitFeatures, config) -> np.ndarray:
   return apply_uncertain_policy(split.labels, config.eval.uncertain_policy).astype(np.float32)
 
 
+def balanced_counts(size: int, num_classes: int) -> np.ndarray:
+  """Images per class (in sorted class order) of a class-balanced subset of `size`: size // C
+  each, the remainder one more to each of the first classes."""
+  return np.full(num_classes, size // num_classes) + (np.arange(num_classes) < size % num_classes)
+
+
+def largest_balanced_size(labels: np.ndarray) -> int:
+  """The largest `size` that training_subset can draw class-balanced from (N,) labels."""
+  classes, counts = np.unique(np.asarray(labels), return_counts=True)
+  base = len(classes) * int(counts.min())
+  return max(s for s in range(base, base + len(classes)) if np.all(balanced_counts(s, len(classes)) <= counts))
+
+
 def training_subset(labels: np.ndarray, size: int, fold: int, seed: int) -> np.ndarray:
   """Row indices of Truong et al.'s class-balanced training subsets (Sec. 4, Table 1): `size`
   images, size // C of each of the C classes (the remainder to the first classes), drawn without
@@ -81,7 +94,7 @@ def training_subset(labels: np.ndarray, size: int, fold: int, seed: int) -> np.n
   if labels.ndim != 1:
     return np.sort(rng.choice(n, size, replace=False))
   classes = np.unique(labels)
-  want = np.full(len(classes), size // len(classes)) + (np.arange(len(classes)) < size % len(classes))
+  want = balanced_counts(size, len(classes))
   picked = []
   for c, k in zip(classes, want):
     rows = np.flatnonzero(labels == c)

@@ -116,6 +116,13 @@ def test_balanced_subsets_per_fold():
     fusion.training_subset(labels, 60, 0, 0)
   multi = np.zeros((50, 3), np.float32)
   assert len(set(fusion.training_subset(multi, 20, 0, 0))) == 20
+  # The largest balanced size, by hand: [40, 30, 10] -> 3 x 10 = 30, and the remainder goes to the
+  # first classes, so 32 = 11 + 11 + 10 still fits; 33 needs 11 of class 2, which has 10.
+  assert fusion.largest_balanced_size(labels) == 32
+  assert len(fusion.training_subset(labels, 32, 0, 0)) == 32
+  with pytest.raises(UserError, match="class 2 has 10 training images"):
+    fusion.training_subset(labels, 33, 0, 0)
+  assert fusion.largest_balanced_size(np.repeat([0, 1], [147, 399])) == 294  # BreastMNIST's train split
 
 
 def _spy(monkeypatch, owner, name, calls):
