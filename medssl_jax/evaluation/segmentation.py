@@ -72,6 +72,15 @@ def segmentation_metrics(masks, probs, *, threshold: float = 0.5, num_replicates
           "num_images": int(len(dice))}
 
 
+def short_title(name: str, limit: int = 26) -> str:
+  """`name` cut in the middle to at most `limit` characters (long file names overlap their neighbours)."""
+  name = str(name)
+  if len(name) <= limit:
+    return name
+  keep = limit - 1
+  return name[:keep // 2] + "…" + name[len(name) - (keep - keep // 2):]
+
+
 def overlay_png(images, masks, preds, path, *, max_images: int = 8, columns: int = 4,
                 titles=None) -> str:
   """Writes a PNG grid of the first `max_images` images (grey or RGB) with the outline of the
@@ -111,7 +120,7 @@ def overlay_png(images, masks, preds, path, *, max_images: int = 8, columns: int
     for m, colour in ((masks[i], "lime"), (preds[i], "red")):
       if m.any() and not m.all():
         ax.contour(m.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
-    label = titles[i] if titles is not None else f"image {i}"
+    label = short_title(titles[i]) if titles is not None else f"image {i}"
     ax.set_title(f"{label}  Dice {dice[i]:.3f}", fontsize=8)
     ax.set_axis_off()
   fig.suptitle("true mask: green   prediction: red   overlap: yellow", fontsize=9)

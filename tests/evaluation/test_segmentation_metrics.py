@@ -96,3 +96,10 @@ def test_overlay_png(tmp_path):
   assert red.sum() > 20 and green.sum() > 20  # both outlines are drawn
   with pytest.raises(ValueError, match="do not match"):
     seg.overlay_png(images[:, :16], masks, preds, tmp_path / "bad.png")
+
+
+def test_overlay_titles_are_cut_in_the_middle():
+  assert seg.short_title("16672_1_1.jpg") == "16672_1_1.jpg"
+  long = "23E99E2E-447C-46E5-8EB2-D35D12473C39.png"
+  assert seg.short_title(long) == "23E99E2E-447…D12473C39.png" and len(seg.short_title(long)) == 26
+  assert seg.short_title("abcdefgh", limit=5) == "ab…gh"
