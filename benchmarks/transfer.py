@@ -571,16 +571,39 @@ def _limits_of(path: str) -> str:
                + os.path.basename(path)), "")
 
 
-def pretraining_data(e: dict):
-  """(data path, split) of the last pretraining run behind an encoder, from its config.json; None
-  when the checkpoint records none (random init, imported weights)."""
-  cfg = os.path.join(e.get("checkpoint") or "", "config.json")
-  if not e.get("checkpoint") or not os.path.isfile(cfg):
-    return None
-  c = load_json(cfg)
-  if c.get("mode") != "pretrain" or not c.get("data", {}).get("path"):
-    return None
-  return c["data"]["path"], c["data"].get("train_split", "train")
+def pretraining_stages(e: dict) -> list:
+  """[(data path, split), ...] of the pretraining runs behind an encoder, first stage first: its own
+  config.json, then that of its `train.init_checkpoint` (a continued pretraining, e.g. the adapt arm),
+  and so on. [] when the checkpoint records none (random init, imported weights)."""
+  stages, folder, seen = [], e.get("checkpoint") or "", set()
+  while folder and os.path.isfile(os.path.join(folder, "config.json")) and folder not in seen:
+    seen.add(folder)
+    c = load_json(os.path.join(folder, "config.json"))
+    if c.get("mode") != "pretrain" or not c.get("data", {}).get("path"):
+      break
+    stages.insert(0, (c["data"]["path"], c["data"].get("train_split", "train")))
+    folder = c.get("train", {}).get("init_checkpoint") or ""
+  return stages
+
+
+def encoder_limits(e: dict, task_paths: dict) -> str:
+  """The report line on an encoder's pretraining data ('' when it records none)."""
+  stages = pretraining_stages(e)
+  if not stages:
+    return ""
+  paths = [p for p, _ in stages]
+  where = "; then on ".join(f"`{p}`, split `{sp}`" for p, sp in stages)
+  how = f"{len(stages)} stages, from the checkpoints' config.json" if len(stages) > 1 else "its config.json"
+  line = f"  - Encoder {e['name']}: pretrained on {where} (labels unused; {how})"
+  same = [t for t, p in task_paths.items() if any(os.path.abspath(p) == os.path.abspath(x) for x in paths)]
+  shared = [t for t, p in task_paths.items() if "covid_cxr_lungseg" in p and any("covid_cxr_multi" in x for x in paths)]
+  if same:
+    line += (f"; the same file as task(s) {', '.join(same)}: the pretraining saw their training images "
+             "(not their test split)")
+  if shared:
+    line += f"; covid_cxr_multi shares images with task(s) {', '.join(shared)}, test images included"
+  extra = next((_limits_of(x) for x in paths if "covid_cxr_multi" in x), "")
+  return line + (f". {extra}" if extra else "")
 
 
 def data_limits(m: dict) -> list:
@@ -601,21 +624,9 @@ def data_limits(m: dict) -> list:
       lines.append(f"  - {d.get('task', '')}: {note}")
   task_paths = {d["task"]: d["path"] for d in m["data"] if d.get("role") == "original" and d.get("task")}
   for e in m["encoders"]:
-    pre = pretraining_data(e)
-    if pre is None:
-      continue
-    path, split = pre
-    same = [t for t, p in task_paths.items() if os.path.abspath(p) == os.path.abspath(path)]
-    shared = [t for t, p in task_paths.items() if "covid_cxr_multi" in path and "covid_cxr_lungseg" in p]
-    line = (f"  - Encoder {e['name']}: pretrained (last stage, its config.json) on `{path}`, split `{split}`, "
-            "labels unused")
-    if same:
-      line += (f"; the same file as task(s) {', '.join(same)}: the pretraining saw their training images "
-               "(not their test split)")
-    if shared:
-      line += f"; covid_cxr_multi shares images with task(s) {', '.join(shared)}, test images included"
-    extra = _limits_of(path)
-    lines.append(line + (f". {extra}" if extra and "covid_cxr_multi" in path else ""))
+    line = encoder_limits(e, task_paths)
+    if line:
+      lines.append(line)
   if not collect(m):
     lines.append("  - No run has finished: nothing to compare yet.")
   return lines

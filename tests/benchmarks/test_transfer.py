@@ -98,6 +98,12 @@ def test_combined_report_has_the_transfer_section_read_from_the_result_files(tmp
   (ck / "config.json").write_text(json.dumps({"mode": "pretrain", "data": {"path": "/x/breastmnist.npz",
                                                                            "train_split": "train"}}))
   m["encoders"][1]["checkpoint"] = str(ck)
+  # ... and one continued from a checkpoint pretrained elsewhere (the adapt arm): both stages named
+  ck2 = root / "encoders" / "imagenet"
+  ck2.mkdir(parents=True)
+  (ck2 / "config.json").write_text(json.dumps({"mode": "pretrain", "train": {"init_checkpoint": str(ck)},
+                                               "data": {"path": "/x/pneumoniamnist.npz", "train_split": "train"}}))
+  m["encoders"][2]["checkpoint"] = str(ck2)
   with open(path, "w") as f:
     json.dump(m, f)
   out = tmp_path / "report"
@@ -117,8 +123,11 @@ def test_combined_report_has_the_transfer_section_read_from_the_result_files(tmp
   assert f"`{root / 'breastmnist' / 'simclr' / 'run5'}`" in md and f"`{stopped}`" in md
   assert "BreastMNIST (breast ultrasound, MedMNIST 28 px) has no patient ids (MedMNIST drops them)" in md
   assert "the numbers mean nothing" in md and "same test images" in md
-  assert "Encoder simclr: pretrained (last stage, its config.json) on `/x/breastmnist.npz`, split `train`" in md
-  assert "the same file as task(s) breastmnist" in md
+  assert ("Encoder simclr: pretrained on `/x/breastmnist.npz`, split `train` (labels unused; its config.json); "
+          "the same file as task(s) breastmnist") in md
+  assert ("Encoder imagenet: pretrained on `/x/breastmnist.npz`, split `train`; then on `/x/pneumoniamnist.npz`, "
+          "split `train` (labels unused; 2 stages, from the checkpoints' config.json); the same file as task(s) "
+          "breastmnist") in md
   # one rendering: the combined report's section is the study's own report, line for line
   assert transfer.write_report(path, str(tmp_path / "own")) == 0
   own = (tmp_path / "own" / "transfer_smoke.md").read_text()
@@ -238,8 +247,8 @@ def test_smoke_scale_end_to_end(shared_data, tmp_path):
     assert f"| breastmnist | {run['encoder']} | 1 | auc | {r['test']['auc']['value']:.4f} ± nan | {test} |" in md
   assert md.count("| breastmnist | ") == 2
   # the SimCLR encoder was pretrained on the task's own file (train split): the report says so
-  assert (f"Encoder simclr: pretrained (last stage, its config.json) on `{shared_data / 'breastmnist.npz'}`, "
-          "split `train`, labels unused; the same file as task(s) breastmnist") in md
+  assert (f"Encoder simclr: pretrained on `{shared_data / 'breastmnist.npz'}`, split `train` (labels unused; its "
+          "config.json); the same file as task(s) breastmnist") in md
   assert (out / "smoke_transfer_breastmnist.png").is_file()
 
 
