@@ -193,8 +193,10 @@ def machine_record() -> dict:
 
 
 def command_line(module: str, argv) -> str:
+  """The command as a shell would take it back (arguments with ';', spaces etc. quoted)."""
+  import shlex
   argv = sys.argv[1:] if argv is None else list(argv)
-  return " ".join(["python -m", module] + argv)
+  return " ".join(["python -m", module] + [shlex.quote(a) for a in argv])
 
 
 def write_manifest(path: str, manifest: dict) -> None:

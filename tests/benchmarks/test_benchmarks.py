@@ -357,3 +357,12 @@ def test_dvme_study_extra_encoders_and_arms():
   assert arms[3] == ("in", "in=I", False)
   assert arms[6:] == [("concat_all", "simclr=S,moco_v2=M,random=R,in=I", False),
                       ("dvme_all", "simclr=S,moco_v2=M,random=R,in=I", True)]
+
+
+def test_recorded_command_can_be_pasted_into_a_shell():
+  import shlex
+  argv = ["--scale=small", "--tasks=pneumoniamnist;lungseg=configs/lung_segmentation.py:small,size=32", "--runs=5"]
+  line = common.command_line("benchmarks.transfer", argv)
+  assert line == ("python -m benchmarks.transfer --scale=small "
+                  "'--tasks=pneumoniamnist;lungseg=configs/lung_segmentation.py:small,size=32' --runs=5")
+  assert shlex.split(line)[3:] == argv
