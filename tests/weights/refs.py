@@ -58,15 +58,17 @@ def port_images(n=2, size=64, seed=0):
   return images(n, size, seed)
 
 
-def torch_outputs(model, x):
-  """(pooled features, logits) of a torchvision model on [0, 1] NHWC images."""
+def torch_outputs(model, x, head: str = "fc"):
+  """(pooled features, logits) of a torchvision model on [0, 1] NHWC images; features = the input
+  of its classifier module `head` ('fc' for ResNets, 'classifier' for DenseNets)."""
   import torch
   xt = torch.from_numpy(((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2).copy())
   with torch.no_grad():
     logits = model(xt).numpy()
-    fc, model.fc = model.fc, torch.nn.Identity()
+    kept = getattr(model, head)
+    setattr(model, head, torch.nn.Identity())
     feats = model(xt).numpy()
-    model.fc = fc
+    setattr(model, head, kept)
   return feats, logits
 
 

@@ -177,12 +177,7 @@ def test_densenet121_imports_computes_what_torchvision_does_and_exports_back(tmp
   arch = "densenet121"
   ref = _torch_model(arch, num_classes=5)
   x = _images(size=32)
-  xt = torch.from_numpy(((x - MEAN) / STD).transpose(0, 3, 1, 2).copy())
-  with torch.no_grad():
-    ref_logits = ref(xt).numpy()
-    head, ref.classifier = ref.classifier, torch.nn.Identity()
-    ref_feats = ref(xt).numpy()
-    ref.classifier = head
+  ref_feats, ref_logits = _torch_outputs(ref, x, head="classifier")
   sd = _numpy_sd(ref)
   params, batch_stats = tv.from_state_dict(sd, arch)
   s = tv.model_settings(arch)
@@ -196,8 +191,7 @@ def test_densenet121_imports_computes_what_torchvision_does_and_exports_back(tmp
   assert list(back) == list(sd)  # torchvision's names and order, 'classifier' included
   fresh = torchvision.models.densenet121(num_classes=5).eval()
   fresh.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in back.items()}, strict=True)
-  with torch.no_grad():
-    np.testing.assert_array_equal(fresh(xt).numpy(), ref_logits)
+  np.testing.assert_array_equal(_torch_outputs(fresh, x, head="classifier")[1], ref_logits)
   p2, b2 = tv.from_state_dict(back, arch)
   for a, b in zip(jax.tree_util.tree_leaves((params, batch_stats)), jax.tree_util.tree_leaves((p2, b2))):
     np.testing.assert_array_equal(a, b)
@@ -213,5 +207,4 @@ def test_densenet121_imports_computes_what_torchvision_does_and_exports_back(tmp
   assert r["arch"] == arch and r["fc"]
   again = torchvision.models.densenet121(num_classes=5).eval()
   again.load_state_dict(torch.load(str(tmp_path / "out.pth"), weights_only=True), strict=True)
-  with torch.no_grad():
-    np.testing.assert_array_equal(again(xt).numpy(), ref_logits)
+  np.testing.assert_array_equal(_torch_outputs(again, x, head="classifier")[1], ref_logits)
