@@ -21,16 +21,18 @@ and standard deviation, an independent two-sample t-test between models. What ru
   the report lists. The task's own validation split (MedMNIST 'val') is not used. Segmentation on
   `data.source='seg_manifest'` (configs/lung_segmentation.py) already splits per patient with
   `seg.val_fraction=0.1` of the training patients as 'val': that split is used as it is.
-* **Early stopping = best-on-hold-out selection, fixed length.** The fine-tuning loop scores the
-  hold-out every `eval_every` steps (`eval.eval_every`) and tests the state with the best hold-out
-  metric (`eval.select_metric`: AUC for classification, Dice for segmentation; results.json:
-  `selected_step`). Training runs the scale's fixed number of steps; it is not cut short after a
-  patience, and the classification lr is constant: the loop (medssl_jax/finetune.py) has neither
-  a ReduceLROnPlateau nor a stop hook (medssl_jax/training/plateau.py is used by the DVME mode
-  only), and that file was being changed for segmentation while this runner was written. The
-  tested model is the one a patience-based early stop picks whenever the hold-out curve does not
-  improve again after its patience; "steps (epochs) to early stop" in the report is the selected
-  step, and that many steps x batch / fit images in epochs.
+* **Early stopping and ReduceLROnPlateau.** The fine-tuning loop scores the hold-out every
+  `eval_every` steps (`eval.eval_every`) and tests the state with the best hold-out metric
+  (`eval.select_metric`: AUC for classification, Dice for segmentation; results.json:
+  `selected_step`). With the scale's `stop_patience` > 0 (`eval.early_stop_patience`; segmentation
+  `seg_stop_patience`) training ends after that many hold-out scores without improvement
+  (medssl_jax/training/validation.py), and classification multiplies its lr by `PLATEAU_FACTOR`
+  after `plateau_patience` such scores (`eval.plateau_factor`; segmentation keeps the paper's
+  cosine decay). The paper gives neither patience; `full` takes Truong et al.'s (lr 5, stop 10,
+  factor 0.1), counted in hold-out scores, not epochs. `small` has both off (0): its runs are 100
+  steps, 4 hold-out scores, too few for a patience; it trains the fixed length and tests the best
+  hold-out state. "Steps (epochs) to early stop" in the report is the selected step, and that
+  many steps x batch / fit images in epochs; the report says how many runs stopped early.
 * **Encoders** (`--encoders`, comma-separated; `name=` sets the report's name):
   `random` (random init, the scale's ResNet-18); `name=random:<other encoder>` (random init with
   that encoder's architecture); `name=<dir>` (a workdir or checkpoint of this project, or one
@@ -74,14 +76,17 @@ FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz
 # small is sized for a 2-core CPU (a run ~1.5 min): the paper's lengths are for a GPU ('full').
 SCALES = {
     "smoke": dict(runs=2, steps=4, eval_every=2, finetune_batch=16, seg_steps=4, seg_eval_every=2,
-                  tasks=("breastmnist",), adapt_steps=4),
+                  tasks=("breastmnist",), adapt_steps=4, plateau_patience=1, stop_patience=1, seg_stop_patience=1),
     "small": dict(runs=10, steps=100, eval_every=25, finetune_batch=64, seg_steps=120, seg_eval_every=20,
-                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=100),
+                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=100, plateau_patience=0, stop_patience=0,
+                  seg_stop_patience=0),
     "full": dict(runs=10, steps=2000, eval_every=100, finetune_batch=512, seg_steps=900, seg_eval_every=40,
-                 tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000),
+                 tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000, plateau_patience=5, stop_patience=10,
+                 seg_stop_patience=10),
 }
 DEFAULT_ENCODERS = "random,simclr=simclr:pneumoniamnist"
 HOLDOUT_FRACTION, HOLDOUT_SEED = 0.1, 0   # "10% of the training data as the validation set"
+PLATEAU_FACTOR = 0.1   # ReduceLROnPlateau's factor: PyTorch's default and Truong et al.'s (the paper gives none)
 HOLDOUT, FIT = "holdout", "fit"
 CLASSIFICATION_LR, SEGMENTATION_LR = 2e-4, 1e-3
 # The model settings an encoder's weights fix (copied from its config.json into every run).
@@ -349,6 +354,10 @@ def run_config(task: Task, enc: Encoder, holdout: dict, s: dict, ts: dict, seed:
     c.train.num_steps = steps
     c.train.log_every, c.train.checkpoint_every = every, steps
     c.eval.eval_every = every
+    c.eval.early_stop_patience = ts["seg_stop_patience"] if segmentation else ts["stop_patience"]
+    plateau = 0 if segmentation else ts["plateau_patience"]   # segmentation: cosine decay
+    c.eval.plateau_factor = PLATEAU_FACTOR if plateau else 0.0
+    c.eval.plateau_patience = plateau or 5
   return c
 
 
@@ -446,6 +455,7 @@ def collect(m: dict) -> dict:
         "value": float(r["test"][run["metric"]]["value"]), "selected_step": step,
         "epochs": step * run["batch"] / r["num_train_images"], "seed": r.get("seed", run["seed"]),
         "wall": float(r.get("wall_time_sec", float("nan"))), "metric": run["metric"],
+        "stopped_early": bool(r.get("stopped_early", False)),
         "num_steps": r["num_steps"], "fit_images": r["num_train_images"]})
   return cells
 
@@ -476,6 +486,7 @@ def table_rows(m: dict, cells: dict | None = None) -> list:
              "epochs_mean": summarise([x["epochs"] for x in runs])[0],
              "epochs_std": summarise([x["epochs"] for x in runs])[1],
              "num_steps": runs[0]["num_steps"], "seeds": [x["seed"] for x in runs],
+             "stopped_early": int(sum(x.get("stopped_early", False) for x in runs)),
              "wall": float(np.sum([x["wall"] for x in runs])), "t": None, "p": None}
       refs = cells.get((task, ref))
       if enc != ref and refs and n > 1 and len(refs) > 1:
@@ -494,7 +505,8 @@ def fmt_row(row: dict, reference: str) -> str:
       "n/a" if row["t"] is None else f"t = {row['t']:+.3f}, p = {row['p']:.4g}")
   return (f"| {row['task']} | {row['encoder']} | {row['n']} | {row['metric']} | {pm(row['mean'], row['std'], '.4f')} | {test} | "
           f"{pm(row['step_mean'], row['step_std'], '.1f')} of {row['num_steps']} | "
-          f"{pm(row['epochs_mean'], row['epochs_std'], '.2f')} | {', '.join(str(s) for s in row['seeds'])} | "
+          f"{pm(row['epochs_mean'], row['epochs_std'], '.2f')} | {row['stopped_early']} of {row['n']} | "
+          f"{', '.join(str(s) for s in row['seeds'])} | "
           f"{row['wall']:.1f} |")
 
 
@@ -517,6 +529,16 @@ def plot(rows: list, task: str, out_png: str, title: str) -> None:
   plt.close(fig)
 
 
+def stopping_text(e: dict) -> str:
+  """How a run's eval.* settings stop training and cut the lr (keys absent in older runs: off)."""
+  stop, factor = int(e.get("early_stop_patience", 0)), float(e.get("plateau_factor", 0.0))
+  text = (f"early stop after {stop} hold-out scores without improvement" if stop
+          else "no early stop (the fixed length; the best hold-out state is tested)")
+  if factor:
+    text += f", lr x {factor:g} after {int(e.get('plateau_patience', 5))} (ReduceLROnPlateau)"
+  return text + ("" if factor else ", no ReduceLROnPlateau")
+
+
 def protocol_lines(m: dict) -> list:
   """The protocol as the runs' own config.json files record it (one line per task)."""
   lines, seen = [], set()
@@ -530,7 +552,7 @@ def protocol_lines(m: dict) -> list:
     lines.append(f"  - {run['task']} (`eval.task={e['task']}`): {o['name']} lr {o['base_lr']:g} ({o['schedule']} "
                  f"schedule, weight decay {o['weight_decay']:g}), batch {t['batch_size']}, {t['num_steps']} steps; "
                  f"hold-out scored every {e['eval_every']} steps on `{e['val_split']}`, model selected on hold-out "
-                 f"`{e['select_metric']}`; {c['data']['image_size']} px, {c['data']['channels']} channel(s); "
+                 f"`{e['select_metric']}`; {stopping_text(e)}; {c['data']['image_size']} px, {c['data']['channels']} channel(s); "
                  f"data `{c['data']['path']}`" + (f"; U-Net decoder {c['seg']['decoder_width']:g}x the paper's widths"
                                                   if e["task"] == "segmentation" and "seg" in c else ""))
     if run.get("data_note") or "lungseg" in c["data"]["path"]:
@@ -669,10 +691,12 @@ def section(m: dict, manifest_path: str, out_dir: str) -> list:
   lines += ["", f"Test metric: mean ± sample standard deviation over the runs (seed r for run r). t-test: "
             f"independent two-sample (Student's, pooled variance, two-sided; scipy) of each encoder against "
             f"`{ref}`; t > 0 when the encoder's mean is higher. 'Steps to early stop': the step whose state was "
-            "best on the hold-out (the tested one; training ran the fixed length), and the same in epochs over "
-            "the fit images. Wall time: the sum over the runs.", "",
+            "best on the hold-out (the tested one), and the same in epochs over "
+            "the fit images; 'stopped early': runs that an early stop ended before the scale's length. Wall time: "
+            "the sum over the runs.", "",
             "| task | encoder | runs | metric | test mean ± std | vs reference | steps to early stop | "
-            "epochs to early stop | seeds | wall time (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "epochs to early stop | stopped early | seeds | wall time (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   lines += [fmt_row(r, ref) for r in rows]
   lines.append("")
   for task in m["settings"]["tasks"]:

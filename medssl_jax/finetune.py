@@ -9,18 +9,22 @@ Workdir: config.json, checkpoints/, TensorBoard scalars, and at the end
   predictions_test.npz    test predictions with image and case ids (for `compare`)
   predictions_val.npz     validation predictions, when a validation split is configured
 
-Periodic validation (`eval.eval_every` = N > 0): every N steps (a multiple of train.log_every)
-and at the last step, the model is scored on `eval.val_split` (the test metrics' settings: case
-level, excluded classes); the values go to TensorBoard (`val/<metric>`) and val_history.json,
-and the state with the best `eval.select_metric` (default top1 for multiclass, mean_auc for
-multilabel; the earliest step on a tie) is kept in checkpoints_best/. The test metrics, the
-`val` metrics and predictions_*.npz are then those of that state; results.json says which
-(`selected_step`, `select_metric`, `val_history`). N = 0: evaluation of the final state only
-(`selected_step` = the last step).
+Periodic validation (`eval.eval_every` = N > 0; training/validation.py): every N steps (a
+multiple of train.log_every) and at the last step, the model is scored on `eval.val_split` (the
+test metrics' settings: case level, excluded classes); the values go to TensorBoard
+(`val/<metric>`) and val_history.json, and the state with the best `eval.select_metric` (default
+top1 for multiclass, mean_auc for multilabel; the earliest step on a tie) is kept in
+checkpoints_best/. The test metrics, the `val` metrics and predictions_*.npz are then those of
+that state; results.json says which (`selected_step`, `select_metric`, `val_history`). N = 0:
+evaluation of the final state only (`selected_step` = the last step). With validation on:
+`eval.plateau_factor` > 0 multiplies the lr by that factor after `eval.plateau_patience`
+validations without improvement (ReduceLROnPlateau; results.json `lr_reduced_at`), and
+`eval.early_stop_patience` = P > 0 ends training after P validations without improvement
+(`stopped_early`, `early_stop_step`), as in the transfer benchmark's protocol (Hosseinzadeh
+Taher et al. 2021).
 """
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -36,6 +40,7 @@ from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax.training import loop
 from medssl_jax.training import optim
 from medssl_jax.training import profiling
+from medssl_jax.training import validation as validation_lib
 from medssl_jax.training import workdir as workdir_lib
 from medssl_jax.errors import UserError
 from medssl_jax.inference import batched_apply
@@ -95,6 +100,7 @@ def create_state(config, mesh, num_outputs: int, rng, num_steps: int | None = No
   if linear:  # only the new head learns; the encoder's updates are zero.
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                lambda p: {k: ("frozen" if k == "encoder" else "train") for k in p})
+  tx = validation_lib.optimizer(tx, config.eval)  # x the plateau scale with eval.plateau_factor > 0
   return init_state(model, tx, config.data, mesh, rng)
 
 
@@ -225,73 +231,51 @@ def selection_metric(config, num_outputs: int) -> str:
   return name
 
 
-def best_step(history: list, metric: str):
-  """Step of the highest finite `metric` in [{"step", metric, ...}]; the earliest on a tie; None if none."""
-  values = [(h[metric], -h["step"]) for h in history if np.isfinite(h[metric])]
-  return -max(values)[1] if values else None
+def validation_scorer(config, mesh, source, pipeline, exclude):
+  """score(state) -> the validation metrics of a classifier state, with the test metrics' settings
+  (case level, excluded classes); the hook of `training.validation` calls it every eval.eval_every steps."""
+  from medssl_jax.evaluation import metrics
+  images, _ = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
+                                        crop_fraction=config.aug.eval_crop_fraction)
+  labels, case_ids, task = np.asarray(source.labels), source.case_ids, config.eval.task
+  act = jax.nn.softmax if task == "multiclass" else jax.nn.sigmoid
+  compiled = {}
 
-
-class PeriodicValidation:
-  """`loop.run`'s on_log hook: scores the state on the validation split every `eval.eval_every`
-  steps and at the last one (host syncs only there), writes `val/*` scalars and
-  val_history.json, and keeps the best state by `metric` in checkpoints_best/ (one kept)."""
-
-  def __init__(self, config, mesh, source, pipeline, writer, workdir, exclude, metric, start_step, num_steps):
-    from medssl_jax.evaluation import metrics
-    self.config, self.mesh, self.writer, self.exclude, self.metric = config, mesh, writer, tuple(exclude), metric
-    self.every, self.num_steps = int(config.eval.eval_every), num_steps
-    self.images, _ = pipeline.make_eval_arrays(source, config.data.image_size, config.data.channels,
-                                               crop_fraction=config.aug.eval_crop_fraction)
-    self.labels, self.case_ids = np.asarray(source.labels), source.case_ids
-    self._metrics = metrics
-    self._act = jax.nn.softmax if config.eval.task == "multiclass" else jax.nn.sigmoid
-    self._apply = None
-    self.path = os.path.join(workdir, "val_history.json")
-    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1)
-    self.history = self._resume(start_step)
-
-  def _resume(self, start_step):
-    """The history up to the restored step; a best state saved after it (lost on a crash) is dropped."""
-    history = []
-    if epath.Path(self.path).is_file():
-      history = [h for h in json.loads(epath.Path(self.path).read_text()) if h["step"] <= start_step]
-    for step in self.ckpt.manager.all_steps():
-      if step > start_step:
-        self.ckpt.manager.delete(step)
-    if history and self.best_step(history) != self.ckpt.latest_step():
-      logging.warning("%s: the best validation state (step %s) is not in checkpoints_best/; selection restarts "
-                      "at step %d", self.path, self.best_step(history), start_step)
-      history = []
-    return history
-
-  def best_step(self, history=None):
-    return best_step(self.history if history is None else history, self.metric)
-
-  def __call__(self, step: int, state) -> None:
-    if step % self.every and step != self.num_steps:
-      return
-    if self._apply is None:  # one compiled function; the weights are its argument, not constants
-      self._apply = jax.jit(lambda v, x: self._act(state.apply_fn(v, x, train=False)))
+  def score(state):
+    if "apply" not in compiled:  # one compiled function; the weights are its argument, not constants
+      compiled["apply"] = jax.jit(lambda v, x: act(state.apply_fn(v, x, train=False)))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    probs = np.asarray(batched_apply(lambda x: self._apply(variables, x), self.images, self.mesh, 256), np.float32)
-    labels = self.labels
-    if self.config.eval.case_level:
-      _, labels, probs = self._metrics.aggregate_by_case(self.case_ids, labels, probs)
-    values = self._metrics.compute_metrics(labels, probs, self.config.eval.task, self.exclude)
-    self.history.append({"step": int(step), **{k: float(v) for k, v in values.items()}})
-    self.writer.write_scalars(step, {f"val/{k}": v for k, v in values.items()})
-    if self.best_step() == step:  # a new best (a later tie is not)
-      self.ckpt.save(step, state)
-    loop.write_json(self.path, self.history)
-    logging.info("step %d  validation %s %.4f (best %.4f at step %s)", step, self.metric, values[self.metric],
-                 max((h[self.metric] for h in self.history if np.isfinite(h[self.metric])), default=float("nan")),
-                 self.best_step())
+    probs = np.asarray(batched_apply(lambda x: compiled["apply"](variables, x), images, mesh, 256), np.float32)
+    y = labels
+    if config.eval.case_level:
+      _, y, probs = metrics.aggregate_by_case(case_ids, y, probs)
+    return metrics.compute_metrics(y, probs, task, tuple(exclude))
 
-  def best_state(self, state):
-    """`state` with the weights of the best validation step (or unchanged if none was finite)."""
-    self.ckpt.wait()
-    step = self.best_step()
-    return state if step is None else self.ckpt.restore(state, step)
+  return score
+
+
+def finished(out, num_steps: int) -> bool:
+  """Training is over: all steps run, or stopped early (not a preemption)."""
+  return out.step >= num_steps or out.stopped_early
+
+
+def run_loop(config, state, batches, step_fn, validation, start_step, num_steps, writer, ckpt, mesh, workdir):
+  """`loop.run` with the fine-tuning loops' settings (shared by classification and segmentation); the
+  logged lr includes the plateau scale. A run that had stopped early before a crash is not trained
+  further (its batches are closed unread)."""
+  schedule = optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps)
+  if validation is not None and validation.start(state):
+    logging.info("Training stopped early at step %d before this restart; evaluating", start_step)
+    if hasattr(batches, "close"):
+      batches.close()
+    return loop.LoopResult(state, start_step, {}, float("nan"), preempted=False, loss_history=[], stopped_early=True)
+  lr_fn = schedule if validation is None else (lambda step: schedule(step) * validation.scale)
+  return loop.run(state, batches, step_fn, start_step=start_step, num_steps=num_steps,
+                  images_per_step=config.train.batch_size, lr_fn=lr_fn, writer=writer, ckpt=ckpt,
+                  log_every=config.train.log_every, checkpoint_every=config.train.checkpoint_every,
+                  num_devices=mesh.devices.size,
+                  profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")),
+                  on_log=validation)
 
 
 def finetune(config, workdir: str) -> dict:
@@ -338,6 +322,7 @@ def finetune(config, workdir: str) -> dict:
   if eval_every and val_src is None:
     raise UserError(f"eval.eval_every={eval_every} validates on eval.val_split, which is empty; set "
                      f"eval.val_split to a split of the data, or eval.eval_every=0")
+  validation_lib.check_settings(config.eval)
   select_metric = selection_metric(config, num_outputs)
 
   state = create_state(config, mesh, num_outputs, jax.random.key(config.seed), num_steps)
@@ -361,22 +346,19 @@ def finetune(config, workdir: str) -> dict:
   logging.info("%s from %s init on %d of %d training images (fraction %g, draw %d), %d steps",
                config.mode, config.eval.init, len(indices), len(train_src), config.eval.label_fraction,
                config.eval.fraction_seed, num_steps)
-  validation = (PeriodicValidation(config, mesh, val_src, pipeline, writer, workdir, exclude, select_metric,
-                                   start_step, num_steps) if eval_every else None)
-  out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch), step_fn,
-                 start_step=start_step, num_steps=num_steps, images_per_step=config.train.batch_size,
-                 lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
-                 writer=writer, ckpt=ckpt, log_every=config.train.log_every,
-                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
-                 profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")),
-                 on_log=validation)
+  validation = (validation_lib.from_config(config.eval, validation_scorer(config, mesh, val_src, pipeline, exclude),
+                                           select_metric, num_steps, writer, workdir, start_step)
+                if eval_every else None)
+  out = run_loop(config, state, prefetch_to_mesh(batches, mesh, config.train.prefetch), step_fn, validation,
+                 start_step, num_steps, writer, ckpt, mesh, workdir)
   ckpt.close()
 
   results = {"mode": config.mode, "init": config.eval.init, "checkpoint": config.eval.checkpoint,
              "task": config.eval.task, "label_fraction": config.eval.label_fraction,
              "fraction_seed": config.eval.fraction_seed, "num_train_images": int(len(indices)),
              "num_train_cases": int(len(np.unique(train_src.case_ids[indices]))),
-             "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps, "loss_history": out.loss_history,
+             "final_step": out.step, "num_steps": num_steps, "completed": finished(out, num_steps),
+             "loss_history": out.loss_history,
              "train_metrics": out.metrics, "images_per_sec": out.images_per_sec,
              "base_lr": config.optim.base_lr, "weight_decay": config.optim.weight_decay,
              "feature_norm": config.eval.feature_norm, "head_init": config.eval.head_init,
@@ -386,12 +368,12 @@ def finetune(config, workdir: str) -> dict:
              "workdir": ckpt_lib._abs(workdir)}
   if config.eval.task == "multilabel":
     results.update(label_summary(config, test_src, exclude))
-  if out.step >= num_steps:
+  if finished(out, num_steps):
     final = out.state
     results.update(select_metric=select_metric, selected_step=out.step)
     if validation is not None:  # the best-on-validation state, not the last one
       final = validation.best_state(out.state)
-      results.update(selected_step=int(final.step), val_history=validation.history)
+      results.update(selected_step=int(final.step), **validation.summary())
     by_subgroup = {}
     results["test"] = evaluate(config, final, mesh, test_src, pipeline, "test", workdir, exclude, by_subgroup)
     if by_subgroup:
@@ -401,7 +383,7 @@ def finetune(config, workdir: str) -> dict:
     scalars = {f"test/{k}": v["value"] for k, v in results["test"].items() if isinstance(v, dict)}
     writer.write_scalars(out.step, scalars)
   if validation is not None:
-    validation.ckpt.close()
+    validation.close()
   writer.flush()
   results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   loop.write_json(os.path.join(workdir, "results.json"), results)

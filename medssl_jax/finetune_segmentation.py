@@ -12,13 +12,14 @@ The classification fine-tuning's machinery, for a U-Net (models/unet.py) with on
   optimiser settings (`optim.*`);
 - data: `data.source='seg_manifest'` (input_pipeline/sources/seg_manifest.py), decoded once and
   augmented jointly on the host (input_pipeline/seg_pipeline.py, augment_seg.py; NumPy only);
-- validation (`eval.eval_every` = N > 0, on `eval.val_split`): every N steps and at the last one
-  the mean Dice of the validation images; the best state (the earliest on a tie) is kept in
-  checkpoints_best/ and is the one tested (results.json `selected_step`). This is the paper's
-  early stopping on a 10% hold-out of train read as model selection: the loop runs all its
-  steps and the best-on-hold-out state is the result (the loop has no stopping hook);
-  `val_history` holds the curve, so the step where a patience rule would have stopped can be
-  read off it;
+- validation (`eval.eval_every` = N > 0, on `eval.val_split`; training/validation.py): every N
+  steps and at the last one the mean Dice of the validation images; the best state (the earliest
+  on a tie) is kept in checkpoints_best/ and is the one tested (results.json `selected_step`),
+  the paper's early stopping on a 10% hold-out of train. With `eval.early_stop_patience` = P > 0
+  training also ends after P validations without improvement (results.json `stopped_early`,
+  `early_stop_step`); `eval.plateau_factor` reduces the lr on a validation plateau (the paper
+  uses cosine decay for segmentation and the plateau for classification); `val_history` holds
+  the curve;
 - at the end, on `data.eval_split`: mean per-image Dice and IoU of the thresholded prediction
   (sigmoid >= seg.threshold) with 95% bootstrap intervals that resample PATIENTS (the case ids:
   images of one patient are not independent; evaluation/segmentation.py), in results.json
@@ -27,7 +28,6 @@ The classification fine-tuning's machinery, for a U-Net (models/unet.py) with on
   masks as the network sees them (resized by nearest neighbour).
 """
 import functools
-import json
 import os
 import time
 
@@ -43,7 +43,7 @@ from medssl_jax.losses.dice import dice_bce_loss
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax.training import loop
 from medssl_jax.training import optim
-from medssl_jax.training import profiling
+from medssl_jax.training import validation as validation_lib
 from medssl_jax.training import workdir as workdir_lib
 from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh
 from medssl_jax.training.state import TrainState
@@ -83,13 +83,14 @@ def check_config(config) -> None:
   if eval_every and not config.eval.val_split:
     raise UserError(f"eval.eval_every={eval_every} validates on eval.val_split, which is empty; set it (e.g. "
                     f"'val') or eval.eval_every=0")
+  validation_lib.check_settings(config.eval)
 
 
 def create_state(config, mesh, rng, num_steps: int) -> TrainState:
   """The U-Net's state (one output: binary segmentation); the schedule spans `num_steps`."""
   from medssl_jax.models.unet import decoder_widths, segmentation_from_config
   model = segmentation_from_config(config.model, 1, decoder_widths(config.seg.decoder_width))
-  tx = optim.make_optimizer(config.optim, config.train.batch_size, num_steps)
+  tx = validation_lib.optimizer(optim.make_optimizer(config.optim, config.train.batch_size, num_steps), config.eval)
   from medssl_jax.finetune import init_state
   return init_state(model, tx, config.data, mesh, rng)
 
@@ -144,53 +145,22 @@ def evaluate(config, state, mesh, images, masks, source, name: str, workdir: str
   return out
 
 
-class SegValidation:
-  """`loop.run`'s on_log hook: mean Dice on the validation images every `eval.eval_every` steps
-  and at the last one; TensorBoard `val/dice`, val_history.json, best state in checkpoints_best/."""
+def validation_scorer(config, mesh, images, masks):
+  """score(state) -> mean Dice and IoU of the thresholded predictions on the validation images (the
+  hook of `training.validation` calls it every eval.eval_every steps)."""
+  from medssl_jax.evaluation import segmentation as seg_metrics
+  images, threshold, compiled = _as_float(images), float(config.seg.threshold), {}
 
-  def __init__(self, config, mesh, images, masks, writer, workdir, start_step, num_steps):
-    from medssl_jax import finetune
-    self.mesh, self.writer, self.every, self.num_steps = mesh, writer, int(config.eval.eval_every), num_steps
-    self.images, self.masks, self.threshold = _as_float(images), masks, float(config.seg.threshold)
-    self._best_step = functools.partial(finetune.best_step, metric=SELECT_METRIC)
-    self._apply = None
-    self.path = os.path.join(workdir, "val_history.json")
-    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1)
-    history = []
-    if epath.Path(self.path).is_file():
-      history = [h for h in json.loads(epath.Path(self.path).read_text()) if h["step"] <= start_step]
-    for step in self.ckpt.manager.all_steps():
-      if step > start_step:
-        self.ckpt.manager.delete(step)
-    if history and self._best_step(history) != self.ckpt.latest_step():
-      logging.warning("%s: the best validation state is not in checkpoints_best/; selection restarts", self.path)
-      history = []
-    self.history = history
-
-  def best_step(self):
-    return self._best_step(self.history)
-
-  def __call__(self, step: int, state) -> None:
-    from medssl_jax.evaluation import segmentation as seg_metrics
-    if step % self.every and step != self.num_steps:
-      return
-    if self._apply is None:  # one compiled function; the weights are its argument
-      self._apply = jax.jit(lambda v, x: jax.nn.sigmoid(state.apply_fn(v, x, train=False))[..., 0])
+  def score(state):
+    if "apply" not in compiled:  # one compiled function; the weights are its argument
+      compiled["apply"] = jax.jit(lambda v, x: jax.nn.sigmoid(state.apply_fn(v, x, train=False))[..., 0])
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    probs = batched_apply(lambda x: self._apply(variables, x), self.images, self.mesh, 64)
-    dice = seg_metrics.dice_per_image(self.masks, seg_metrics.binarize(np.asarray(probs), self.threshold))
-    iou = seg_metrics.iou_per_image(self.masks, seg_metrics.binarize(np.asarray(probs), self.threshold))
-    self.history.append({"step": int(step), "dice": float(np.mean(dice)), "iou": float(np.mean(iou))})
-    self.writer.write_scalars(step, {"val/dice": float(np.mean(dice)), "val/iou": float(np.mean(iou))})
-    if self.best_step() == step:
-      self.ckpt.save(step, state)
-    loop.write_json(self.path, self.history)
-    logging.info("step %d  validation dice %.4f (best at step %s)", step, float(np.mean(dice)), self.best_step())
+    pred = seg_metrics.binarize(np.asarray(batched_apply(lambda x: compiled["apply"](variables, x), images, mesh, 64)),
+                                threshold)
+    return {"dice": float(np.mean(seg_metrics.dice_per_image(masks, pred))),
+            "iou": float(np.mean(seg_metrics.iou_per_image(masks, pred)))}
 
-  def best_state(self, state):
-    self.ckpt.wait()
-    step = self.best_step()
-    return state if step is None else self.ckpt.restore(state, step)
+  return score
 
 
 def finetune(config, workdir: str) -> dict:
@@ -234,17 +204,13 @@ def finetune(config, workdir: str) -> dict:
   step_fn = jax.jit(functools.partial(train_step, dice_weight=float(config.seg.dice_weight),
                                       bce_weight=float(config.seg.bce_weight)), donate_argnums=(0,))
   val_arrays = arrays(val_src) if val_src is not None else None
-  validation = (SegValidation(config, mesh, *val_arrays, writer, workdir, start_step, num_steps)
+  validation = (validation_lib.from_config(config.eval, validation_scorer(config, mesh, *val_arrays), SELECT_METRIC,
+                                           num_steps, writer, workdir, start_step)
                 if int(config.eval.eval_every) else None)
   logging.info("segmentation fine-tuning from %s init on %d training images (%d cases), %d steps",
                config.eval.init, len(train_src), len(np.unique(train_src.case_ids)), num_steps)
-  out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch), step_fn,
-                 start_step=start_step, num_steps=num_steps, images_per_step=config.train.batch_size,
-                 lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
-                 writer=writer, ckpt=ckpt, log_every=config.train.log_every,
-                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
-                 profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")),
-                 on_log=validation)
+  out = ft.run_loop(config, state, prefetch_to_mesh(batches, mesh, config.train.prefetch), step_fn, validation,
+                    start_step, num_steps, writer, ckpt, mesh, workdir)
   ckpt.close()
 
   steps_per_epoch = max(1, len(train_src) // int(config.train.batch_size))
@@ -252,19 +218,19 @@ def finetune(config, workdir: str) -> dict:
              "checkpoint": config.eval.checkpoint, "num_train_images": len(train_src),
              "num_train_cases": int(len(np.unique(train_src.case_ids))),
              "num_val_images": len(val_src) if val_src is not None else 0, "num_test_images": len(test_src),
-             "final_step": out.step, "num_steps": num_steps, "completed": out.step >= num_steps,
+             "final_step": out.step, "num_steps": num_steps, "completed": ft.finished(out, num_steps),
              "steps_per_epoch": steps_per_epoch, "loss_history": out.loss_history, "train_metrics": out.metrics,
              "images_per_sec": out.images_per_sec, "base_lr": config.optim.base_lr, "optimizer": config.optim.name,
              "seed": config.seed, "host_pipeline": "numpy", "mask_threshold": thr,
              "metric_note": "Dice / IoU of thresholded predictions at data.image_size, mean over images; "
                             "95% bootstrap intervals resample cases (patients)",
              "data_note": config.seg.data_note, "workdir": ckpt_lib._abs(workdir)}
-  if out.step >= num_steps:
+  if ft.finished(out, num_steps):
     final = out.state
     results.update(select_metric=SELECT_METRIC, selected_step=out.step)
     if validation is not None:
       final = validation.best_state(out.state)
-      results.update(selected_step=int(final.step), val_history=validation.history)
+      results.update(selected_step=int(final.step), **validation.summary())
     results["epochs_to_selected"] = results["selected_step"] / steps_per_epoch
     test_images, test_masks = arrays(test_src)
     results["test"] = evaluate(config, final, mesh, test_images, test_masks, test_src, "test", workdir, overlay=True)
@@ -272,7 +238,7 @@ def finetune(config, workdir: str) -> dict:
       results["val"] = evaluate(config, final, mesh, *val_arrays, val_src, "val", workdir)
     writer.write_scalars(out.step, {f"test/{k}": results["test"][k]["value"] for k in ("dice", "iou")})
   if validation is not None:
-    validation.ckpt.close()
+    validation.close()
   writer.flush()
   results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   loop.write_json(os.path.join(workdir, "results.json"), results)

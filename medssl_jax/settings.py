@@ -171,6 +171,12 @@ def get_base_config() -> ml_collections.ConfigDict:
                                     # the best state on validation (results.json: selected_step).
   c.eval.select_metric = ""         # validation metric that picks that state ('' = top1 for multiclass,
                                     # mean_auc for multilabel; any metric name of the task).
+  c.eval.plateau_factor = 0.0       # > 0 (with eval_every > 0): ReduceLROnPlateau on select_metric, the
+                                    # lr x this factor after plateau_patience validations without an
+                                    # improvement (> 1e-4 above the best); 0 = off.
+  c.eval.plateau_patience = 5       # validations (one per eval_every steps) without improvement.
+  c.eval.early_stop_patience = 0    # > 0 (with eval_every > 0): stop training after this many
+                                    # validations without improvement; the best state is tested.
   c.eval.case_level = False         # average the predictions of a case's images before metrics.
   c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity: names (e.g. ('Other',),
                                     # looked up in the data's class names) or indices (checked to exist).

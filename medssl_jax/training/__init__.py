@@ -6,6 +6,7 @@
   sharding.py      the device mesh, batch sharding, host-to-device prefetch
   optim.py         LARS / SGD / Adam and learning-rate schedules (optax)
   plateau.py       ReduceLROnPlateau and early stopping on a validation metric (Truong et al.)
+  validation.py    fine-tuning's periodic validation: best state, lr plateau, early stop
   workdir.py       a run's saved settings and the refusal to resume with other settings
   event_writer.py  TensorBoard scalars without TensorFlow
 """

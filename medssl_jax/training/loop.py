@@ -9,7 +9,7 @@ import dataclasses
 import json
 import signal
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from absl import logging
 import jax
@@ -118,12 +118,22 @@ class LoopResult:
   images_per_sec: float
   preempted: bool
   loss_history: list  # (step, mean loss over the log interval) at every log step
+  stopped_early: bool = False  # the on_log hook asked to stop before num_steps (early stopping)
+
+
+class HookResult(NamedTuple):
+  """What an `on_log` hook may return: the state to go on with (e.g. with a changed lr scale in its
+  optimiser state) and whether to stop now (early stopping: a checkpoint is saved, then `run` returns)."""
+  state: Any
+  stop: bool = False
 
 
 def run(state, batches: Iterator[dict], train_step: Callable, *, start_step: int, num_steps: int,
         images_per_step: int, lr_fn, writer, ckpt, log_every: int, checkpoint_every: int,
         num_devices: int, on_log: Callable | None = None, profiler=None) -> LoopResult:
-  """Trains from `start_step` to `num_steps` (or a preemption). The loop owns `batches`: it is
+  """Trains from `start_step` to `num_steps` (or a preemption, or an early stop that `on_log` asks
+  for: `on_log(step, state)` runs at every log step and returns None or a `HookResult`, whose
+  state replaces the loop's). The loop owns `batches`: it is
   closed when the loop returns or fails (its host pipeline stops). On a failure the checkpoint
   being written is completed and the checkpointer and writer closed before the error goes on, so
   that no background thread outlives the run."""
@@ -197,8 +207,14 @@ def _run(state, batches, train_step, stop, *, start_step, num_steps, images_per_
       logging.info("step %d/%d  %s  %.1f img/s  ETA %s", step, num_steps, shown, images_per_sec,
                    format_eta((num_steps - step) / max(steps_per_sec, 1e-9)))
       t_log, step_log = now, step
-      if on_log is not None:
-        on_log(step, state)
+      hook = on_log(step, state) if on_log is not None else None
+      if hook is not None:
+        state = hook.state
+        if hook.stop:
+          ckpt.save(step, state)
+          logging.info("Stopped early at step %d of %d (saved a checkpoint).", step, num_steps)
+          return LoopResult(state, step, metrics, images_per_sec, preempted=False, loss_history=history,
+                            stopped_early=True)
     if save:
       ckpt.save(step, state)
     if preempted:

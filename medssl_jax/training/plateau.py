@@ -166,3 +166,39 @@ class PlateauSchedule:
     s = self.stopping
     return EpochDecision(s.epoch, float(value), improved, s.best, s.best_epoch, self.lr_scale,
                          self.learning_rate, self.lr_scale < before, s.should_stop)
+
+
+# ---- the plateau scale inside a per-step optimiser -------------------------------------------------
+# The fine-tuning loops (finetune.py, finetune_segmentation.py) validate every `eval.eval_every`
+# steps. Their optimiser is `with_plateau(tx, transform)`: `tx`'s updates times the scale of an optax
+# plateau state kept in the optimiser state, so it is sharded, checkpointed and restored with the
+# rest of training and a resumed run continues with the lr it had. The per-step update only reads
+# the scale; `feed_plateau` steps the plateau state with one validation value (from the host, once
+# per validation). Scaling the updates of Adam(W) or SGD scales their lr (both are linear in it;
+# AdamW's decay term is multiplied by the lr too).
+
+
+class PlateauScaledState(NamedTuple):
+  inner: Any          # the wrapped optimiser's state
+  plateau: Any        # optax's ReduceLROnPlateauState (scale, best value, counters)
+
+
+def with_plateau(tx: optax.GradientTransformation, transform) -> optax.GradientTransformation:
+  """`tx` whose updates are multiplied by the plateau state's `scale` (1 until a plateau)."""
+
+  def init(params):
+    return PlateauScaledState(tx.init(params), transform.init(params))
+
+  def update(updates, state, params=None):
+    updates, inner = tx.update(updates, state.inner, params)
+    scale = state.plateau.scale
+    updates = jax.tree_util.tree_map(lambda u: u * scale.astype(u.dtype), updates)
+    return updates, PlateauScaledState(inner, state.plateau)
+
+  return optax.GradientTransformation(init, update)
+
+
+def feed_plateau(opt_state: PlateauScaledState, transform, signed_value) -> PlateauScaledState:
+  """The optimiser state after one validation value (minimised: `signed`) stepped its plateau."""
+  plateau = plateau_step(transform, opt_state.plateau, signed_value)
+  return PlateauScaledState(opt_state.inner, plateau)

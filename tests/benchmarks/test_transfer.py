@@ -15,6 +15,7 @@ FAKE = {"random": ([0.61, 0.64, 0.58, 0.66, 0.60], [20, 40, 40, 60, 20]),
         "simclr": ([0.71, 0.69, 0.75, 0.73, 0.70], [20, 20, 40, 20, 20]),
         "imagenet": ([0.62, 0.60, 0.65, 0.59, 0.64], [60, 60, 40, 60, 60])}
 BATCH, FIT_IMAGES, STEPS = 16, 491, 60
+EARLY = {("simclr", 1), ("simclr", 3)}   # runs an early stop ended (at step 40)
 
 
 def _fake_study(root) -> str:
@@ -23,8 +24,9 @@ def _fake_study(root) -> str:
     for r, (v, step) in enumerate(zip(values, steps)):
       wd = os.path.join(root, "breastmnist", enc, f"run{r}")
       os.makedirs(wd)
-      res = {"mode": "finetune", "completed": True, "final_step": STEPS, "num_steps": STEPS, "selected_step": step,
-             "num_train_images": FIT_IMAGES, "seed": r, "wall_time_sec": 2.5,
+      early = (enc, r) in EARLY
+      res = {"mode": "finetune", "completed": True, "final_step": 40 if early else STEPS, "num_steps": STEPS,
+             "selected_step": step, "stopped_early": early, "num_train_images": FIT_IMAGES, "seed": r, "wall_time_sec": 2.5,
              "test": {"auc": {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}}}
       cfg = {"optim": {"name": "adam", "base_lr": 2e-4, "schedule": "constant", "weight_decay": 0.0},
              "train": {"batch_size": BATCH, "num_steps": STEPS},
@@ -67,7 +69,8 @@ def test_report_rows_equal_numpy_and_scipy_on_fake_result_files(tmp_path):
       test = f"t = {res.statistic:+.3f}, p = {res.pvalue:.4g}"
     row = (f"| breastmnist | {enc} | 5 | auc | {mean:.4f} ± {std:.4f} | {test} | "
            f"{np.mean(steps):.1f} ± {np.std(steps, ddof=1):.1f} of {STEPS} | "
-           f"{np.mean(epochs):.2f} ± {np.std(epochs, ddof=1):.2f} | 0, 1, 2, 3, 4 | 12.5 |")
+           f"{np.mean(epochs):.2f} ± {np.std(epochs, ddof=1):.2f} | {sum(e == enc for e, _ in EARLY)} of 5 | "
+           f"0, 1, 2, 3, 4 | 12.5 |")
     assert row in md, row
   # Hand check of one cell: SimCLR mean 3.58 / 5 = 0.716, squared deviations sum to 0.00232, std
   # sqrt(0.00232 / 4) = 0.0241; random: mean 0.618.
@@ -76,7 +79,18 @@ def test_report_rows_equal_numpy_and_scipy_on_fake_result_files(tmp_path):
   assert rows["simclr"]["t"] > 0 and rows["simclr"]["p"] < 0.001
   assert rows["imagenet"]["p"] > 0.05 and rows["random"]["t"] is None
   assert "md5 `abc`" in md and "adam lr 0.0002 (constant schedule" in md
+  assert "| simclr | 5 | auc |" in md and "| 2 of 5 | 0, 1, 2, 3, 4 |" in md
+  # The fake configs predate the early-stop keys: read as off.
+  assert ("`auc`; no early stop (the fixed length; the best hold-out state is tested), no ReduceLROnPlateau; "
+          "28 px") in md
   assert (out / "smoke_transfer_breastmnist.png").stat().st_size > 1000
+
+
+def test_stopping_text_reads_the_eval_settings():
+  assert transfer.stopping_text({"early_stop_patience": 10, "plateau_factor": 0.1, "plateau_patience": 5}) == (
+      "early stop after 10 hold-out scores without improvement, lr x 0.1 after 5 (ReduceLROnPlateau)")
+  assert transfer.stopping_text({"early_stop_patience": 3, "plateau_factor": 0.0}) == (
+      "early stop after 3 hold-out scores without improvement, no ReduceLROnPlateau")
 
 
 def test_combined_report_has_the_transfer_section_read_from_the_result_files(tmp_path):
@@ -239,6 +253,9 @@ def test_smoke_scale_end_to_end(shared_data, tmp_path):
     assert r["completed"] and 0.0 <= r["test"]["auc"]["value"] <= 1.0 and r["seed"] == run["seed"] == 0
     assert (c["optim"]["name"], c["optim"]["base_lr"], c["optim"]["schedule"]) == ("adam", 2e-4, "constant")
     assert (c["data"]["train_split"], c["eval"]["val_split"], c["eval"]["select_metric"]) == ("fit", "holdout", "auc")
+    # the scale's patience: early stop and ReduceLROnPlateau (factor 0.1) after one hold-out score
+    assert (c["eval"]["early_stop_patience"], c["eval"]["plateau_factor"], c["eval"]["plateau_patience"]) == (1, 0.1, 1)
+    assert [h["step"] for h in r["val_history"]] == [2, 4] and "lr_reduced_at" in r   # 4 steps: never stopped
     assert r["selected_step"] in (2, 4) and r["num_train_images"] == 546 - 55  # 10% hold-out of 546 (stratified)
     assert (c["eval"]["init"] == "random") == (run["encoder"] == "random")
     assert (c["eval"]["checkpoint"] == "") == (run["encoder"] == "random")
@@ -267,6 +284,7 @@ def test_segmentation_config_plugs_in_as_a_task(shared_data, tmp_path):
     r = json.load(open(os.path.join(run["workdir"], "results.json")))
     assert (c["optim"]["name"], c["optim"]["base_lr"], c["optim"]["schedule"]) == ("adam", 1e-3, "cosine")
     assert (c["eval"]["task"], c["eval"]["val_split"], run["metric"]) == ("segmentation", "val", "dice")
+    assert (c["eval"]["early_stop_patience"], c["eval"]["plateau_factor"]) == (1, 0.0)   # cosine, no plateau
     assert 0.0 <= r["test"]["dice"]["value"] <= 1.0
   md = (out / "transfer_smoke.md").read_text()
   assert "| lungseg | random | 1 | dice |" in md and "lungVAE" in md  # the masks' provenance beside the numbers

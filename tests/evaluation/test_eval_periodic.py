@@ -69,13 +69,6 @@ def test_validation_at_the_expected_steps_and_the_best_state_is_reported(periodi
   assert best == results["selected_step"]
 
 
-def test_best_step_rule():
-  h = [{"step": 4, "auc": 0.6}, {"step": 8, "auc": float("nan")}, {"step": 12, "auc": 0.7}, {"step": 16, "auc": 0.7}]
-  assert finetune.best_step(h, "auc") == 12          # highest; earliest of a tie; NaN never chosen
-  assert finetune.best_step(h[:2], "auc") == 4
-  assert finetune.best_step([{"step": 4, "auc": float("nan")}], "auc") is None
-
-
 def test_eval_every_settings_are_checked(tmp_path):
   c = periodic_config(eval_every=3)   # not a multiple of log_every=2
   with pytest.raises(ValueError, match=r"eval.eval_every=3 must be 0 .* multiple of train.log_every=2"):
@@ -88,3 +81,67 @@ def test_eval_every_settings_are_checked(tmp_path):
   c.eval.select_metric = "mean_auc"
   with pytest.raises(ValueError, match=r"eval.select_metric='mean_auc' is not a metric .* use one of \['top1'"):
     main_lib.run(c, str(tmp_path / "c"))
+
+
+def _stop_step(history, metric, patience):
+  """NumPy restatement of the stopping rule: the first validation that is the `patience`-th in a row
+  not above the best so far by more than 1e-4 (float32, as optax compares)."""
+  best, since = -np.inf, 0
+  for h in history:
+    v = np.float32(h[metric])
+    if -v < -np.float32(best) - np.float32(1e-4):
+      best, since = v, 0
+    else:
+      since += 1
+    if since >= patience:
+      return h["step"]
+  return None
+
+
+def test_early_stop_ends_training_then_tests_the_best_state_and_a_rerun_does_not_train(tmp_path):
+  c = periodic_config(steps=60, eval_every=2)
+  c.eval.early_stop_patience = 3
+  c.optim.base_lr = 0.02
+  workdir = str(tmp_path / "es")
+  results = main_lib.run(c, workdir)
+  history = results["val_history"]
+  stop = _stop_step(history, "top1", 3)
+  assert stop is not None and stop < 60                        # the scenario does stop early
+  assert results["stopped_early"] and results["early_stop_step"] == stop == results["final_step"]
+  assert [h["step"] for h in history] == list(range(2, stop + 1, 2))
+  assert results["completed"] and "test" in results
+  assert results["selected_step"] == history[int(np.argmax([h["top1"] for h in history]))]["step"]
+  assert ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == stop
+  # Re-running the finished (or crashed-after-stopping) run evaluates again without training.
+  os.remove(os.path.join(workdir, "results.json"))
+  again = main_lib.run(c, workdir)
+  assert again["final_step"] == stop and again["loss_history"] == [] and again["stopped_early"]
+  assert again["val_history"] == history and again["test"] == results["test"]
+
+
+def test_plateau_cuts_the_lr_and_a_preempted_run_resumes_with_it(tmp_path, monkeypatch):
+  from medssl_jax.training import loop
+  c = periodic_config(steps=20, eval_every=2)
+  c.eval.plateau_factor, c.eval.plateau_patience = 0.5, 1
+  whole = main_lib.run(c, str(tmp_path / "whole"))
+  cuts = whole["lr_reduced_at"]
+  assert cuts and whole["final_lr_scale"] == 0.5 ** len(cuts) and not whole["stopped_early"]
+  assert [h["step"] for h in whole["val_history"] if h["lr_scale"] < 1.0][0] == cuts[0]
+  # The lr logged at step 20 is that of step 20: the schedule's times the scale set by the
+  # validation at step 18.
+  from medssl_jax.training import optim
+  schedule = optim.learning_rate_schedule(c.optim, c.train.batch_size, 20)
+  assert whole["train_metrics"]["learning_rate"] == pytest.approx(
+      float(schedule(19)) * whole["val_history"][-2]["lr_scale"], rel=1e-6)
+  # Preempted at step 10 (a checkpoint with the plateau state), then resumed: the same run.
+  workdir = str(tmp_path / "split")
+  with monkeypatch.context() as m:
+    def preempt_at_10(self, step):  # what SIGTERM's handler does, at step 10
+      self.signum = 15 if step == 10 else self.signum
+      return self.signum is not None
+    m.setattr(loop.StopFlag, "should_stop", preempt_at_10)
+    first = main_lib.run(c, workdir)
+  assert first["final_step"] == 10 and not first["completed"]
+  resumed = main_lib.run(c, workdir)
+  assert resumed["val_history"] == whole["val_history"]
+  assert resumed["lr_reduced_at"] == cuts and resumed["test"] == whole["test"]
