@@ -142,7 +142,7 @@ class PeriodicValidation:
     """Reads the restored state's lr scale (for the log); returns whether training already stopped
     early (a run that stopped, then crashed before writing its results)."""
     self.scale = lr_scale(state)
-    if self.should_stop:
+    if self.should_stop and self.history[-1]["step"] < self.num_steps:  # not a run that ran its length
       self.stopped_at = self.history[-1]["step"]
     return self.stopped_at is not None
 

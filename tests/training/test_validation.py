@@ -108,6 +108,11 @@ def test_hook_without_plateau_leaves_the_optimizer_and_counts_stops_on_resume(tm
   third = _hook(tmp_path, [], start_step=10, stop_patience=3)
   assert third.start(state) and third.stopped_at == 10
   third.close()
+  # ... but a run whose last validation was its last step ran its length: not an early stop.
+  ran = validation.PeriodicValidation(score=None, metric="auc", every=2, num_steps=10, writer=NullWriter(),
+                                      workdir=str(tmp_path), start_step=10, stop_patience=3)
+  assert not ran.start(state) and ran.stopped_at is None
+  ran.close()
 
 
 def test_the_last_step_is_never_an_early_stop(tmp_path):
