@@ -29,9 +29,11 @@ and standard deviation, an independent two-sample t-test between models. What ru
   (medssl_jax/training/validation.py), and classification multiplies its lr by `PLATEAU_FACTOR`
   after `plateau_patience` such scores (`eval.plateau_factor`; segmentation keeps the paper's
   cosine decay). The paper gives neither patience; `full` takes Truong et al.'s (lr 5, stop 10,
-  factor 0.1), counted in hold-out scores, not epochs. `small` has both off (0): its runs are 100
-  steps, 4 hold-out scores, too few for a patience; it trains the fixed length and tests the best
-  hold-out state. "Steps (epochs) to early stop" in the report is the selected step, and that
+  factor 0.1), counted in hold-out scores, not epochs. `small` (a choice for a 2-core CPU, not
+  the paper's): classification up to 300 steps (4.5 epochs of PneumoniaMNIST's fit images at batch
+  64), hold-out every 10 steps, lr cut after 3 and stop after 6 scores without improvement;
+  segmentation up to 120 steps, hold-out every 10, stop after 4. (Until 2026-11-27 `small` ran a
+  fixed 100 steps at constant lr, hold-out every 25: the runs in docs/benchmarks/report.md.) "Steps (epochs) to early stop" in the report is the selected step, and that
   many steps x batch / fit images in epochs; the report says how many runs stopped early.
 * **Encoders** (`--encoders`, comma-separated; `name=` sets the report's name):
   `random` (random init, the scale's ResNet-18); `name=random:<other encoder>` (random init with
@@ -73,13 +75,14 @@ FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz
 # Scale settings of this study; width, pretraining batch and bootstrap replicates are common.SCALES'.
 # Classification runs: `steps` of batch `finetune_batch`, hold-out scored every `eval_every` steps;
 # segmentation runs: `seg_steps` of the task config's own batch, scored every `seg_eval_every`.
-# small is sized for a 2-core CPU (a run ~1.5 min): the paper's lengths are for a GPU ('full').
+# small is sized for a 2-core CPU (at most ~5.5 min a classification run, 1.1 s a step at batch 64,
+# stop 25's timing): the paper's lengths are for a GPU ('full').
 SCALES = {
     "smoke": dict(runs=2, steps=4, eval_every=2, finetune_batch=16, seg_steps=4, seg_eval_every=2,
                   tasks=("breastmnist",), adapt_steps=4, plateau_patience=1, stop_patience=1, seg_stop_patience=1),
-    "small": dict(runs=10, steps=100, eval_every=25, finetune_batch=64, seg_steps=120, seg_eval_every=20,
-                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=100, plateau_patience=0, stop_patience=0,
-                  seg_stop_patience=0),
+    "small": dict(runs=10, steps=300, eval_every=10, finetune_batch=64, seg_steps=120, seg_eval_every=10,
+                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=100, plateau_patience=3, stop_patience=6,
+                  seg_stop_patience=4),
     "full": dict(runs=10, steps=2000, eval_every=100, finetune_batch=512, seg_steps=900, seg_eval_every=40,
                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000, plateau_patience=5, stop_patience=10,
                  seg_stop_patience=10),
