@@ -121,27 +121,29 @@ def test_early_stop_ends_training_then_tests_the_best_state_and_a_rerun_does_not
 
 def test_plateau_cuts_the_lr_and_a_preempted_run_resumes_with_it(tmp_path, monkeypatch):
   from medssl_jax.training import loop
-  c = periodic_config(steps=20, eval_every=2)
+  c = periodic_config(steps=12, eval_every=2)
   c.eval.plateau_factor, c.eval.plateau_patience = 0.5, 1
   whole = main_lib.run(c, str(tmp_path / "whole"))
   cuts = whole["lr_reduced_at"]
   assert cuts and whole["final_lr_scale"] == 0.5 ** len(cuts) and not whole["stopped_early"]
   assert [h["step"] for h in whole["val_history"] if h["lr_scale"] < 1.0][0] == cuts[0]
-  # The lr logged at step 20 is that of step 20: the schedule's times the scale set by the
-  # validation at step 18.
+  # The lr logged at step 12 is that of step 12: the schedule's times the scale set by the
+  # validation at step 10.
   from medssl_jax.training import optim
-  schedule = optim.learning_rate_schedule(c.optim, c.train.batch_size, 20)
+  schedule = optim.learning_rate_schedule(c.optim, c.train.batch_size, 12)
   assert whole["train_metrics"]["learning_rate"] == pytest.approx(
-      float(schedule(19)) * whole["val_history"][-2]["lr_scale"], rel=1e-6)
-  # Preempted at step 10 (a checkpoint with the plateau state), then resumed: the same run.
+      float(schedule(11)) * whole["val_history"][-2]["lr_scale"], rel=1e-6)
+  # Preempted at step 6 (a checkpoint with the plateau state), then resumed: the same run.
   workdir = str(tmp_path / "split")
   with monkeypatch.context() as m:
-    def preempt_at_10(self, step):  # what SIGTERM's handler does, at step 10
-      self.signum = 15 if step == 10 else self.signum
+    def preempt_at_6(self, step):  # what SIGTERM's handler does, at step 6
+      self.signum = 15 if step == 6 else self.signum
       return self.signum is not None
-    m.setattr(loop.StopFlag, "should_stop", preempt_at_10)
+    m.setattr(loop.StopFlag, "should_stop", preempt_at_6)
     first = main_lib.run(c, workdir)
-  assert first["final_step"] == 10 and not first["completed"]
+  assert first["final_step"] == 6 and not first["completed"]
+  saved = json.load(open(os.path.join(workdir, "val_history.json")))
+  assert saved[-1]["step"] == 6 and saved[-1]["lr_scale"] < 1.0   # the checkpoint holds a cut lr
   resumed = main_lib.run(c, workdir)
   assert resumed["val_history"] == whole["val_history"]
   assert resumed["lr_reduced_at"] == cuts and resumed["test"] == whole["test"]
