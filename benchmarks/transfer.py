@@ -31,9 +31,11 @@ and standard deviation, an independent two-sample t-test between models. What ru
   cosine decay). The paper gives neither patience; `full` takes Truong et al.'s (lr 5, stop 10,
   factor 0.1), counted in hold-out scores, not epochs. `small` (a choice for a 2-core CPU, not
   the paper's): classification up to 300 steps (4.5 epochs of PneumoniaMNIST's fit images at batch
-  64), hold-out every 10 steps, lr cut after 3 and stop after 6 scores without improvement;
-  segmentation up to 120 steps, hold-out every 10, stop after 4. (Until 2026-11-27 `small` ran a
-  fixed 100 steps at constant lr, hold-out every 25: the runs in docs/benchmarks/report.md.) "Steps (epochs) to early stop" in the report is the selected step, and that
+  64), hold-out every 20 steps, lr cut after 3 and stop after 6 scores without improvement (60 and
+  120 steps: 0.9 and 1.8 PneumoniaMNIST epochs; a first try scoring every 10 steps cut the lr of a
+  random-init run at step 40, in the noisy first hold-out scores); segmentation up to 120 steps,
+  hold-out every 20, stop after 3. (Until 2026-11-27 `small` ran a fixed 100 steps at constant lr,
+  hold-out every 25: the runs in docs/benchmarks/report.md.) "Steps (epochs) to early stop" in the report is the selected step, and that
   many steps x batch / fit images in epochs; the report says how many runs stopped early.
 * **Encoders** (`--encoders`, comma-separated; `name=` sets the report's name):
   `random` (random init, the scale's ResNet-18); `name=random:<other encoder>` (random init with
@@ -80,9 +82,9 @@ FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz
 SCALES = {
     "smoke": dict(runs=2, steps=4, eval_every=2, finetune_batch=16, seg_steps=4, seg_eval_every=2,
                   tasks=("breastmnist",), adapt_steps=4, plateau_patience=1, stop_patience=1, seg_stop_patience=1),
-    "small": dict(runs=10, steps=300, eval_every=10, finetune_batch=64, seg_steps=120, seg_eval_every=10,
+    "small": dict(runs=10, steps=300, eval_every=20, finetune_batch=64, seg_steps=120, seg_eval_every=20,
                   tasks=("pneumoniamnist", "breastmnist"), adapt_steps=100, plateau_patience=3, stop_patience=6,
-                  seg_stop_patience=4),
+                  seg_stop_patience=3),
     "full": dict(runs=10, steps=2000, eval_every=100, finetune_batch=512, seg_steps=900, seg_eval_every=40,
                  tasks=("pneumoniamnist", "breastmnist"), adapt_steps=2000, plateau_patience=5, stop_patience=10,
                  seg_stop_patience=10),
