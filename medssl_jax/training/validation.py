@@ -124,15 +124,12 @@ class PeriodicValidation:
     return best_step(self.history, self.metric)
 
   def validations_since_best(self) -> int:
-    """Validations in a row, up to the last, that did not improve on the best before them."""
-    best, since = -np.inf, 0
+    """Validations in a row, up to the last, that did not improve on the best before them (the
+    history replayed through plateau.EarlyStopping's rule, so a restart continues the count)."""
+    stopping = plateau_lib.EarlyStopping(patience=max(self.stop_patience, 1), mode=MODE, atol=ATOL)
     for h in self.history:
-      v = h[self.metric]
-      if np.isfinite(v) and plateau_lib.is_improvement(-np.float32(v), -np.float32(best), 0.0, ATOL):
-        best, since = v, 0
-      else:
-        since += 1
-    return since
+      stopping.update(h[self.metric])
+    return stopping.epochs_since_improvement
 
   @property
   def should_stop(self) -> bool:
