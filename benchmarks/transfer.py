@@ -35,7 +35,8 @@ and standard deviation, an independent two-sample t-test between models. What ru
   120 steps: 0.9 and 1.8 PneumoniaMNIST epochs; a first try scoring every 10 steps cut the lr of a
   random-init run at step 40, in the noisy first hold-out scores); segmentation up to 120 steps,
   hold-out every 20, stop after 3. (Until 2026-11-27 `small` ran a fixed 100 steps at constant lr,
-  hold-out every 25: the runs in docs/benchmarks/report.md.) "Steps (epochs) to early stop" in the report is the selected step, and that
+  hold-out every 25: the runs in docs/benchmarks/report.md; the current loop's: docs/benchmarks/transfer/.)
+  "Steps (epochs) to early stop" in the report is the selected step, and that
   many steps x batch / fit images in epochs; the report says how many runs stopped early.
 * **Encoders** (`--encoders`, comma-separated; `name=` sets the report's name):
   `random` (random init, the scale's ResNet-18); `name=random:<other encoder>` (random init with
