@@ -21,6 +21,14 @@ pool, and one part failing, e.g. out of memory, must not lose the others' number
            the host part of aug.on_device), with 1 and with all workers (at most 16): pairs/s,
            and pairs/s per worker.
 
+- `e2e`:   with `--end_to_end` (launch/gpu_check.sh passes it): the real pretraining loop,
+           `medssl-jax throughput --end_to_end`, at `--image_size` with the step of the `jax` part
+           (SimCLR augmentation, aug.on_device 'auto': on for a GPU) on `--images`, twice: from the
+           original files and from records written once at a `--e2e_short_side` short side
+           (`medssl-jax prepare-data --short_side`); loop pairs/s, step-only pairs/s, their ratio and
+           the input-wait fraction. The two runs share a persistent XLA cache (the second compiles
+           nothing); `--e2e_dry_run` prints the commands without running them.
+
 It prints one table (the last lines of the output) and writes every number, the card and the
 library versions to `--out` (JSON). Pairs/s counts positive pairs (2 views each) per second.
 """
@@ -28,12 +36,21 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 import numpy as np
+from configs import derm_simclr
+from medssl_jax.commands import throughput
+import jax
+from input_pipeline import sources
+from configs import chexpert_simclr
+from input_pipeline import grain_pipeline
+from input_pipeline import numpy_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_IMAGES = os.path.join(ROOT, "..", "shared", "data", "covid_cxr_multi")
@@ -41,7 +58,7 @@ DEFAULT_IMAGES = os.path.join(ROOT, "..", "shared", "data", "covid_cxr_multi")
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--part", default="all", choices=("all", "jax", "torch", "host"))
+  p.add_argument("--part", default="all", choices=("all", "jax", "torch", "host", "e2e"))
   p.add_argument("--depth", type=int, default=50)
   p.add_argument("--width", type=float, default=1.0)
   p.add_argument("--image_size", type=int, default=224)
@@ -63,13 +80,21 @@ def parse_args(argv=None):
                       "tf (tf.data, its own parallelism over all cores; needs TensorFlow).")
   p.add_argument("--host_batch", type=int, default=32, help="Pairs per host batch.")
   p.add_argument("--part_timeout", type=int, default=400, help="Seconds before a part is abandoned.")
+  p.add_argument("--end_to_end", action="store_true",
+                 help="Also run the real pretraining loop (medssl-jax throughput --end_to_end) from --images, as "
+                      "original files and as records at --e2e_short_side.")
+  p.add_argument("--e2e_batch", type=int, default=256, help="End-to-end global batch (pairs).")
+  p.add_argument("--e2e_steps", default="40,100",
+                 help="End-to-end steps from the original files, from the records (the first is not timed).")
+  p.add_argument("--e2e_short_side", type=int, default=256, help="Short side of the records (prepare-data).")
+  p.add_argument("--e2e_pipeline", default="grain", help="data.pipeline of the end-to-end runs.")
+  p.add_argument("--e2e_dry_run", action="store_true", help="Print the end-to-end commands; run nothing.")
   p.add_argument("--out", default="")
   return p.parse_args(argv)
 
 
 # ---- JAX ------------------------------------------------------------------------------------------
 def _jax_config(args, batch: int):
-  from configs import derm_simclr
   c = derm_simclr.get_config()
   with c.unlocked():
     c.model.depth, c.model.width, c.model.dtype = args.depth, args.width, args.dtype
@@ -79,7 +104,6 @@ def _jax_config(args, batch: int):
 
 def _timed_row(c, args) -> dict:
   """One step measurement as a table row; a failure (e.g. out of memory) is a row with its error."""
-  from medssl_jax import throughput
   b = int(c.train.batch_size)
   try:
     r = throughput.time_step(c, args.steps)
@@ -91,7 +115,6 @@ def _timed_row(c, args) -> dict:
 
 
 def jax_part(args) -> dict:
-  import jax
 
   rows = []
   for b in [int(x) for x in args.batch_sizes.split(",") if x]:
@@ -106,7 +129,7 @@ def jax_part(args) -> dict:
   if args.also_moco and ran:
     c = _jax_config(args, max(ran))
     with c.unlocked():
-      c.method, c.train.temperature = "moco_v2", 0.2
+      c.method, c.moco.temperature = "moco_v2", 0.2
       c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_steps = "sgd", 0.03, 1e-4, 0
       c.moco.queue_size = max(c.moco.queue_size // max(ran), 1) * max(ran)
       c.moco.bn_groups = max([g for g in (8, 4, 2) if max(ran) % g == 0 and max(ran) // g >= 2] or [2])
@@ -238,7 +261,6 @@ def torch_part(args, batch: int) -> dict:
 
 # ---- host pipeline ---------------------------------------------------------------------------------
 def _image_source(folder: str):
-  from input_pipeline import sources
   if os.path.isfile(os.path.join(folder, sources.COVID_METADATA)):
     table = sources.covid_cxr_manifest(folder, test_fraction=0.0)
     paths = [os.path.join(folder, p) for p in table["path"]]
@@ -254,8 +276,6 @@ def _image_source(folder: str):
 
 
 def host_part(args) -> dict:
-  from configs import chexpert_simclr, derm_simclr
-  from input_pipeline import grain_pipeline, numpy_pipeline
 
   source = _image_source(args.images)
   rows = []
@@ -292,6 +312,94 @@ def host_part(args) -> dict:
       print(f"host {pipe} {aug_name} workers={workers}: {pairs:.0f} pairs/s", file=sys.stderr, flush=True)
       print(json.dumps({"rows": rows, "host_cores": cores}), flush=True)
   return {"rows": rows, "images": len(source), "host_cores": cores, "image_size": args.image_size}
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+E2E_CONFIG = "configs/covid_cxr_micle.py:simclr"  # the manifest source, pairing 'views'
+
+
+def write_manifest(images: str, csv_path: str) -> int:
+  """A manifest CSV of every image of `images` (a covid_cxr_multi folder: its metadata, by patient; any
+  other folder: its JPEG/PNG files), all in split 'train', absolute paths; returns the row count."""
+  import pandas as pd
+  if os.path.isfile(os.path.join(images, sources.COVID_METADATA)):
+    table = sources.covid_cxr_manifest(images, test_fraction=0.0, out_csv=csv_path)
+    return len(table)
+  paths = [str(p) for p in _image_source(images).paths]
+  pd.DataFrame({"path": [os.path.abspath(p) for p in paths], "case_id": [f"c{i}" for i in range(len(paths))],
+                "label": "", "split": "train"}).to_csv(csv_path, index=False)
+  return len(paths)
+
+
+def e2e_commands(args, manifest: str, records: str) -> dict:
+  """The prepare-data command and the two `throughput --end_to_end` commands (argv lists)."""
+  py = [sys.executable, "-m", "medssl_jax"]
+  data = [f"--config={E2E_CONFIG}", f"--config.data.path={manifest}", "--config.data.verify_images=False"]
+  model = [f"--config.data.image_size={args.image_size}", "--config.data.channels=3",
+           f"--config.model.depth={args.depth}", f"--config.model.width={args.width}", "--config.model.stem=imagenet",
+           f"--config.model.dtype={args.dtype}", f"--config.train.batch_size={args.e2e_batch}",
+           f"--config.data.pipeline={args.e2e_pipeline}", "--config.optim.warmup_steps=0",
+           # SimCLR's augmentation (the settings' defaults), in place of the config's CheXpert-style one
+           "--config.aug.crop_area_min=0.08", "--config.aug.color_strength=1.0", "--config.aug.grayscale_prob=0.2",
+           "--config.aug.blur_prob=0.5", "--config.aug.rotation_degrees=0.0", "--config.aug.on_device=auto"]
+  files_steps, records_steps = (int(x) for x in args.e2e_steps.split(","))
+  run = py + ["throughput", "--end_to_end", "--input_batches=0"]
+  return {"prepare": py + ["prepare-data", *data, f"--out={records}", "--splits=train",
+                           f"--short_side={args.e2e_short_side}"],
+          "files": run + [f"--steps={files_steps}", *data, *model],
+          "records": run + [f"--steps={records_steps}", *data, *model, "--config.data.source=records",
+                            f"--config.data.path={records}"]}
+
+
+def e2e_part(args) -> dict:
+  tmp = tempfile.mkdtemp(prefix="medssl-jax-e2e-")
+  manifest, records = os.path.join(tmp, "manifest.csv"), os.path.join(tmp, "records")
+  cmds = e2e_commands(args, manifest, records)
+  out = {"commands": {k: shlex.join(v) for k, v in cmds.items()}, "rows": [], "images": args.images}
+  if args.e2e_dry_run:
+    return out
+  out["num_images"] = write_manifest(args.images, manifest)
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "xla_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
+  t0 = time.time()
+  p = subprocess.run(cmds["prepare"], cwd=ROOT, env=env, capture_output=True, text=True)
+  out["prepare_seconds"] = time.time() - t0
+  if p.returncode:
+    out["error"] = f"prepare-data exit {p.returncode}: {(p.stderr.strip().splitlines() or ['no output'])[-1][:300]}"
+  for kind, label in (("files", "original files"), ("records", f"records, short side {args.e2e_short_side}")):
+    if kind == "records" and p.returncode:
+      break
+    t0 = time.time()
+    r = subprocess.run(cmds[kind], cwd=ROOT, env=env, capture_output=True, text=True)
+    row = {"data": label, "wall_s": time.time() - t0}
+    if r.returncode:
+      row["error"] = f"exit {r.returncode}: {(r.stderr.strip().splitlines() or ['no output'])[-1][:300]}"
+    else:
+      e2e = json.loads(r.stdout[r.stdout.index("{"):])["end_to_end"]
+      row.update({k: e2e[k] for k in ("pairs_per_sec", "step_only_pairs_per_sec", "of_step_rate", "input_wait_fraction",
+                                      "second_half", "timed_steps", "host_pipeline", "aug_on_device", "batch_size")})
+      print(f"end to end from {label}: {e2e['pairs_per_sec']:.0f} pairs/s, input wait "
+            f"{100 * e2e['input_wait_fraction']:.0f}%", file=sys.stderr, flush=True)
+    out["rows"].append(row)
+    print(json.dumps(out), flush=True)
+  return out
+
+
+def e2e_table(e2e: dict) -> str:
+  lines = ["| end to end (pretraining loop) | host pipeline | batch | loop pairs/s (2nd half) | step-only pairs/s | "
+           "loop / step | input wait (2nd half) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+  for r in e2e.get("rows", []):
+    if "error" in r:
+      lines.append(f"| {r['data']} | failed: {r['error'][:80]} | | | | | |")
+      continue
+    half = r["second_half"]
+    half_wait = "-" if half["input_wait_fraction"] is None else f"{100 * half['input_wait_fraction']:.0f}%"
+    lines.append(f"| {r['data']} (aug.on_device {r['aug_on_device']}) | {r['host_pipeline']} | {r['batch_size']} | "
+                 f"{r['pairs_per_sec']:.0f} ({half['pairs_per_sec']:.0f}) | {r['step_only_pairs_per_sec']:.0f} | "
+                 f"{r['of_step_rate']:.2f} | {100 * r['input_wait_fraction']:.0f}% ({half_wait}) |")
+  if "error" in e2e:
+    lines.append(f"| end to end | failed: {e2e['error']} | | | | | |")
+  return "\n".join(lines)
 
 
 class _DataCfg:
@@ -365,7 +473,7 @@ def table(res: dict) -> str:
   if torch_best and t.get("batch") in jb:
     lines.append("")
     lines.append(f"JAX / best PyTorch at batch {t['batch']}: {jb[t['batch']] / torch_best:.2f}x")
-  return "\n".join(lines + ["", host_table(res["host"])])
+  return "\n".join(lines + ["", host_table(res["host"])] + (["", e2e_table(res["e2e"])] if "e2e" in res else []))
 
 
 def host_table(host: dict) -> str:
@@ -383,7 +491,7 @@ def host_table(host: dict) -> str:
 def main(argv=None):
   args = parse_args(argv)
   if args.part != "all":
-    part = {"jax": lambda: jax_part(args), "host": lambda: host_part(args),
+    part = {"jax": lambda: jax_part(args), "host": lambda: host_part(args), "e2e": lambda: e2e_part(args),
             "torch": lambda: torch_part(args, args.torch_batch)}[args.part]()
     print(json.dumps(part))
     if args.out:
@@ -396,6 +504,8 @@ def main(argv=None):
   tb = args.torch_batch or (max(ran) if ran else int(args.batch_sizes.split(",")[0]))
   res["torch"] = _run_part(args, "torch", [f"--torch_batch={tb}"])
   res["host"] = _run_part(args, "host")
+  if args.end_to_end:
+    res["e2e"] = _run_part(args, "e2e")
   text = table(res)
   res["table"] = text
   if args.out:

@@ -3,10 +3,20 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 
+import jax
 import numpy as np
+
+from input_pipeline import backends
+from input_pipeline import fractions
+from input_pipeline import sources
+from medssl_jax import jsonio
+from medssl_jax import main as main_lib
+from medssl_jax.runs import pretrain as pretrain_run
+from medssl_jax.training import workdir as workdir_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
@@ -36,7 +46,7 @@ SCALES = {
 # One architecture for every run of both studies: grey 28 px, ResNet-18 with the small stem.
 IMAGE_SIZE, CHANNELS, DEPTH, STEM, HEAD_LAYERS, HEAD_DIM = 28, 1, 18, "small", 2, 128
 # Linear evaluation standardises the frozen features before the linear layer (batch norm without
-# scale or offset, `eval.feature_norm`). Without it, the random-init arm's features (standard
+# scale or offset, `finetune.feature_norm`). Without it, the random-init arm's features (standard
 # deviation across images about 0.004 at 0.25x width) leave an SGD-trained head at the majority
 # class, which overstated the pretraining gain in the first small-scale report.
 LINEAR_FEATURE_NORM = "batchnorm"
@@ -75,7 +85,6 @@ def set_steps(c, steps: int) -> None:
 
 
 def num_devices() -> int:
-  import jax
   return jax.device_count()
 
 
@@ -83,7 +92,6 @@ def labelled_batch(data_cfg, fraction: float, draw: int, batch: int) -> tuple:
   """(global batch, labelled images): the scale's batch, lowered to the largest multiple of the
   device count that the labelled images fill; where they cannot fill one image per device
   (5 images on 8 devices), one image per device, with the images repeated within the batch."""
-  from input_pipeline import fractions, sources
   src = sources.load_source(data_cfg, data_cfg.train_split)
   n = len(src.labels) if fraction >= 1.0 else len(
       fractions.sample_fraction(src.labels, src.case_ids, fraction, draw))
@@ -96,8 +104,7 @@ def read_results(workdir: str):
   path = os.path.join(workdir, "results.json")
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return jsonio.read_json(path)  # a metric written as null (NaN) reads as NaN
 
 
 def is_done(results) -> bool:
@@ -118,7 +125,6 @@ def run_once(config, workdir: str, log=print, run: bool = True):
   if not run:
     log(f"  not finished (left out): {workdir}")
     return None
-  from medssl_jax import main as main_lib
   log(f"  run: {workdir}")
   t0 = time.time()
   results = main_lib.run(config, workdir)
@@ -131,11 +137,12 @@ def run_once(config, workdir: str, log=print, run: bool = True):
 
 def check_same_settings(config, workdir: str) -> None:
   """Refuses to reuse (skip or resume) a run made with other settings than `config`."""
-  from medssl_jax.training import workdir as workdir_lib
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise SystemExit(f"{workdir}: has results.json but no config.json; cannot tell which settings made it. "
                      f"Move the folder away to re-run it.")
+  if config.mode == "pretrain":  # its config.json records aug.on_device as the run decided it ('auto' -> on / off)
+    config, _ = pretrain_run.resolve_on_device(config)
   with open(path) as f:
     diffs = workdir_lib.config_differences(json.load(f), config, ignore=())
   if diffs:
@@ -177,7 +184,6 @@ def data_record(path: str) -> dict:
 
 def host_pipeline() -> str:
   """'tf (TensorFlow <version>)' or 'numpy (no TensorFlow)': what data.pipeline='auto' takes here."""
-  from input_pipeline import backends
   mod = backends.get("auto")
   if backends.short_name(mod) == "tf":
     return f"tf (TensorFlow {mod.tf.__version__})"
@@ -185,7 +191,6 @@ def host_pipeline() -> str:
 
 
 def machine_record() -> dict:
-  import jax
   dev = jax.devices()[0]
   return {"host_pipeline": host_pipeline(), "platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
           "cpu_cores": os.cpu_count(), "jax": jax.__version__, "backend": dev.platform,
@@ -194,7 +199,6 @@ def machine_record() -> dict:
 
 def command_line(module: str, argv) -> str:
   """The command as a shell would take it back (arguments with ';', spaces etc. quoted)."""
-  import shlex
   argv = sys.argv[1:] if argv is None else list(argv)
   return " ".join(["python -m", module] + [shlex.quote(a) for a in argv])
 

@@ -8,28 +8,33 @@ evaluation), takes the encoder's features of the training images (the first --ma
 the test images, and fits scikit-learn's logistic regression (default L2, C=1) on the raw and on
 the standardised features (mean and standard deviation of the training features). Prints JSON:
 the features' spread and both test accuracies / AUCs. This is the measurement behind the
-studies' `eval.feature_norm='batchnorm'` (benchmarks/README.md).
+studies' `finetune.feature_norm='batchnorm'` (benchmarks/README.md).
 """
 import argparse
 import json
 import os
 
+import jax
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
 from benchmarks import common
 from benchmarks import label_efficiency as study_a
+from input_pipeline import backends
+from input_pipeline import sources
+from medssl_jax.runs import classify
+from medssl_jax.runs import supervised
+from medssl_jax.training.inference import batched_apply
+from medssl_jax.training.sharding import make_mesh
 
 
 def encoder_features(config, checkpoint: str, split_sources):
-  import jax
-  from input_pipeline import backends
-  from medssl_jax import finetune
-  from medssl_jax.inference import batched_apply
-  from medssl_jax.training.sharding import make_mesh
   mesh = make_mesh()
-  state = finetune.create_state(config, mesh, num_outputs=2, rng=jax.random.key(config.seed))
+  state = classify.create_state(config, mesh, num_outputs=2, rng=jax.random.key(config.seed))
   if checkpoint:
-    state = finetune.load_encoder(state, checkpoint)
+    state = supervised.load_encoder(state, checkpoint)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   fn = jax.jit(lambda x: state.apply_fn(variables, x, method=lambda m, x: m.encoder(x, train=False)))
   pipeline = backends.get(config.data.pipeline)
@@ -48,11 +53,6 @@ def main(argv=None) -> dict:
   p.add_argument("--data_dir", default=common.DEFAULT_DATA_DIR)
   p.add_argument("--max_train", type=int, default=2000, help="training images for the logistic regression")
   a = p.parse_args(argv)
-  from input_pipeline import sources
-  from sklearn.linear_model import LogisticRegression
-  from sklearn.metrics import roc_auc_score
-  from sklearn.preprocessing import StandardScaler
-
   path = os.path.join(a.data_dir, study_a.FILES[a.dataset])
   c = study_a.eval_config(path, common.SCALES[a.scale], mode="linear_eval", init="pretrained" if a.checkpoint
                           else "random", checkpoint=a.checkpoint, fraction=1.0, draw=0)

@@ -8,19 +8,26 @@ batch and steps; then linear evaluation and fine-tuning at each label fraction (
 below 100%) from the SimCLR encoder, from the MoCo v2 encoder and from random initialisation
 (arms 'simclr', 'moco_v2', 'random'; the same evaluation config, only the checkpoint differs);
 then random-init fine-tuning with the MedMNIST v2 recipe (the scale's 'recipe' list) to compare our pipeline with the published ResNet-18 (28) rows. Finished runs (completed results.json) are skipped on a re-run.
-Writes <workdir>/<scale>/label_efficiency/study.json, which lists every run for the report.
+Writes <workdir>/<scale>/label_efficiency/study.json, which lists every run for the report
+(benchmarks/label_efficiency_report.py, a section of `benchmarks.report`).
 """
 import argparse
+import math
 import os
 import time
 
 from benchmarks import common
+from configs import chexpert_finetune
+from configs import chexpert_simclr
+from configs import moco_v2
+from input_pipeline import sources
+from medssl_jax import errors
 
 MODULE = "benchmarks.label_efficiency"
 STUDY = "label_efficiency"
 FILES = {"pneumoniamnist": "pneumoniamnist.npz", "breastmnist": "breastmnist.npz"}
 MODES = ("linear_eval", "finetune")
-# Evaluation arms: (arm, eval.init, which pretraining). The SimCLR arm keeps its run names
+# Evaluation arms: (arm, finetune.init, which pretraining). The SimCLR arm keeps its run names
 # ('<mode>_pretrained_...') so runs finished before the MoCo arm existed are found and skipped.
 ARMS = (("simclr", "pretrained", "simclr"), ("random", "random", None), ("moco_v2", "pretrained", "moco_v2"))
 RUN_LABEL = {"simclr": "pretrained", "random": "random", "moco_v2": "moco_v2"}
@@ -52,14 +59,11 @@ def _at_scale(c, data_path: str, s: dict, seed: int):
 
 
 def pretrain_config(data_path: str, s: dict, seed: int = 0):
-  from configs import chexpert_simclr
   return _at_scale(chexpert_simclr.get_config("local"), data_path, s, seed)
 
 
 def moco_pretrain_config(data_path: str, s: dict, seed: int = 0):
   """configs/moco_v2.py:local at the scale's model, batch and steps (those of `pretrain_config`)."""
-  from configs import moco_v2
-  from input_pipeline import sources
   c = _at_scale(moco_v2.get_config("local"), data_path, s, seed)
   n = len(sources.load_source(c.data, c.data.train_split).labels)
   with c.unlocked():
@@ -70,7 +74,6 @@ def moco_pretrain_config(data_path: str, s: dict, seed: int = 0):
 def eval_config(data_path: str, s: dict, *, mode: str, init: str, checkpoint: str, fraction: float,
                 draw: int, seed: int = 0):
   """chexpert_finetune:local on `data_path`; the batch shrinks to the labelled images if needed."""
-  from configs import chexpert_finetune
   c = chexpert_finetune.get_config("local")
   with c.unlocked():
     c.seed = seed
@@ -78,13 +81,13 @@ def eval_config(data_path: str, s: dict, *, mode: str, init: str, checkpoint: st
     c.data.path = data_path
     common.set_architecture(c, s["width"])
     common.set_steps(c, s["eval_steps"])
-    c.eval.init, c.eval.checkpoint = init, checkpoint if init != "random" else ""
-    c.eval.feature_norm = common.LINEAR_FEATURE_NORM if mode == "linear_eval" else "none"
-    c.eval.label_fraction, c.eval.fraction_seed = float(fraction), int(draw)
+    c.finetune.init, c.train.init_checkpoint = init, checkpoint if init != "random" else ""
+    c.finetune.feature_norm = common.LINEAR_FEATURE_NORM if mode == "linear_eval" else "none"
+    c.finetune.label_fraction, c.finetune.fraction_seed = float(fraction), int(draw)
     c.eval.num_replicates = s["num_replicates"]
-    c.eval.val_split = s["val_split"]
+    c.finetune.val_split = s["val_split"]
     c.train.batch_size, labelled = common.labelled_batch(c.data, fraction, draw, s["batch"])
-    c.eval.repeat_to_fill_batch = c.train.batch_size > labelled
+    c.finetune.repeat_to_fill_batch = c.train.batch_size > labelled
   return c
 
 
@@ -95,16 +98,14 @@ def recipe_config(data_path: str, s: dict, width: float, seed: int = 0):
   100 epochs, lr x0.1 after epochs 50 and 75; no augmentation. Our last step is evaluated (no epoch is
   picked on the validation split). The architecture is ours (small stem: 3x3 stride-1 conv, no max-pool).
   """
-  import math
-  from configs import chexpert_finetune
   c = chexpert_finetune.get_config("local")
   with c.unlocked():
     c.seed = seed
     c.mode = "finetune"
     c.data.path = data_path
     common.set_architecture(c, width)
-    c.eval.init, c.eval.checkpoint, c.eval.label_fraction = "random", "", 1.0
-    c.eval.num_replicates, c.eval.val_split = s["num_replicates"], s["val_split"]
+    c.finetune.init, c.train.init_checkpoint, c.finetune.label_fraction = "random", "", 1.0
+    c.eval.num_replicates, c.finetune.val_split = s["num_replicates"], s["val_split"]
     c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay = "adam", 1e-3, "none", 0.0
     c.optim.schedule, c.optim.decay_at, c.optim.decay_factor, c.optim.warmup_steps = "piecewise", (0.5, 0.75), 0.1, 0
     c.aug.crop = c.aug.flip = False
@@ -184,5 +185,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  from medssl_jax import errors
   raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

@@ -9,16 +9,22 @@
 3. Linear evaluation of both encoders, and of the starting checkpoint as an anchor, on
    PneumoniaMNIST at each label fraction (several draws below 100%); the report pairs them
    (same fraction, same draw).
-Finished runs are skipped on a re-run. Writes <workdir>/<scale>/micle_vs_simclr/study.json.
+Finished runs are skipped on a re-run. Writes <workdir>/<scale>/micle_vs_simclr/study.json; its report is
+benchmarks/micle_vs_simclr_report.py (a section of `benchmarks.report`).
 """
 import argparse
 import os
 import time
 
+import jax
 import numpy as np
 
 from benchmarks import common
 from benchmarks import label_efficiency as study_a
+from configs import covid_cxr_micle
+from input_pipeline import sources
+from medssl_jax import errors
+from medssl_jax.training import checkpoint as ckpt_lib
 
 MODULE = "benchmarks.micle_vs_simclr"
 STUDY = "micle_vs_simclr"
@@ -27,7 +33,6 @@ EVAL_ARMS = ARMS + ("base",)  # 'base': the starting SimCLR checkpoint itself, a
 
 
 def continue_config(covid_dir: str, init_checkpoint: str, method: str, s: dict, seed: int = 0):
-  from configs import covid_cxr_micle
   c = covid_cxr_micle.get_config("" if method == "micle" else "simclr")
   with c.unlocked():
     c.seed = seed
@@ -49,8 +54,6 @@ def continue_config(covid_dir: str, init_checkpoint: str, method: str, s: dict, 
 
 def encoder_change(start_dir: str, continued_dir: str) -> float:
   """How far continued pretraining moved the encoder: ||w - w0|| / ||w0|| over all its weights."""
-  import jax
-  from medssl_jax.training import checkpoint as ckpt_lib
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)]).astype(np.float64)
   w0 = flat(ckpt_lib.restore_weights(start_dir)[0]["encoder"])
   w = flat(ckpt_lib.restore_weights(continued_dir)[0]["encoder"])
@@ -59,7 +62,6 @@ def encoder_change(start_dir: str, continued_dir: str) -> float:
 
 def bag_counts(c) -> dict:
   """Patients (bags) and images of the pretraining split, and patients over all splits."""
-  from input_pipeline import sources
   src = sources.load_source(c.data, c.data.train_split)
   _, sizes = np.unique(src.case_ids, return_counts=True)
   every = set(sources.covid_cxr_manifest(c.data.path)["case_id"].tolist())  # all splits of the folder
@@ -111,5 +113,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  from medssl_jax import errors
   raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

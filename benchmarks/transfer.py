@@ -22,12 +22,12 @@ and standard deviation, an independent two-sample t-test between models. What ru
   `data.source='seg_manifest'` (configs/lung_segmentation.py) already splits per patient with
   `seg.val_fraction=0.1` of the training patients as 'val': that split is used as it is.
 * **Early stopping and ReduceLROnPlateau.** The fine-tuning loop scores the hold-out every
-  `eval_every` steps (`eval.eval_every`) and tests the state with the best hold-out metric
-  (`eval.select_metric`: AUC for classification, Dice for segmentation; results.json:
-  `selected_step`). With the scale's `stop_patience` > 0 (`eval.early_stop_patience`; segmentation
+  `eval_every` steps (`finetune.eval_every`) and tests the state with the best hold-out metric
+  (`finetune.select_metric`: AUC for classification, Dice for segmentation; results.json:
+  `selected_step`). With the scale's `stop_patience` > 0 (`finetune.early_stop_patience`; segmentation
   `seg_stop_patience`) training ends after that many hold-out scores without improvement
   (medssl_jax/training/validation.py), and classification multiplies its lr by `PLATEAU_FACTOR`
-  after `plateau_patience` such scores (`eval.plateau_factor`; segmentation keeps the paper's
+  after `plateau_patience` such scores (`finetune.plateau_factor`; segmentation keeps the paper's
   cosine decay). The paper gives neither patience; `full` takes Truong et al.'s (lr 5, stop 10,
   factor 0.1), counted in hold-out scores, not epochs. `small` (a choice for a 2-core CPU, not
   the paper's): classification up to 300 steps (4.5 epochs of PneumoniaMNIST's fit images at batch
@@ -52,25 +52,35 @@ and standard deviation, an independent two-sample t-test between models. What ru
   `--data_dir`, 28 px, `configs/chexpert_finetune.py:local` augmentation) or
   `name=<config file>[:variant]` (separate the tasks with ';' when a variant has commas:
   `--tasks="pneumoniamnist;lungseg=configs/lung_segmentation.py:small,size=32"`) (any fine-tuning config, e.g. a segmentation config with
-  `eval.task='segmentation'`; its data, image size and augmentation are kept; the protocol's
+  `finetune.task='segmentation'`; its data, image size and augmentation are kept; the protocol's
   optimiser, length, hold-out and the encoder's architecture are set).
 * **Runs**: run r has seed r (`config.seed`: head initialisation, batch order, augmentation);
   recorded in the manifest and in each results.json. Finished runs are skipped on a re-run and an
   interrupted one resumes from its checkpoint (`benchmarks.common.run_once`).
 
 Writes `<workdir>/<scale>/transfer/study.json` and the report (`<out>/transfer_<scale>.md` and a
-bar chart per task, mean with +- 1 standard deviation error bars) built only from the result files.
+bar chart per task, mean with +- 1 standard deviation error bars) built only from the result files
+by benchmarks/transfer_report.py, whose section `benchmarks.report` also puts into report.md.
 """
 import argparse
 import dataclasses
 import importlib.util
-import json
 import os
 import time
 
 import numpy as np
+import pandas as pd
 
 from benchmarks import common
+from benchmarks import label_efficiency
+from benchmarks import transfer_report  # the command writes its report after the runs (it imports nothing of this)
+from configs import chexpert_finetune
+from input_pipeline import fractions
+from input_pipeline import sources
+from medssl_jax import errors
+from medssl_jax import weights
+from medssl_jax.errors import UserError
+from medssl_jax.training import checkpoint as ckpt_lib
 
 MODULE = "benchmarks.transfer"
 STUDY = "transfer"
@@ -97,8 +107,6 @@ HOLDOUT, FIT = "holdout", "fit"
 CLASSIFICATION_LR, SEGMENTATION_LR = 2e-4, 1e-3
 # The model settings an encoder's weights fix (copied from its config.json into every run).
 MODEL_KEYS = ("arch", "depth", "width", "stem", "downsample_padding", "bottleneck_width", "input_norm")
-LUNGSEG_NOTE = ("the lung masks of covid_cxr_lungseg were made by a published segmentation model, "
-                "not drawn by hand (../shared/data/PROVENANCE.md)")
 
 
 @dataclasses.dataclass
@@ -170,7 +178,6 @@ def load_config_file(source: str):
 
 def base_task_config(task: Task, data_dir: str):
   if task.kind == "medmnist":
-    from configs import chexpert_finetune
     c = chexpert_finetune.get_config("local")
     with c.unlocked():
       c.data.path = os.path.join(data_dir, FILES[task.name])
@@ -181,16 +188,15 @@ def base_task_config(task: Task, data_dir: str):
 
 def task_metric(config) -> str:
   """The test metric reported (and the hold-out metric that selects the model)."""
-  if config.eval.select_metric:
-    return config.eval.select_metric
-  return {"multiclass": "auc", "multilabel": "mean_auc", "segmentation": "dice"}.get(config.eval.task, "auc")
+  if config.finetune.select_metric:
+    return config.finetune.select_metric
+  return {"multiclass": "auc", "multilabel": "mean_auc", "segmentation": "dice"}.get(config.finetune.task, "auc")
 
 
 # ---- hold-out ---------------------------------------------------------------------------------------
 
 def holdout_indices(labels, case_ids) -> np.ndarray:
   """Indices (into the training split) of the 10% hold-out: whole cases, stratified by label."""
-  from input_pipeline import fractions
   return fractions.sample_fraction(labels, case_ids, HOLDOUT_FRACTION, HOLDOUT_SEED)
 
 
@@ -203,8 +209,8 @@ def make_holdout(config, out_dir: str, name: str) -> dict:
   `seg.val_fraction` of the training patients as 'val', which is used as it is."""
   d = config.data
   if d.source == "seg_manifest":
-    return {"data": {}, "train_split": d.train_split, "val_split": config.eval.val_split, "path": d.path,
-            "how": f"the config's own split: `{config.eval.val_split}` = {100 * config.seg.val_fraction:g}% of the "
+    return {"data": {}, "train_split": d.train_split, "val_split": config.finetune.val_split, "path": d.path,
+            "how": f"the config's own split: `{config.finetune.val_split}` = {100 * config.seg.val_fraction:g}% of the "
                    f"training patients (seg.val_fraction, seed seg.split_seed={config.seg.split_seed})"}
   return {**_write_holdout(config, out_dir, name), "train_split": FIT, "val_split": HOLDOUT,
           "how": f"{100 * HOLDOUT_FRACTION:g}% of `{d.train_split}` (stratified by label, whole cases, draw "
@@ -212,8 +218,6 @@ def make_holdout(config, out_dir: str, name: str) -> dict:
 
 
 def _write_holdout(config, out_dir: str, name: str) -> dict:
-  from input_pipeline import sources
-  from medssl_jax.errors import UserError
   d = config.data
   os.makedirs(out_dir, exist_ok=True)
   if d.source == "npz":
@@ -233,7 +237,6 @@ def _write_holdout(config, out_dir: str, name: str) -> dict:
       os.replace(tmp, out)
     return {"path": out, "data": {"path": out}}
   if d.source == "manifest" and os.path.isfile(d.path):
-    import pandas as pd
     out = os.path.join(out_dir, f"{name}_holdout.csv")
     image_dir = os.path.abspath(os.path.expanduser(d.image_dir)) if d.image_dir else os.path.dirname(os.path.abspath(d.path))
     if not os.path.isfile(out):
@@ -257,8 +260,6 @@ def _write_holdout(config, out_dir: str, name: str) -> dict:
 
 def encoder_settings(path: str) -> tuple:
   """(model settings, channels) stored with a checkpoint (its config.json)."""
-  from medssl_jax import weights
-  from medssl_jax.errors import UserError
   saved = weights.stored_config(path)
   if saved is None:
     raise UserError(f"encoder {path}: no checkpoint with a config.json there, so its model settings are "
@@ -273,7 +274,6 @@ def scale_model(s: dict) -> dict:
 
 def adapt_config(enc: Encoder, data_path: str, s: dict, ts: dict):
   """Continued SimCLR pretraining from `enc.source` (e.g. imported ImageNet weights) on chest X-rays."""
-  from benchmarks import label_efficiency
   model, channels = encoder_settings(enc.source)
   c = label_efficiency.pretrain_config(data_path, s)
   with c.unlocked():
@@ -288,7 +288,6 @@ def adapt_config(enc: Encoder, data_path: str, s: dict, ts: dict):
 def resolve_encoders(encoders: list, a, s: dict, ts: dict, root: str, manifest: dict, run: bool) -> list:
   """Fills each encoder's checkpoint and model settings, training the simclr / adapt ones if needed.
   Returns the encoders that can be benchmarked now (all of them unless run=False left one out)."""
-  from benchmarks import label_efficiency
   ready = []
   for e in encoders:
     if e.kind == "simclr":
@@ -325,7 +324,6 @@ def encoder_record(e: Encoder) -> dict:
   r = {"name": e.name, "kind": e.kind, "source": e.source, "checkpoint": e.path, "model": e.model,
        "channels": e.channels}
   if e.path:
-    from medssl_jax.training import checkpoint as ckpt_lib
     r["checkpoint_md5"] = common.data_record(ckpt_lib.checkpoint_dir(e.path))
   return r
 
@@ -335,7 +333,7 @@ def encoder_record(e: Encoder) -> dict:
 def run_config(task: Task, enc: Encoder, holdout: dict, s: dict, ts: dict, seed: int, data_dir: str):
   """One fine-tuning run of `enc` on `task` under the paper's protocol (module docstring)."""
   c = base_task_config(task, data_dir)
-  segmentation = c.eval.task == "segmentation"
+  segmentation = c.finetune.task == "segmentation"
   with c.unlocked():
     c.seed = int(seed)
     c.mode = "finetune"
@@ -345,12 +343,12 @@ def run_config(task: Task, enc: Encoder, holdout: dict, s: dict, ts: dict, seed:
     c.data.channels = enc.channels
     for k, v in holdout["data"].items():
       c.data[k] = v
-    c.data.train_split, c.eval.val_split = holdout["train_split"], holdout["val_split"]
-    c.eval.init = "random" if enc.kind == "random" else "pretrained"
-    c.eval.checkpoint = enc.path if enc.kind != "random" else ""
-    c.eval.label_fraction, c.eval.fraction_seed, c.eval.num_epochs = 1.0, 0, 0.0
+    c.data.train_split, c.finetune.val_split = holdout["train_split"], holdout["val_split"]
+    c.finetune.init = "random" if enc.kind == "random" else "pretrained"
+    c.train.init_checkpoint = enc.path if enc.kind != "random" else ""
+    c.finetune.label_fraction, c.finetune.fraction_seed, c.finetune.num_epochs = 1.0, 0, 0.0
     c.eval.num_replicates = s["num_replicates"]
-    c.eval.select_metric = task_metric(c)
+    c.finetune.select_metric = task_metric(c)
     c.optim.name, c.optim.lr_scaling, c.optim.weight_decay, c.optim.warmup_steps = "adam", "none", 0.0, 0
     c.optim.base_lr = SEGMENTATION_LR if segmentation else CLASSIFICATION_LR
     c.optim.schedule = "cosine" if segmentation else "constant"
@@ -359,11 +357,11 @@ def run_config(task: Task, enc: Encoder, holdout: dict, s: dict, ts: dict, seed:
       c.train.batch_size = ts["finetune_batch"]
     c.train.num_steps = steps
     c.train.log_every, c.train.checkpoint_every = every, steps
-    c.eval.eval_every = every
-    c.eval.early_stop_patience = ts["seg_stop_patience"] if segmentation else ts["stop_patience"]
+    c.finetune.eval_every = every
+    c.finetune.early_stop_patience = ts["seg_stop_patience"] if segmentation else ts["stop_patience"]
     plateau = 0 if segmentation else ts["plateau_patience"]   # segmentation: cosine decay
-    c.eval.plateau_factor = PLATEAU_FACTOR if plateau else 0.0
-    c.eval.plateau_patience = plateau or 5
+    c.finetune.plateau_factor = PLATEAU_FACTOR if plateau else 0.0
+    c.finetune.plateau_patience = plateau or 5
   return c
 
 
@@ -385,7 +383,7 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   root = common.study_dir(a.workdir, a.scale, STUDY)
   if a.report_only:
-    return write_report(os.path.join(root, common.MANIFEST), a.out)
+    return transfer_report.write_report(os.path.join(root, common.MANIFEST), a.out)
   s, ts = dict(common.SCALES[a.scale]), dict(SCALES[a.scale])
   if a.runs:
     ts["runs"] = a.runs
@@ -415,320 +413,14 @@ def main(argv=None) -> int:
         c = run_config(task, e, holdout, s, ts, seed=r, data_dir=a.data_dir)
         print(f"[{STUDY}] {task.name}: {e.name}, run {r} (seed {c.seed})")
         done = common.run_once(c, wd, run=run)
-        common.add_run(manifest, {"role": "eval", "task": task.name, "task_kind": c.eval.task,
-                                  "encoder": e.name, "run": r, "seed": c.seed, "metric": c.eval.select_metric,
+        common.add_run(manifest, {"role": "eval", "task": task.name, "task_kind": c.finetune.task,
+                                  "encoder": e.name, "run": r, "seed": c.seed, "metric": c.finetune.select_metric,
                                   "batch": c.train.batch_size, "data_path": c.data.path,
                                   "data_note": c.seg.get("data_note", "") if c.get("seg") is not None else "",
                                   "workdir": os.path.abspath(wd)}, done)
   common.finish_study(root, manifest, t0, STUDY)
-  return write_report(os.path.join(root, common.MANIFEST), a.out)
-
-
-# ---- report -----------------------------------------------------------------------------------------
-
-def load_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
-
-
-def run_results(run: dict):
-  """The results.json of a manifest's run, or None when it is absent or not finished (a run that was
-  deleted, or interrupted after the manifest was written)."""
-  path = os.path.join(run["workdir"], "results.json")
-  r = load_json(path) if os.path.isfile(path) else None
-  return r if common.is_done(r) else None
-
-
-def unfinished(m: dict) -> list:
-  """Workdirs the report leaves out: those the manifest lists as not finished, and listed runs whose
-  results.json is absent or not completed now."""
-  return list(m.get("missing", [])) + [run["workdir"] for run in m["runs"]
-                                       if run["role"] == "eval" and run_results(run) is None]
-
-
-def collect(m: dict) -> dict:
-  """{(task, encoder): [per-run dicts: value, selected_step, epochs, seed, wall]} from the result files
-  of the finished runs (the others are `unfinished(m)`)."""
-  cells = {}
-  for run in m["runs"]:
-    if run["role"] != "eval":
-      continue
-    r = run_results(run)
-    if r is None:
-      continue
-    step = int(r.get("selected_step", r["final_step"]))
-    cells.setdefault((run["task"], run["encoder"]), []).append({
-        "value": float(r["test"][run["metric"]]["value"]), "selected_step": step,
-        "epochs": step * run["batch"] / r["num_train_images"], "seed": r.get("seed", run["seed"]),
-        "wall": float(r.get("wall_time_sec", float("nan"))), "metric": run["metric"],
-        "stopped_early": bool(r.get("stopped_early", False)),
-        "num_steps": r["num_steps"], "fit_images": r["num_train_images"]})
-  return cells
-
-
-def summarise(values) -> tuple:
-  """(mean, sample std (ddof=1; NaN for one run), n)."""
-  v = np.asarray(values, np.float64)
-  return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")), len(v)
-
-
-def table_rows(m: dict, cells: dict | None = None) -> list:
-  """One dict per (task, encoder): mean/std of the test metric and of the selected step, and the
-  independent two-sample t-test (Student's, pooled variance; scipy) against the reference encoder."""
-  from medssl_jax.evaluation import statistics
-  cells = collect(m) if cells is None else cells
-  ref = m["reference"]
-  order = [e["name"] for e in m["encoders"]] or sorted({k[1] for k in cells})
-  rows = []
-  for task in m["settings"]["tasks"]:
-    for enc in order:
-      runs = cells.get((task, enc))
-      if not runs:
-        continue
-      mean, std, n = summarise([x["value"] for x in runs])
-      row = {"task": task, "encoder": enc, "metric": runs[0]["metric"], "n": n, "mean": mean, "std": std,
-             "step_mean": summarise([x["selected_step"] for x in runs])[0],
-             "step_std": summarise([x["selected_step"] for x in runs])[1],
-             "epochs_mean": summarise([x["epochs"] for x in runs])[0],
-             "epochs_std": summarise([x["epochs"] for x in runs])[1],
-             "num_steps": runs[0]["num_steps"], "seeds": [x["seed"] for x in runs],
-             "stopped_early": int(sum(x.get("stopped_early", False) for x in runs)),
-             "wall": float(np.sum([x["wall"] for x in runs])), "t": None, "p": None}
-      refs = cells.get((task, ref))
-      if enc != ref and refs and n > 1 and len(refs) > 1:
-        try:
-          tt = statistics.independent_t_test([x["value"] for x in runs], [x["value"] for x in refs])
-          row["t"], row["p"] = tt["t"], tt["p"]
-        except ValueError:  # e.g. NaN scores
-          pass
-      rows.append(row)
-  return rows
-
-
-def fmt_row(row: dict, reference: str) -> str:
-  pm = lambda mean, std, f: f"{mean:{f}} ± {std:{f}}"
-  test = "reference" if row["encoder"] == reference else (
-      "n/a" if row["t"] is None else f"t = {row['t']:+.3f}, p = {row['p']:.4g}")
-  return (f"| {row['task']} | {row['encoder']} | {row['n']} | {row['metric']} | {pm(row['mean'], row['std'], '.4f')} | {test} | "
-          f"{pm(row['step_mean'], row['step_std'], '.1f')} of {row['num_steps']} | "
-          f"{pm(row['epochs_mean'], row['epochs_std'], '.2f')} | {row['stopped_early']} of {row['n']} | "
-          f"{', '.join(str(s) for s in row['seeds'])} | "
-          f"{row['wall']:.1f} |")
-
-
-def plot(rows: list, task: str, out_png: str, title: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  rs = [r for r in rows if r["task"] == task]
-  fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rs), 3.6))
-  x = np.arange(len(rs))
-  ax.bar(x, [r["mean"] for r in rs], yerr=[0.0 if np.isnan(r["std"]) else r["std"] for r in rs], capsize=4,
-         color="#4c72b0")
-  ax.set_xticks(x, [r["encoder"] for r in rs], rotation=20, ha="right")
-  ax.set_ylabel(f"test {rs[0]['metric']} (mean ± std over runs)")
-  ax.set_title(title)
-  lo = min(r["mean"] - (0 if np.isnan(r["std"]) else r["std"]) for r in rs)
-  ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(r["mean"] + (0 if np.isnan(r["std"]) else r["std"]) for r in rs) + 0.05))
-  fig.tight_layout()
-  fig.savefig(out_png, dpi=120)
-  plt.close(fig)
-
-
-def stopping_text(e: dict) -> str:
-  """How a run's eval.* settings stop training and cut the lr (keys absent in older runs: off)."""
-  stop, factor = int(e.get("early_stop_patience", 0)), float(e.get("plateau_factor", 0.0))
-  text = (f"early stop after {stop} hold-out scores without improvement" if stop
-          else "no early stop (the fixed length; the best hold-out state is tested)")
-  if factor:
-    text += f", lr x {factor:g} after {int(e.get('plateau_patience', 5))} (ReduceLROnPlateau)"
-  return text + ("" if factor else ", no ReduceLROnPlateau")
-
-
-def protocol_lines(m: dict) -> list:
-  """The protocol as the runs' own config.json files record it (one line per task)."""
-  lines, seen = [], set()
-  for run in m["runs"]:
-    cfg = os.path.join(run["workdir"], "config.json")
-    if run["role"] != "eval" or run["task"] in seen or not os.path.isfile(cfg):
-      continue
-    seen.add(run["task"])
-    c = load_json(cfg)
-    o, t, e = c["optim"], c["train"], c["eval"]
-    lines.append(f"  - {run['task']} (`eval.task={e['task']}`): {o['name']} lr {o['base_lr']:g} ({o['schedule']} "
-                 f"schedule, weight decay {o['weight_decay']:g}), batch {t['batch_size']}, {t['num_steps']} steps; "
-                 f"hold-out scored every {e['eval_every']} steps on `{e['val_split']}`, model selected on hold-out "
-                 f"`{e['select_metric']}`; {stopping_text(e)}; {c['data']['image_size']} px, {c['data']['channels']} channel(s); "
-                 f"data `{c['data']['path']}`" + (f"; U-Net decoder {c['seg']['decoder_width']:g}x the paper's widths"
-                                                  if e["task"] == "segmentation" and "seg" in c else ""))
-    if run.get("data_note") or "lungseg" in c["data"]["path"]:
-      lines.append(f"    - **Note on every {run['task']} number**: {run.get('data_note') or LUNGSEG_NOTE}.")
-  return lines
-
-
-# What each data set can and cannot show (../shared/data/PROVENANCE.md), keyed by a name that the
-# path of a task's data (or of an encoder's pretraining data) contains.
-DATA_LIMITS = {
-    "pneumoniamnist": "PneumoniaMNIST (paediatric chest X-rays of Kermany et al. 2018, MedMNIST 28 px) has no "
-                      "patient ids (MedMNIST drops them): the hold-out is drawn per image, and whether a patient "
-                      "has images on both sides of it, or of the official train / test split, cannot be checked. "
-                      "Such a leak would inflate the scores (not necessarily every encoder's by as much); the "
-                      "encoders are compared on the same split, with that caveat.",
-    "breastmnist": "BreastMNIST (breast ultrasound, MedMNIST 28 px) has no patient ids (MedMNIST drops them): "
-                   "the hold-out is drawn per image and a patient on both sides of a split cannot be ruled "
-                   "out. Its test split is small: each run's test score is uncertain (the bootstrap interval in "
-                   "its results.json), and the ± over runs, all scored on the same images, does not include that "
-                   "uncertainty.",
-    "covid_cxr_lungseg": "The lung masks of covid_cxr_lungseg were made by a published segmentation model (lungVAE, "
-                         "Selvan et al. 2020), not drawn by hand: Dice and IoU measure agreement with that model, "
-                         "not with the anatomy, so an encoder that segments lungs better than lungVAE can score "
-                         "lower. configs/lung_segmentation.py splits train / val / test by patient. Most of its "
-                         "images are also in covid_cxr_multi (same files): an encoder pretrained there may have seen "
-                         "its test images (without masks).",
-    "covid_cxr_multi": "covid_cxr_multi: patients 285 and 339 are probably one patient entered twice upstream; a "
-                       "split that keeps them apart leaks.",
-    "nih_cxr14": "NIH ChestX-ray14 thumbnails: the source folders' train / val / test split is not patient-disjoint; "
-                 "only a split by patient_id is free of patient leakage.",
-    "dermamnist": "DermaMNIST splits by image, not by lesion: lesions have images in both train and test; only a "
-                  "lesion-disjoint re-split is free of that leak.",
-}
-
-
-def _limits_of(path: str) -> str:
-  return next((v for k, v in DATA_LIMITS.items() if k in os.path.basename(os.path.dirname(path)) + "/"
-               + os.path.basename(path)), "")
-
-
-def pretraining_stages(e: dict) -> list:
-  """[(data path, split), ...] of the pretraining runs behind an encoder, first stage first: its own
-  config.json, then that of its `train.init_checkpoint` (a continued pretraining, e.g. the adapt arm),
-  and so on. [] when the checkpoint records none (random init, imported weights)."""
-  stages, folder, seen = [], e.get("checkpoint") or "", set()
-  while folder and os.path.isfile(os.path.join(folder, "config.json")) and folder not in seen:
-    seen.add(folder)
-    c = load_json(os.path.join(folder, "config.json"))
-    if c.get("mode") != "pretrain" or not c.get("data", {}).get("path"):
-      break
-    stages.insert(0, (c["data"]["path"], c["data"].get("train_split", "train")))
-    folder = c.get("train", {}).get("init_checkpoint") or ""
-  return stages
-
-
-def encoder_limits(e: dict, task_paths: dict) -> str:
-  """The report line on an encoder's pretraining data ('' when it records none)."""
-  stages = pretraining_stages(e)
-  if not stages:
-    return ""
-  paths = [p for p, _ in stages]
-  where = "; then on ".join(f"`{p}`, split `{sp}`" for p, sp in stages)
-  how = f"{len(stages)} stages, from the checkpoints' config.json" if len(stages) > 1 else "its config.json"
-  line = f"  - Encoder {e['name']}: pretrained on {where} (labels unused; {how})"
-  same = [t for t, p in task_paths.items() if any(os.path.abspath(p) == os.path.abspath(x) for x in paths)]
-  shared = [t for t, p in task_paths.items() if "covid_cxr_lungseg" in p and any("covid_cxr_multi" in x for x in paths)]
-  if same:
-    line += (f"; the same file as task(s) {', '.join(same)}: the pretraining saw their training images "
-             "(not their test split)")
-  if shared:
-    line += f"; covid_cxr_multi shares images with task(s) {', '.join(shared)}, test images included"
-  extra = next((_limits_of(x) for x in paths if "covid_cxr_multi" in x), "")
-  return line + (f". {extra}" if extra else "")
-
-
-def data_limits(m: dict) -> list:
-  """What the numbers can and cannot show, from the data the manifest lists (PROVENANCE.md facts per
-  data set), the encoders' pretraining data and the run design."""
-  lines = ["- **What these numbers can and cannot show**:"]
-  if m["scale"] == "smoke":
-    lines.append("  - Scale `smoke`: a few steps on tiny models, a check of the plumbing; the numbers mean nothing.")
-  lines.append("  - Runs differ only in their seed (head initialisation, batch order, augmentation); every run of a "
-               "task is scored on the same test images. So ± std and the t-test measure run-to-run training "
-               "variation on this one test set, not how a result would move on other images or patients; the "
-               "p-values are not corrected for the number of encoders compared.")
-  seen = set()
-  for d in m["data"]:
-    note = _limits_of(d["path"]) if d.get("role", "original") == "original" else ""
-    if note and (d.get("task"), note) not in seen:
-      seen.add((d.get("task"), note))
-      lines.append(f"  - {d.get('task', '')}: {note}")
-  task_paths = {d["task"]: d["path"] for d in m["data"] if d.get("role") == "original" and d.get("task")}
-  for e in m["encoders"]:
-    line = encoder_limits(e, task_paths)
-    if line:
-      lines.append(line)
-  if not collect(m):
-    lines.append("  - No run has finished: nothing to compare yet.")
-  return lines
-
-
-def section(m: dict, manifest_path: str, out_dir: str) -> list:
-  """The Markdown of a transfer study.json: header (command, machine, data md5s, encoders, runs not
-  finished), the protocol from the runs' config.json, what the data can and cannot show, the table
-  and a bar chart per task (PNG in `out_dir`). Both this study's own report (`write_report`) and
-  the combined one (`benchmarks.report`) are this function's output; unfinished runs are listed,
-  not read."""
-  from benchmarks import report
-  mach = m["machine"]
-  ref = m["reference"]
-  lines = [f"## Transfer benchmark ({m['scale']})", "",
-           f"- Command: `{m['command']}` (scale `{m['scale']}`), manifest `{manifest_path}`",
-           f"- Machine: {mach['platform']}, {mach['cpu_cores']} CPU cores, Python {mach['python']}, "
-           f"JAX {mach['jax']}, {mach['device_count']} x {mach['backend']} device ({mach['device_kind']}), "
-           f"host pipeline {mach.get('host_pipeline', 'tf')}",
-           report.time_line(m),
-           "- Hold-out for early stopping (model selection): per task, on its data line below; the same for "
-           "every encoder and run.",
-           "- Data (md5; folders: md5 over sorted (path, md5) lines):"]
-  for d in m["data"]:
-    extra = f"; hold-out: {d['holdout']}" if d.get("holdout") else ""
-    lines.append(f"  - {d.get('task', '')} {d.get('role', '')}: `{d['path']}`, {d['bytes']} bytes, md5 `{d['md5']}`{extra}")
-  lines.append("- Encoders:")
-  for e in m["encoders"]:
-    model = ", ".join(f"{k} {v}" for k, v in e["model"].items())
-    ck = f"; checkpoint `{e['checkpoint']}` (md5 `{e['checkpoint_md5']['md5']}`)" if e.get("checkpoint_md5") else ""
-    src = f" from `{e['source']}`" if e["source"] else ""
-    lines.append(f"  - {e['name']}: {e['kind']}{src}; {model}; {e['channels']} channel(s){ck}")
-  left_out = unfinished(m)
-  if left_out:
-    lines.append(f"- **Not finished** when this report was made ({len(left_out)} runs or encoders, left out of "
-                 "the table and plots): " + ", ".join(f"`{w}`" for w in left_out))
-  lines += ["- Protocol, read from the runs' config.json:"] + protocol_lines(m)
-  lines += data_limits(m)
-  rows = table_rows(m)
-  lines += ["", f"Test metric: mean ± sample standard deviation over the runs (seed r for run r). t-test: "
-            f"independent two-sample (Student's, pooled variance, two-sided; scipy) of each encoder against "
-            f"`{ref}`; t > 0 when the encoder's mean is higher. 'Steps to early stop': the step whose state was "
-            "best on the hold-out (the tested one), and the same in epochs over "
-            "the fit images; 'stopped early': runs that an early stop ended before the scale's length. Wall time: "
-            "the sum over the runs.", "",
-            "| task | encoder | runs | metric | test mean ± std | vs reference | steps to early stop | "
-            "epochs to early stop | stopped early | seeds | wall time (s) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  lines += [fmt_row(r, ref) for r in rows]
-  lines.append("")
-  for task in m["settings"]["tasks"]:
-    if not any(r["task"] == task for r in rows):
-      continue
-    png = f"{m['scale']}_transfer_{task}.png"
-    plot(rows, task, os.path.join(out_dir, png), f"{task} ({m['scale']}): mean ± std over runs")
-    lines += [f"![{task}]({png})", ""]
-  return lines
-
-
-def write_report(manifest_path: str, out_dir: str) -> int:
-  if not os.path.isfile(manifest_path):
-    raise SystemExit(f"{manifest_path} does not exist: run the benchmark first")
-  os.makedirs(out_dir, exist_ok=True)
-  m = load_json(manifest_path)
-  lines = ["# Transfer benchmark", "", f"Generated by `{MODULE}` from the result files listed in "
-           f"`{os.path.abspath(manifest_path)}`; every number below is read from those files.", ""]
-  lines += section(m, os.path.abspath(manifest_path), out_dir)
-  out = os.path.join(out_dir, f"transfer_{m['scale']}.md")
-  with open(out, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print(f"Wrote {out}")
-  return 0
+  return transfer_report.write_report(os.path.join(root, common.MANIFEST), a.out)
 
 
 if __name__ == "__main__":
-  from medssl_jax import errors
   raise SystemExit(errors.guard(main)())  # a UserError: one line `error: ...`, exit 2

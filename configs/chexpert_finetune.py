@@ -1,7 +1,7 @@
 """Fine-tuning on chest X-rays (Azizi et al. 2021, Sec. 4.3 and App. A.2; CheXpert, multi-label).
 
 Full scale: ResNet-50 (1x) at 224 px, 5 pathologies (atelectasis, cardiomegaly, consolidation,
-edema, pleural effusion) with sigmoid cross-entropy, uncertain labels by `eval.uncertain_policy`,
+edema, pleural effusion) with sigmoid cross-entropy, uncertain labels by `finetune.uncertain_policy`,
 SGD momentum 0.9, batch 256, 30,000 steps, lr/weight decay from the Azizi grid. Augmentation
 (App. A.2): rotation U(-20, 20) degrees, random crop to 224, left-right flip, additive
 brightness U(-0.2, 0.2), contrast U(-0.2, 0.2) on the per-channel standard deviation, clip to
@@ -22,23 +22,23 @@ Variants:
   --config.model.depth=121`), the pleural-effusion task
   alone (one sigmoid output), rotation 10 degrees + flip only, Adam lr 3e-5, batch 16, epochs by
   label fraction: 220 / 95 / 41 / 18 at F = 0.001 / 0.01 / 0.1 / 1.0 (0.1% / 1% / 10% / 100%;
-  plain `:mococxr` = 1.0). The variant sets eval.label_fraction = F and train.num_steps =
+  plain `:mococxr` = 1.0). The variant sets finetune.label_fraction = F and train.num_steps =
   ceil(epochs x round(F x 167,429) / 16), 167,429 being the training part of the re-split above
   (the paper's "67,429" read as 167,429, see Splits): 2,297 / 9,940 / 42,904 / 188,358 steps.
   Another fraction is an error naming these four (the paper gives no rule between them; no
-  interpolation). Choose the fraction in the variant: `--config.eval.label_fraction=...` on the
+  interpolation). Choose the fraction in the variant: `--config.finetune.label_fraction=...` on the
   command line comes after the config is built and would leave num_steps at the variant's value.
-  Other draws: `--config.eval.fraction_seed=K`. Readings where the paper is silent: Adam (the
+  Other draws: `--config.finetune.fraction_seed=K`. Readings where the paper is silent: Adam (the
   CheXpert baseline's optimiser, Irvin et al. 2019, whose settings MoCo-CXR says it reuses)
   without weight decay at a constant learning rate; uncertain labels counted as positive
-  (`eval.uncertain_policy='ones'`: the paper's prevalence of pleural effusion counts images
+  (`finetune.uncertain_policy='ones'`: the paper's prevalence of pleural effusion counts images
   "labeled as positive or uncertain"); label fractions of the re-split training set (MoCo-CXR's
   are of the whole CheXpert training set).
 - `:imagenet,weights=DIR[,arch=A]`: Azizi's supervised ImageNet baseline: fine-tuning from
   supervised ImageNet weights imported with `import-weights --format torchvision --arch A`
-  (default resnet50) into DIR (`eval.checkpoint=DIR`, torchvision's model settings; torchvision's
+  (default resnet50) into DIR (`train.init_checkpoint=DIR`, torchvision's model settings; torchvision's
   ResNet-50 stands in for the paper's TF models, a reading). MoCo-CXR's ImageNet baseline is
-  `:mococxr` with `--config.eval.checkpoint=DIR` of an imported resnet18 and the settings
+  `:mococxr` with `--config.train.init_checkpoint=DIR` of an imported resnet18 and the settings
   import-weights prints.
 - `:local`: PneumoniaMNIST (../shared/data, 28 px, 2 classes, multi-class) with the App. A.2 ops.
 Readings: "random crop 224" as the fixed-size random crop (`aug.crop_mode='fixed'`): a square of
@@ -55,7 +55,7 @@ import math
 import os
 
 from configs.base import finalize, get_base_config
-from medssl_jax.weights import presets
+from configs import presets
 
 _SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
@@ -100,7 +100,7 @@ def get_config(variant: str = ""):
   c.data.image_size, c.data.channels = 224, 3
   # Azizi et al.'s re-split of the official training set by patient (input_pipeline/sources/tfds.py,
   # CHEXPERT_RESPLIT); the official 234-image validation set is not used.
-  c.data.train_split, c.eval.val_split, c.data.eval_split = "resplit_train", "resplit_val", "resplit_test"
+  c.data.train_split, c.finetune.val_split, c.data.eval_split = "resplit_train", "resplit_val", "resplit_test"
   c.model.depth, c.model.width, c.model.stem = 50, 1.0, "imagenet"
   c.model.dtype = "bfloat16"
   c.aug.crop, c.aug.crop_mode, c.aug.fixed_crop_fraction = True, "fixed", 0.875
@@ -112,32 +112,33 @@ def get_config(variant: str = ""):
   c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_steps = 10 ** -2.0, 1e-4, 0
   c.train.batch_size, c.train.num_steps = 256, 30_000
   c.train.log_every, c.train.checkpoint_every = 100, 5000
-  c.eval.task, c.eval.init, c.eval.uncertain_policy = "multilabel", "pretrained", "ignore"
+  c.finetune.task, c.finetune.init, c.finetune.uncertain_policy = "multilabel", "pretrained", "ignore"
   name, _, options = variant.partition(",")
   if name == "mococxr":
     fraction = _mococxr_fraction(options)
     c.model.depth, c.model.width, c.model.stem = 18, 1.0, "imagenet"  # ResNet-18 (DenseNet-121: model.arch='densenet', depth 121)
     c.data.label_column = MOCOCXR_TASK  # one label: pleural effusion
-    c.eval.uncertain_policy = "ones"
+    c.finetune.uncertain_policy = "ones"
     c.aug.rotation_degrees, c.aug.additive_brightness, c.aug.std_contrast = 10.0, 0.0, 0.0
     c.aug.crop, c.aug.eval_crop_fraction = False, 1.0
     c.optim.name, c.optim.base_lr, c.optim.weight_decay = "adam", 3e-5, 0.0
     c.optim.schedule = "constant"
     c.train.batch_size = MOCOCXR_BATCH
-    c.eval.label_fraction = fraction
+    c.finetune.label_fraction = fraction
     c.train.num_steps = mococxr_steps(fraction)
+    c.eval.num_replicates = 500  # PROTOCOLS.md (MoCo-CXR Sec. 3.4): 500 bootstrap replicates, 95% intervals
   elif name == "imagenet":
     opts = presets.parse_options(options, "chexpert_finetune", ("weights", "arch"))
     presets.apply(c, presets.torchvision_settings(opts.get("arch", "resnet50")))
-    c.eval.init, c.eval.checkpoint = "pretrained", opts["weights"]
+    c.finetune.init, c.train.init_checkpoint = "pretrained", opts["weights"]
   elif variant == "local":
     c.data.source = "npz"
     c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
     c.data.image_size, c.data.channels = 28, 1
-    c.data.train_split, c.data.eval_split, c.eval.val_split = "train", "test", "val"
+    c.data.train_split, c.data.eval_split, c.finetune.val_split = "train", "test", "val"
     c.model.depth, c.model.width, c.model.stem, c.model.dtype = 18, 0.25, "small", "float32"
-    c.eval.task = "multiclass"
-    c.eval.init = "random"
+    c.finetune.task = "multiclass"
+    c.finetune.init = "random"
     c.optim.base_lr = 0.05
     c.train.batch_size, c.train.num_steps = 128, 300
     c.train.log_every, c.train.checkpoint_every = 50, 300

@@ -20,7 +20,10 @@ What the paper states (Sec. 3.1-3.2, Table 2):
   "ImageNet weights" loads: a reading, the paper names no file); the run takes the trunk and starts
   a fresh MoCo head and queue, under torchvision's settings (`model.downsample_padding='symmetric'`,
   `model.input_norm='imagenet'`). The plain config starts from random weights, which is NOT the
-  paper's setting. (DenseNet-121 has no ImageNet import yet.)
+  paper's setting. DenseNet-121 has an ImageNet import too (`medssl-jax import-weights --format
+  torchvision --arch densenet121`): start from it with `:densenet121` and
+  `--config.train.init_checkpoint=DIR` plus the model settings stored in DIR/config.json (a run
+  under other settings is refused, naming them).
 Queue 24,576 keys (PROTOCOLS.md: the size MoCo-CXR used; not stated in the paper's text).
 
 Readings where the paper is silent: cosine schedule (it tried step milestones and cosine and does
@@ -30,20 +33,20 @@ norm (`moco.bn='global'`): on the paper's single GPU, MoCo's shuffled BN has one
 reduces to plain batch statistics over the 16 images; grey images repeated to 3 channels.
 Reads CheXpert through TFDS's `chexpert` builder with the manual download in `data.path`:
 
-  python -m medssl_jax.main --config=configs/chexpert_moco.py --workdir=gs://bucket/mococxr_r18 \
+  medssl-jax train --config=configs/chexpert_moco.py --workdir=gs://bucket/mococxr_r18 \
       --config.data.path=/data/tfds
-  python -m medssl_jax.main --config=configs/chexpert_moco.py:densenet121 ...
-  python -m medssl_jax.main --config=configs/chexpert_moco.py:from_imagenet,weights=/ckpt/r18_imagenet ...
+  medssl-jax train --config=configs/chexpert_moco.py:densenet121 ...
+  medssl-jax train --config=configs/chexpert_moco.py:from_imagenet,weights=/ckpt/r18_imagenet ...
 
 Evaluation: configs/chexpert_finetune.py:mococxr,fraction=F (lr 3e-5, batch 16, 220/95/41/18
-epochs), `--config.mode=linear_eval` for the linear model, `--config.eval.checkpoint=<workdir>`.
+epochs), `--config.mode=linear_eval` for the linear model, `--config.train.init_checkpoint=<workdir>`.
 That variant builds ResNet-18; for a DenseNet-121 checkpoint add `--config.model.arch=densenet
 --config.model.depth=121`. The Shenzhen TB transfer: configs/shenzhen_transfer.py:fraction=F.
 """
 import math
 
 from configs import moco_v2
-from medssl_jax.weights import presets
+from configs import presets
 
 QUEUE = 24_576
 BATCH = 16

@@ -6,7 +6,7 @@ batch {512, 1024}). Augmentation: random crop, colour jitter strength 0.5, rotat
 degrees, horizontal flip, NO blur. Reads CheXpert through TFDS's `chexpert` builder with the
 manual download in `data.path`:
 
-  python -m medssl_jax.main --config=configs/chexpert_simclr.py --workdir=gs://bucket/cxr_simclr \
+  medssl-jax train --config=configs/chexpert_simclr.py --workdir=gs://bucket/cxr_simclr \
       --config.data.path=/data/tfds
 
 `:from_imagenet,weights=DIR[,arch=A]`: the paper's "ImageNet->CheXpert" (Table 1), step 2 from
@@ -26,7 +26,7 @@ batch 1024 (2,182 steps), grey images repeated to 3 channels.
 import os
 
 from configs.base import finalize, get_base_config
-from medssl_jax.weights import presets
+from configs import presets
 
 LOCAL_WARMUP_STEPS = 50  # :local, 10% of its 500 steps; covid_cxr_micle (MICLe from it) reuses it
 
@@ -46,7 +46,7 @@ def get_config(variant: str = ""):
   c.aug.blur_prob, c.aug.flip, c.aug.rotation_degrees = 0.0, True, 45.0
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.5, "linear"
   c.optim.weight_decay, c.optim.warmup_steps = 1e-6, 2182
-  c.train.batch_size, c.train.num_steps, c.train.temperature = 1024, 100_000, 0.1
+  c.train.batch_size, c.train.num_steps, c.simclr.temperature = 1024, 100_000, 0.1
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   c.model.dtype = "bfloat16"
   if variant == "local":

@@ -12,7 +12,7 @@ Optimiser as the paper's MICLe (Sec. 4.2): LARS base lr 0.1 under the linear rul
 peak at batch 32), weight decay and warm-up steps of the SimCLR run it continues
 (configs/chexpert_simclr.py:local: 50 steps).
 
-  python -m medssl_jax.main --config=configs/covid_cxr_micle.py --workdir=workdirs/cxr_micle
+  medssl-jax train --config=configs/covid_cxr_micle.py --workdir=workdirs/cxr_micle
 """
 import os
 
@@ -36,7 +36,7 @@ def get_config(variant: str = ""):
   c.aug.blur_prob, c.aug.flip, c.aug.rotation_degrees = 0.0, True, 45.0
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.1, "linear"
   c.optim.weight_decay, c.optim.warmup_steps = 1e-6, chexpert_simclr.LOCAL_WARMUP_STEPS  # = SimCLR's
-  c.train.batch_size, c.train.num_steps, c.train.temperature = 32, 300, 0.1
+  c.train.batch_size, c.train.num_steps, c.simclr.temperature = 32, 300, 0.1
   c.train.log_every, c.train.checkpoint_every = 25, 100
   if variant == "simclr":  # the same data and settings, SimCLR pairs (Study B's control arm)
     c.pairing = "views"

@@ -6,7 +6,7 @@ reference's pairing for small batches (paper App. B.1, README). Readings for a C
 behind them): crops of area 0.2-1 and no blur at 32 px, colour strength 0.5, temperature 0.2,
 64-d projection, 20 warm-up steps of 300.
 
-  python -m medssl_jax.main --config=configs/demo.py --workdir=workdirs/demo
+  medssl-jax train --config=configs/demo.py --workdir=workdirs/demo
 """
 from configs.base import finalize, get_base_config
 
@@ -33,7 +33,7 @@ def get_config():
   c.optim.weight_decay = 1e-6
   c.train.batch_size = 128
   c.train.num_steps = 300
-  c.train.temperature = 0.2
+  c.simclr.temperature = 0.2
   c.train.log_every = 25
   c.train.checkpoint_every = 100
   c.probe.enabled = True

@@ -13,12 +13,12 @@ strings (sorted, so 'Other' is not necessarily index 26), and a name the data do
 an error listing the classes it has. A manifest with integer labels has no class names: give
 the index instead, e.g. `--config.eval.exclude_classes='(26,)'` (checked to exist).
 
-  python -m medssl_jax.main --config=configs/derm_finetune.py --workdir=DIR \
-      --config.eval.checkpoint=PRETRAIN_WORKDIR --config.data.path=/data/derm/manifest.csv
+  medssl-jax train --config=configs/derm_finetune.py --workdir=DIR \
+      --config.train.init_checkpoint=PRETRAIN_WORKDIR --config.data.path=/data/derm/manifest.csv
 
 Variants: `:imagenet,weights=DIR[,arch=A]` (the paper's supervised ImageNet baseline, Sec. 4.3:
 fine-tuning starts from supervised ImageNet weights imported with `import-weights --format
-torchvision --arch A` (default resnet50) into DIR; `eval.checkpoint=DIR` and torchvision's
+torchvision --arch A` (default resnet50) into DIR; `train.init_checkpoint=DIR` and torchvision's
 settings. Reading: the paper's "publicly available ResNet models" are TF's; torchvision's
 ResNet-50 stands in for them), `:linear` (linear evaluation: frozen encoder, new linear head), `:local` and
 `:local_linear` (synthetic colour data, small ResNet, a few hundred steps on a CPU).
@@ -26,7 +26,7 @@ Readings: rotation up to 20 degrees and colour strength 0.5 (the paper names the
 strengths); lr is used as given (no batch scaling); cosine decay without warm-up.
 """
 from configs.base import finalize, get_base_config
-from medssl_jax.weights import presets
+from configs import presets
 
 
 def get_config(variant: str = ""):
@@ -45,7 +45,7 @@ def get_config(variant: str = ""):
   c.optim.momentum = 0.9
   c.train.batch_size, c.train.num_steps = 256, 30_000
   c.train.log_every, c.train.checkpoint_every = 100, 5000
-  c.eval.task, c.eval.init = "multiclass", "pretrained"
+  c.finetune.task, c.finetune.init = "multiclass", "pretrained"
   c.eval.case_level = True
   c.eval.exclude_classes = ("Other",)
   if variant in ("linear", "local_linear"):
@@ -61,11 +61,11 @@ def get_config(variant: str = ""):
     c.train.log_every, c.train.checkpoint_every = 50, 300
     c.eval.exclude_classes = ()
     c.eval.case_level = False
-    c.eval.init = "random"
+    c.finetune.init = "random"
   elif variant.partition(",")[0] == "imagenet":
     opts = presets.parse_options(variant.partition(",")[2], "derm_finetune", ("weights", "arch"))
     presets.apply(c, presets.torchvision_settings(opts.get("arch", "resnet50")))
-    c.eval.init, c.eval.checkpoint = "pretrained", opts["weights"]
+    c.finetune.init, c.train.init_checkpoint = "pretrained", opts["weights"]
   elif variant not in ("", "linear"):
     raise ValueError(f"derm_finetune: unknown variant {variant!r}")
   return finalize(c)

@@ -6,7 +6,7 @@ as SimCLR. Full scale: initialised from a SimCLR checkpoint (`train.init_checkpo
 batch 128, lr 0.1 (x batch/256), 100,000 steps, LARS, weight decay and warm-up as SimCLR,
 ResNet-50 (1x) at 224 px, up to 6 images per case.
 
-  python -m medssl_jax.main --config=configs/derm_micle.py --workdir=DIR \
+  medssl-jax train --config=configs/derm_micle.py --workdir=DIR \
       --config.train.init_checkpoint=SIMCLR_WORKDIR --config.data.path=/data/derm/manifest.csv
 
 Variants: `:partial` = partial augmentation (random crop only), the other arm of Table B.2;
@@ -37,7 +37,7 @@ def get_config(variant: str = ""):
   c.aug.blur_prob, c.aug.flip = 0.5, True
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.1, "linear"
   c.optim.weight_decay, c.optim.warmup_steps = 1e-6, derm_simclr.WARMUP_STEPS  # = SimCLR's (docstring)
-  c.train.batch_size, c.train.num_steps, c.train.temperature = 128, 100_000, 0.1
+  c.train.batch_size, c.train.num_steps, c.simclr.temperature = 128, 100_000, 0.1
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   variants = set(variant.split(",")) - {""}
   if "partial" in variants:

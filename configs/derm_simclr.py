@@ -4,7 +4,7 @@ Full scale (default): ResNet-50 (1x) at 224 px, global batch 512, LARS with lr 0
 up to 150,000 steps, SimCLR augmentation (colour strength 1.0, crop with resize, Gaussian blur,
 flip), 2-layer projection head to 128-d. Point it at a manifest of the unlabeled images:
 
-  python -m medssl_jax.main --config=configs/derm_simclr.py --workdir=gs://bucket/derm_simclr \
+  medssl-jax train --config=configs/derm_simclr.py --workdir=gs://bucket/derm_simclr \
       --config.data.path=/data/derm/manifest.csv --config.data.image_dir=/data/derm
 
 `:local` is a small variant that runs on one CPU/GPU on the synthetic colour data; it keeps the
@@ -13,8 +13,7 @@ peak at batch 64).
 
 `:from_imagenet,weights=DIR[,arch=A]` is the paper's "ImageNet->Derm" (Sec. 4.2, Table 1): step 2
 starts from ImageNet SimCLR weights, a google-research/simclr checkpoint imported with
-`medssl-jax import-weights --format simclr_tf --arch A --in CKPT --out DIR` (README "Pretrained
-weights"); A (default r50_1x_sk0) sets depth/width and the port settings the TF model implies
+`medssl-jax import-weights --format simclr_tf --arch A --in CKPT --out DIR` (docs/guide/weights.md); A (default r50_1x_sk0) sets depth/width and the port settings the TF model implies
 (`model.downsample_padding='tf_fixed'`, `model.input_norm='none'`). Reading: a SimCLR v2 file
 (`_sk0`) brings its 3-layer projection head and the run continues it (`model.head_layers=3`); a
 v1 file (`resnet50_4x`, ...) has no head and the run starts the paper's 2-layer head fresh.
@@ -26,7 +25,7 @@ batch 512 (8,873 steps), cosine decay to 0.
 import math
 
 from configs.base import finalize, get_base_config
-from medssl_jax.weights import presets
+from configs import presets
 
 UNLABELED_IMAGES = 454_295  # Azizi et al. Sec. 4.1: unlabeled Derm images for pretraining
 BATCH = 512
@@ -46,7 +45,7 @@ def get_config(variant: str = ""):
   c.aug.blur_prob, c.aug.flip, c.aug.rotation_degrees = 0.5, True, 0.0
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "lars", 0.3, "linear"
   c.optim.weight_decay, c.optim.warmup_steps = 1e-6, WARMUP_STEPS
-  c.train.batch_size, c.train.num_steps, c.train.temperature = BATCH, 150_000, 0.1
+  c.train.batch_size, c.train.num_steps, c.simclr.temperature = BATCH, 150_000, 0.1
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   c.model.dtype = "bfloat16"
   if variant == "local":

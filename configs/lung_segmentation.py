@@ -1,5 +1,5 @@
 """Lung segmentation on covid_cxr_lungseg with a U-Net over the encoder (Hosseinzadeh Taher et al.
-2021, lung segmentation LXS; App. B): `mode='finetune'`, `eval.task='segmentation'`.
+2021, lung segmentation LXS; App. B): `mode='finetune'`, `finetune.task='segmentation'`.
 
 THE MASKS ARE MODEL OUTPUTS: covid_cxr_lungseg's lung masks were made by the lungVAE model
 (Selvan et al. 2020, arXiv:2005.10052), not drawn by hand (../shared/data/covid_cxr_lungseg/
@@ -15,10 +15,11 @@ The paper's protocol (App. B) and its code's settings, as used here:
 - a random 80 / 20 train / test split and early stopping on 10% of train: here drawn per
   PATIENT (106 patients, 180 images; PROVENANCE.md: split by patientid), test 20% of the images,
   val 10% of the rest (seg.test_fraction / val_fraction, seed seg.split_seed); early stopping is
-  read as selection of the best state on val by Dice every eval.eval_every steps (the loop has no
-  stopping hook; finetune_segmentation.py);
+  read as selection of the best state on val by Dice every finetune.eval_every steps (the loop can also
+  stop after finetune.early_stop_patience validations without improvement; this config leaves it off,
+  as the benchmark's transfer runs set it themselves; medssl_jax/runs/segment.py);
 - metric: mean Dice (and IoU) over the test images, 95% bootstrap intervals over patients.
-Readings where the paper is silent: batch 16; 100 epochs at most (`eval.num_epochs`); Dice + BCE
+Readings where the paper is silent: batch 16; 100 epochs at most (`finetune.num_epochs`); Dice + BCE
 loss with equal weights (the paper names Dice as the metric only); one mask per image
 (`canonical_mask == True`), masks binarised at 128 (PROVENANCE.md); grey X-rays given to the
 encoder as 3 equal channels.
@@ -29,10 +30,10 @@ Variants (comma-separated): scale '' (full: 224 px, ResNet-50 1x, 'imagenet' ste
 covid_cxr_lungseg folder (default ../shared/data/covid_cxr_lungseg beside this repository);
 'size=N': images and masks resized to N px instead of the scale's size.
 
-  python -m medssl_jax.main --config=configs/lung_segmentation.py:small \\
-      --config.eval.init=random --workdir=runs/lungseg_small_random
-  python -m medssl_jax.main --config=configs/lung_segmentation.py \\
-      --config.eval.checkpoint=<pretraining workdir> --workdir=runs/lungseg_full
+  medssl-jax train --config=configs/lung_segmentation.py:small \\
+      --config.finetune.init=random --workdir=runs/lungseg_small_random
+  medssl-jax train --config=configs/lung_segmentation.py \\
+      --config.train.init_checkpoint=<pretraining workdir> --workdir=runs/lungseg_full
 """
 import os
 
@@ -69,7 +70,7 @@ def get_config(variant: str = ""):
   s = SCALES[scale]
   c = get_base_config()
   c.mode = "finetune"
-  c.eval.task, c.eval.init = "segmentation", "pretrained"
+  c.finetune.task, c.finetune.init = "segmentation", "pretrained"
   c.data.source, c.data.pipeline = "seg_manifest", "numpy"
   c.data.path = os.path.join(root, "pairs.csv")
   c.data.image_dir = os.path.join(root, "images")
@@ -78,18 +79,18 @@ def get_config(variant: str = ""):
   c.seg.mask_threshold, c.seg.test_fraction, c.seg.val_fraction, c.seg.split_seed = 128, 0.2, 0.1, 0
   c.seg.data_note = DATA_NOTE
   c.seg.decoder_width = s["decoder"]
-  c.data.train_split, c.eval.val_split, c.data.eval_split = "train", "val", "test"
+  c.data.train_split, c.finetune.val_split, c.data.eval_split = "train", "val", "test"
   c.data.image_size, c.data.channels = size or s["image_size"], 3
   c.model.arch, c.model.depth, c.model.width, c.model.stem = "resnet", s["depth"], s["width"], s["stem"]
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay = "adam", 1e-3, "none", 0.0
   c.optim.schedule, c.optim.warmup_steps = "cosine", 0
   c.train.batch_size = s["batch"]
   c.train.num_steps = s["steps"] or 1000
-  c.eval.num_epochs = s["epochs"]
-  c.eval.repeat_to_fill_batch = True
+  c.finetune.num_epochs = s["epochs"]
+  c.finetune.repeat_to_fill_batch = True
   if scale == "smoke":
-    c.train.log_every, c.train.checkpoint_every, c.eval.eval_every = 2, 2, 2
+    c.train.log_every, c.train.checkpoint_every, c.finetune.eval_every = 2, 2, 2
     c.eval.num_replicates = 100
   else:  # every 5 epochs of ~120 training images (batch 16: ~8 steps an epoch)
-    c.train.log_every, c.train.checkpoint_every, c.eval.eval_every = 10, 100, 40
+    c.train.log_every, c.train.checkpoint_every, c.finetune.eval_every = 10, 100, 40
   return finalize(c)

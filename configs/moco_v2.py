@@ -9,7 +9,7 @@ shuffled BN in 8 groups (the reference's 8 GPUs of 32). Steps: the reference's 2
 ImageNet-1k's 1,281,167 images at batch 256 (5,004 full batches per epoch) = 1,000,800; set
 `train.num_steps` for another data set.
 
-  python -m medssl_jax.main --config=configs/moco_v2.py --workdir=gs://bucket/moco \
+  medssl-jax train --config=configs/moco_v2.py --workdir=gs://bucket/moco \
       --config.data.source=manifest --config.data.path=/data/train.csv
 
 MoCo v2's augmentation ("aug+") onto our keys:
@@ -59,7 +59,7 @@ def get_config(variant: str = ""):
   c.optim.name, c.optim.base_lr, c.optim.lr_scaling = "sgd", BASE_LR, "linear"
   c.optim.weight_decay, c.optim.momentum = 1e-4, 0.9
   c.optim.schedule, c.optim.warmup_steps = "cosine", 0
-  c.train.batch_size, c.train.temperature = BATCH, TEMPERATURE
+  c.train.batch_size, c.moco.temperature = BATCH, TEMPERATURE
   c.train.num_steps = EPOCHS * (IMAGENET_TRAIN_IMAGES // BATCH)
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   c.moco.queue_size, c.moco.momentum, c.moco.bn, c.moco.bn_groups = QUEUE, EMA, "shuffle", 8

@@ -19,14 +19,14 @@ in ../shared/data, and the paper gives no split. Readings where the paper is sil
 - length: "epochs that scale with the size of labeled data" is all the paper says; its CheXpert
   table gives 220 epochs to its smallest labelled set (0.1% of CheXpert, about 220 images), the
   size closest to Shenzhen's (at most 662 images), so every fraction here trains 220 epochs over
-  its labelled images (`eval.num_epochs=220`: ceil(220 x labelled / 16) steps, counted when the
+  its labelled images (`finetune.num_epochs=220`: ceil(220 x labelled / 16) steps, counted when the
   run knows its labelled set);
 - augmentation: MoCo-CXR's (rotation 10 degrees and horizontal flip, whole image resized, no
   crop), as in its CheXpert fine-tuning; constant learning rate, no weight decay.
 
-  python -m medssl_jax.main --config=configs/shenzhen_transfer.py:fraction=0.0625 \\
-      --config.data.path=/data/shenzhen/manifest.csv --config.eval.checkpoint=<MoCo-CXR workdir> \\
-      --config.eval.fraction_seed=0 --workdir=runs/shenzhen_f0.0625_d0
+  medssl-jax train --config=configs/shenzhen_transfer.py:fraction=0.0625 \\
+      --config.data.path=/data/shenzhen/manifest.csv --config.train.init_checkpoint=<MoCo-CXR workdir> \\
+      --config.finetune.fraction_seed=0 --workdir=runs/shenzhen_f0.0625_d0
 """
 from configs.base import finalize, get_base_config
 
@@ -56,7 +56,7 @@ def get_config(variant: str = ""):
   c.data.source = "manifest"
   c.data.path_column, c.data.case_column, c.data.label_column, c.data.split_column = (
       "path", "case_id", "label", "split")
-  c.data.train_split, c.eval.val_split, c.data.eval_split = "train", "val", "test"
+  c.data.train_split, c.finetune.val_split, c.data.eval_split = "train", "val", "test"
   c.data.image_size, c.data.channels = 224, 3
   c.model.arch, c.model.depth, c.model.width, c.model.stem = "resnet", 18, 1.0, "imagenet"
   c.model.dtype = "float32"
@@ -66,9 +66,9 @@ def get_config(variant: str = ""):
   c.optim.schedule, c.optim.warmup_steps = "constant", 0
   c.train.batch_size = BATCH
   c.train.log_every, c.train.checkpoint_every = 20, 500
-  c.eval.task, c.eval.init = "multiclass", "pretrained"
-  c.eval.label_fraction = _fraction(variant)
-  c.eval.num_epochs = float(EPOCHS)
-  c.eval.repeat_to_fill_batch = True
+  c.finetune.task, c.finetune.init = "multiclass", "pretrained"
+  c.finetune.label_fraction = _fraction(variant)
+  c.finetune.num_epochs = float(EPOCHS)
+  c.finetune.repeat_to_fill_batch = True
   c.eval.num_replicates = 500  # PROTOCOLS.md: AUC differences with 500 bootstrap replicates
   return finalize(c)

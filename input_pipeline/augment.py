@@ -5,8 +5,10 @@ stateless TF op keyed by a seed split off the one `seed` argument, never from gl
 state. All functions trace inside `tf.data.Dataset.map`, accept images of any H x W and
 work with 1 (grey) or 3 (colour) channels.
 
-Choices: resizes are bicubic with antialiasing (then clipped to [0, 1]); rotation is
-bilinear with REFLECT fill (no black corners); blur pads with REFLECT. The fixed-size crop and
+Choices: resizes are bicubic with antialiasing (then clipped to [0, 1]), read straight from the
+decoded uint8 image, whose channels are tiled (grey to 3) or reduced (colour to its luma) only
+after the resize and rotation (so for colour made grey each channel is clipped before the luma);
+rotation is bilinear with REFLECT fill (no black corners); blur pads with REFLECT. The fixed-size crop and
 the evaluation centre crop take `view_plan`'s boxes (integer arithmetic on the view seed), the
 same boxes as the NumPy pipeline; the Inception crop's fallbacks to the whole image are counted
 (`view_plan.CROP_FALLBACKS`).
@@ -89,10 +91,16 @@ def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
 
 
 def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Bicubic, antialiased resize to (image_size, image_size), clipped to [0, 1]."""
-  image = tf.image.convert_image_dtype(image, tf.float32)
+  """Bicubic, antialiased resize to (image_size, image_size), float32 clipped to [0, 1], channels kept.
+
+  An integer image is read as it is (tf.image.resize computes in float32 from any dtype) and
+  scaled by its dtype's maximum afterwards: the full-size image is never converted to float.
+  """
+  image = tf.convert_to_tensor(image)
   out = tf.image.resize(image, [image_size, image_size],
                         method=tf.image.ResizeMethod.BICUBIC, antialias=True)
+  if image.dtype.is_integer:  # a product, as convert_image_dtype scales (a quotient may be rewritten when traced)
+    out = out * (1.0 / image.dtype.max)
   return tf.clip_by_value(out, 0.0, 1.0)
 
 

@@ -1,4 +1,9 @@
-"""Augmentation on the accelerator (`aug.on_device=True`), in JAX, inside the jitted train step.
+"""Augmentation on the accelerator (`aug.on_device`), in JAX, inside the jitted train step.
+
+`aug.on_device` is True, False or 'auto' (the default): 'auto' is on for a pretraining run whose JAX
+backend is a GPU or TPU and off on the CPU, where the host and the step share the same cores and
+the step gains nothing from the host's work moving into it (`resolve_on_device`; the pretraining
+run resolves it once, logs it and records it in results.json).
 
 With this mode the host pipelines only decode, crop, resize and rotate (the geometric ops, which
 need the whole decoded image) and send uint8 views: a quarter of float32's bytes. The rest of
@@ -23,10 +28,24 @@ import jax
 import jax.numpy as jnp
 
 from input_pipeline import view_plan
+from medssl_jax.errors import UserError
 
 _LUMA = (0.2989, 0.5870, 0.1140)
+ACCELERATOR_BACKENDS = ("gpu", "tpu", "cuda", "rocm")  # jax.default_backend() names where 'auto' is on
 BLUR_SIGMA_RANGE = (0.1, 2.0)
 VIEW_KEYS = ("view_a", "view_b")
+
+
+def resolve_on_device(value, backend: str) -> bool:
+  """The aug.on_device of a pretraining run on `backend` (`jax.default_backend()`): True or False as
+  set; 'auto' is True on an accelerator (ACCELERATOR_BACKENDS), False on the CPU (or any other backend)."""
+  if isinstance(value, str) and value.strip().lower() == "auto":
+    return str(backend).lower() in ACCELERATOR_BACKENDS
+  if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+    return value.strip().lower() == "true"
+  if type(value).__name__ in ("bool", "bool_"):  # Python's and NumPy's (1.x: bool_, 2.x: bool)
+    return bool(value)
+  raise UserError(f"aug.on_device={value!r}: expected True, False or 'auto'")
 
 
 # ---- the ops, with their parameters given (each equals augment_np's op) -------------------

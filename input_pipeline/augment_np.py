@@ -4,10 +4,20 @@ The same ops as `augment.py`, in `view_plan`'s shared order and switches, but th
 from NumPy generators, so a view is NOT bit-equal to the TF pipeline's view for the same
 seed; it follows the same distributions. A view is a pure function of (image, seed): each op
 gets its own `np.random.default_rng([seed[0], seed[1], op_index])`, so switching one op on or
-off does not change the draws of the others. Images are float32 (H, W, C) with C = 1 or 3.
+off does not change the draws of the others.
 
-Differences from `augment.py`, all deliberate (plain NumPy, no scipy / PIL):
-  * resizes are bilinear with half-pixel centres (no antialiasing), not antialiased bicubic;
+Geometry first, on the image's own integer levels: the crop, the resize and the rotation run on the
+decoded uint8 (or uint16) image, the resize and rotation in OpenCV (`resize`, `rotate`: the same
+sampling as the float ops, each rounded to the nearest level), and only the small result becomes
+float32 (H, W, C) in [0, 1] with the view's C = 1 or 3 channels (grey tiled, colour reduced to its
+luma: `to_channels`) for the photometric ops. With `on_device` a uint8 view never becomes float
+here. Float images take the float32 NumPy ops (`resize_bilinear`, `rotate`'s float branch), which
+are also the reference the integer path is tested against (tests/input_pipeline/test_uint8_geometry.py:
+within 1 level after the resize, 1.5 after resize and rotation).
+
+Differences from `augment.py`, all deliberate (NumPy and OpenCV, no scipy / PIL):
+  * resizes are bilinear with half-pixel centres (no antialiasing), not antialiased bicubic
+    (OpenCV's INTER_LINEAR samples the points of `resize_bilinear`);
   * the Inception crop box is drawn directly (area fraction uniform, aspect ratio log-uniform),
     with no `min_object_covered` constraint (the fixed crop, crop_mode='fixed', and the
     evaluation centre crop take exactly the tf.data pipeline's boxes: `view_plan`);
@@ -16,14 +26,22 @@ Differences from `augment.py`, all deliberate (plain NumPy, no scipy / PIL):
     half-sample symmetric (dcba|abcd|dcba), here fill_mode="symmetric" (the default);
     fill_mode="reflect" mirrors about the edge pixel centres (cb|abcd|cb).
 """
+import dataclasses
 import math
 from typing import Callable, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from input_pipeline import view_plan
 from input_pipeline.view_plan import blur_kernel_size  # noqa: F401  (part of this module's API)
 
+# The host pipelines run one view per thread (numpy_pipeline) or process (grain); OpenCV's own thread pool
+# on top of that would only oversubscribe the cores.
+cv2.setNumThreads(1)
+
+# Dtypes whose geometry runs in OpenCV on the integer levels; other dtypes run in float32 NumPy.
+_LEVEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 _LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
@@ -95,6 +113,23 @@ def to_channels(image, channels: int) -> np.ndarray:
   return np.tile(grey, (1, 1, 3)) if channels == 3 else grey
 
 
+def to_channels_uint8(image: np.ndarray, channels: int) -> np.ndarray:
+  """A uint8 image with `channels` (1 or 3) channels: np.round(to_channels(image) * 255), the
+  tiles and slices without leaving uint8 (the view the host sends with `aug.on_device`)."""
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 image, got {image.dtype}")
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] >= 3 and channels == 1:  # the luma: computed in float, as to_channels does
+    return np.round(np.clip(to_channels(image, 1), 0.0, 1.0) * 255.0).astype(np.uint8)
+  if image.shape[-1] >= 3:
+    return image[..., :3]
+  return np.tile(image[..., :1], (1, 1, 3)) if channels == 3 else image[..., :1]
+
+
 def _bilinear_axis(size_in: int, size_out: int):
   """Lower / upper source indices and upper weights for a half-pixel-centre resize."""
   src = (np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5
@@ -105,7 +140,7 @@ def _bilinear_axis(size_in: int, size_out: int):
 
 
 def resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-  """Bilinear resize of an (H, W, C) image, half-pixel centres, edges clamped."""
+  """Bilinear resize of an (H, W, C) image in float32, half-pixel centres, edges clamped."""
   image = np.asarray(image, np.float32)
   h, w = image.shape[:2]
   if (h, w) == (out_h, out_w):
@@ -115,6 +150,21 @@ def resize_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
   fy, fx = fy[:, None, None], fx[None, :, None]
   rows = image[y0] * (1 - fy) + image[y1] * fy
   return (rows[:, x0] * (1 - fx) + rows[:, x1] * fx).astype(np.float32)
+
+
+def resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """Bilinear resize of an (H, W, C) image, half-pixel centres, edges clamped, no antialiasing.
+
+  uint8 and uint16 images stay in their dtype: OpenCV's INTER_LINEAR (the sampling points of
+  `resize_bilinear`, fixed-point weights, rounded to the nearest level: within 1 level of
+  `resize_bilinear`'s exact value). Other dtypes: `resize_bilinear` (float32).
+  """
+  x = np.asarray(image)
+  if x.dtype not in _LEVEL_DTYPES:
+    return resize_bilinear(x, out_h, out_w)
+  if x.shape[:2] == (out_h, out_w):
+    return x.copy()
+  return cv2.resize(x, (int(out_w), int(out_h)), interpolation=cv2.INTER_LINEAR).reshape(out_h, out_w, x.shape[2])
 
 
 # ---- 1. random resized crop ------------------------------------------------------------
@@ -173,8 +223,8 @@ def center_crop(image: np.ndarray, fraction: float) -> np.ndarray:
 def random_resized_crop(image: np.ndarray, rng: np.random.Generator, image_size: int,
                         area_range: Tuple[float, float] = (0.08, 1.0),
                         aspect_range: Tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-  """Crops the `crop_box` region, then resizes it to (image_size, image_size)."""
-  return resize_bilinear(_crop(image, rng, area_range, aspect_range), image_size, image_size)
+  """Crops the `crop_box` region, then resizes it to (image_size, image_size) (`resize`)."""
+  return resize(_crop(image, rng, area_range, aspect_range), image_size, image_size)
 
 
 # ---- 2. rotation -----------------------------------------------------------------------
@@ -196,18 +246,35 @@ def _fold(coord: np.ndarray, size: int, fill_mode: str) -> np.ndarray:
   return np.clip(c, 0.0, size - 1)
 
 
+# OpenCV's border for each fill mode: both mirror the pixel grid onto itself, so folding the
+# coordinate (`_fold`) and mirroring the neighbour indices give the same bilinear samples.
+_CV2_BORDERS = {"symmetric": cv2.BORDER_REFLECT, "reflect": cv2.BORDER_REFLECT_101}
+
+
 def rotate(image: np.ndarray, angle: float, fill_mode: str = "symmetric") -> np.ndarray:
   """Rotates an (H, W, C) image counter-clockwise by `angle` radians about its centre.
 
   Bilinear sampling; out-of-image points mirror back in (`fill_mode`, see `_fold`). For a
-  square image a quarter turn equals np.rot90. Angle 0 returns an exact copy.
+  square image a quarter turn equals np.rot90. Angle 0 returns an exact copy. uint8 and uint16
+  images stay in their dtype (OpenCV's warpAffine, the same map, rounded to the nearest level);
+  others are sampled in float32 NumPy.
   """
-  image = np.asarray(image, np.float32)
+  if fill_mode not in _CV2_BORDERS:
+    raise ValueError(f"fill_mode must be 'reflect' or 'symmetric', got {fill_mode!r}")
+  image = np.asarray(image)
+  if image.dtype not in _LEVEL_DTYPES:
+    image = image.astype(np.float32, copy=False)
   if angle == 0:
     return image.copy()
   h, w = image.shape[:2]
   cy, cx = (h - 1) / 2, (w - 1) / 2
   cos, sin = math.cos(angle), math.sin(angle)
+  if image.dtype in _LEVEL_DTYPES:
+    # Output pixel (x, y) samples (cos x - sin y + tx, sin x + cos y + ty): the map below, as a matrix.
+    m = np.array([[cos, -sin, cx - cos * cx + sin * cy], [sin, cos, cy - sin * cx - cos * cy]], np.float64)
+    out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=_CV2_BORDERS[fill_mode])
+    return out.reshape(image.shape)
   y, x = np.meshgrid(np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
                      indexing="ij")
   # The input point each output pixel samples (same map as augment.rotate).
@@ -405,10 +472,15 @@ def make_eval_fn(image_size: int, channels: int,
 
 
 NUMPY_OPS = view_plan.Ops(crop=_crop, fixed_crop=fixed_crop, center_crop=center_crop, to_channels=to_channels,
-                          resize=lambda x, side: resize_bilinear(x, side, side), rotation=random_rotation,
+                          resize=lambda x, side: resize(x, side, side), rotation=random_rotation,
                           flip=random_flip, color_jitter=random_color_jitter, grayscale=random_grayscale,
                           additive_brightness=random_additive_brightness, std_contrast=random_std_contrast,
                           blur=random_blur, clip=lambda x: np.clip(x, 0.0, 1.0))
+
+# The host part of an on-device view (`ViewPlan.host_part`: geometry only) of a uint8 image, all in uint8:
+# the same view as NUMPY_OPS's rounded to uint8, without the float round trip. Only for such plans: the
+# photometric ops it leaves in would see uint8 levels.
+_UINT8_HOST_OPS = dataclasses.replace(NUMPY_OPS, to_channels=to_channels_uint8, clip=lambda x: x)
 
 
 def make_view_fn(aug, image_size: int, channels: int,
@@ -418,8 +490,8 @@ def make_view_fn(aug, image_size: int, channels: int,
   `aug` is any object with the attributes of medssl_jax/settings.py's `aug`; the ops and their order
   are `view_plan.apply`'s (shared with the tf.data pipeline). `seed` is a length-2 integer
   sequence (see `op_rngs`). on_device: only the host's part (`ViewPlan.host_part`: crop,
-  resize, rotation), rounded to a uint8 view; the train step does the rest
-  (input_pipeline/augment_device.py).
+  resize, rotation), as a uint8 view (a uint8 image never leaves uint8); the train step does
+  the rest (input_pipeline/augment_device.py).
   """
   plan = view_plan.ViewPlan.from_config(aug, image_size, channels)
   if on_device:
@@ -429,6 +501,8 @@ def make_view_fn(aug, image_size: int, channels: int,
     x = np.asarray(image)
     if x.ndim == 2:
       x = x[..., None]
+    if on_device and x.dtype == np.uint8:
+      return view_plan.apply(plan, _UINT8_HOST_OPS, x, op_rngs(seed), seed=seed)
     x = view_plan.apply(plan, NUMPY_OPS, x, op_rngs(seed), seed=seed).astype(np.float32)
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8) if on_device else x
 

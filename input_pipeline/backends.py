@@ -5,6 +5,7 @@ All have `pretrain_iterator`, `supervised_iterator` and `make_eval_arrays`, and 
 images, pairs and view seeds in every batch (`indexing.py`).
 """
 from absl import logging
+from input_pipeline import numpy_pipeline
 
 NAMES = ("auto", "tf", "numpy", "grain")
 
@@ -31,7 +32,6 @@ def get(name: str = "auto", host_workers: int = 0):
         raise ImportError(f"data.pipeline='tf' needs TensorFlow ({e}); install tensorflow-cpu or set "
                           f"data.pipeline='numpy'") from e
       logging.info("TensorFlow is not importable (%s): using the NumPy host pipeline", e)
-  from input_pipeline import numpy_pipeline
   return numpy_pipeline
 
 

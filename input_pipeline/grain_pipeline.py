@@ -8,7 +8,8 @@ shared-memory transfer of the arrays).
 
 A batch is the same as the NumPy pipeline's batch at that step, array for array: the same
 examples (`indexing.pair_batch` / `supervised_batch`, random access to the streams the other
-pipelines iterate) and the same view function (`augment_np`). So a run can switch between
+pipelines iterate) and the same pair maker (`numpy_pipeline.pair_maker`: one decode per pair of
+one image, geometry on the uint8 image in `augment_np`). So a run can switch between
 'numpy' and 'grain', or resume with the other, and see the same data.
 """
 import os
@@ -59,13 +60,14 @@ class _PretrainBatch:
 
 class _SupervisedBatch:
   def __init__(self, source, aug_cfg, image_size, channels, indices, global_batch, seed, process_index,
-               process_count):
+               process_count, oversample=False):
     self.indices, self.labels = indices, np.asarray(source.labels)
+    self.order = indexing.supervised_order(self.labels, indices, seed, oversample)
     self.make = numpy_pipeline.supervised_maker(source, aug_cfg, image_size, channels)
     self.where = dict(global_batch=global_batch, seed=seed, process_index=process_index, process_count=process_count)
 
   def __call__(self, step) -> dict:
-    examples = indexing.supervised_batch(self.indices, self.labels, step=int(step), **self.where)
+    examples = indexing.supervised_batch(self.indices, self.labels, step=int(step), order=self.order, **self.where)
     return numpy_pipeline.stack_rows([self.make(e) for e in examples])
 
 
@@ -89,18 +91,20 @@ def _iterate(make_batch, start_step: int, num_workers: int) -> Iterator[dict]:
 def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                       start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
-  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
+  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size, seed)
   indexing.check_split(global_batch, process_count, len(table), what)
-  make = _PretrainBatch(source, (table, sizes, case_index), data_cfg, aug_cfg, pairing, global_batch, seed, process_index, process_count)
+  make = _PretrainBatch(source, (table, sizes, case_index), data_cfg, aug_cfg, pairing, global_batch, seed,
+                        process_index, process_count)
   return _iterate(make, start_step, workers(int(getattr(data_cfg, "host_workers", 0))))
 
 
 def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
                         start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                        indices=None, repeat_to_fill: bool = False, num_workers: int = 0) -> Iterator[dict]:
+                        indices=None, repeat_to_fill: bool = False, num_workers: int = 0,
+                        oversample: bool = False) -> Iterator[dict]:
   """Process-local batches {image, label, index} of one augmented view per labelled image."""
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   indices, _ = indexing.supervised_units(indices, global_batch, process_count, repeat_to_fill)
   make = _SupervisedBatch(source, aug_cfg, image_size, channels, indices, global_batch, seed, process_index,
-                          process_count)
+                          process_count, oversample)
   return _iterate(make, start_step, workers(num_workers))

@@ -17,6 +17,9 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
+from input_pipeline import subsets
+from medssl_jax.errors import UserError
+
 PAIRINGS = ("views", "case")  # two views of one image; two images of one case (MICLe)
 
 
@@ -30,6 +33,14 @@ def check_split(global_batch: int, process_count: int, num_units: int, what: str
   return global_batch // process_count
 
 
+def supervised_order(labels, indices, seed: int, oversample: bool):
+  """The per-epoch unit order of `finetune.oversample` (None: a permutation per epoch): units drawn
+  with replacement so that each group of `subsets.oversample_groups` is equally frequent."""
+  if not oversample:
+    return None
+  return subsets.Oversampled(subsets.oversample_groups(np.asarray(labels)[np.asarray(indices)]), seed)
+
+
 def supervised_units(indices, global_batch: int, process_count: int, repeat_to_fill: bool):
   """(stream units, per-process batch) of the labelled images `indices`.
 
@@ -40,11 +51,11 @@ def supervised_units(indices, global_batch: int, process_count: int, repeat_to_f
   """
   indices = np.asarray(indices, np.int64)
   if len(indices) == 0:
-    raise ValueError("no labelled images to train on (check eval.label_fraction and the training split)")
+    raise ValueError("no labelled images to train on (check finetune.label_fraction and the training split)")
   if repeat_to_fill and global_batch > len(indices):
     indices = np.tile(indices, -(-global_batch // len(indices)))
   local = check_split(global_batch, process_count, len(indices), "labelled images",
-                      "lower train.batch_size, or set eval.repeat_to_fill_batch=True to repeat them within a batch")
+                      "lower train.batch_size, or set finetune.repeat_to_fill_batch=True to repeat them within a batch")
   return indices, local
 
 
@@ -54,34 +65,45 @@ def epoch_perm(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch, 104729]).permutation(n)
 
 
-def step_positions(num_units, global_batch, seed, step, process_index, process_count) -> list:
-  """[(global position, unit)] of this process's share of global batch `step`."""
+def step_positions(num_units, global_batch, seed, step, process_index, process_count, order=None) -> list:
+  """[(global position, unit)] of this process's share of global batch `step`. `order(epoch)`, if
+  given, is each epoch's unit order (oversampling, `subsets.Oversampled`) instead of a permutation."""
   local = global_batch // process_count
   epoch, k = divmod(step, num_units // global_batch)
-  perm = epoch_perm(int(seed), int(epoch), int(num_units))
+  perm = epoch_perm(int(seed), int(epoch), int(num_units)) if order is None else order(int(epoch))
   lo = k * global_batch + process_index * local
   return [(step * global_batch + process_index * local + j, int(perm[lo + j])) for j in range(local)]
 
 
-def positions(num_units, global_batch, seed, start_step, process_index, process_count):
+def positions(num_units, global_batch, seed, start_step, process_index, process_count, order=None):
   """Yields (global position, unit) for this process's share of steps start_step, start_step+1, ..."""
   for step in itertools.count(start_step):
-    yield from step_positions(num_units, global_batch, seed, step, process_index, process_count)
+    yield from step_positions(num_units, global_batch, seed, step, process_index, process_count, order)
 
 
-def bag_table(source, max_bag_size: int):
-  """Sorted case ids, and per case its first `max_bag_size` image indices (padded with -1)."""
+def bag_table(source, max_bag_size: int, seed: int = 0):
+  """Sorted case ids, and per case the indices of its images (padded with -1), sorted.
+
+  A case with more than `max_bag_size` images (> 0) keeps a random subset of that many, drawn
+  from all of its images with `seed` (the same for every pipeline, process and resume of a run;
+  not its first ones: MICLe's Algorithm 1 samples from the whole bag). 0 keeps every image."""
+  if int(max_bag_size) < 0:
+    raise UserError(f"data.max_bag_size={max_bag_size}: expected 0 (every image of a case) or a positive cap")
   cases = source.cases()
   case_ids = sorted(cases)
-  table = np.full((len(case_ids), max_bag_size), -1, np.int64)
+  largest = max((len(v) for v in cases.values()), default=1)
+  width = largest if max_bag_size <= 0 else min(int(max_bag_size), largest)
+  table = np.full((len(case_ids), max(width, 1)), -1, np.int64)
   sizes = np.zeros(len(case_ids), np.int64)
   for c, cid in enumerate(case_ids):
-    idx = np.asarray(cases[cid])[:max_bag_size]
+    idx = np.asarray(cases[cid], np.int64)
+    if len(idx) > width:
+      idx = np.sort(np.random.default_rng([int(seed), c]).choice(idx, width, replace=False))
     table[c, :len(idx)], sizes[c] = idx, len(idx)
   return case_ids, table, sizes
 
 
-def pretrain_units(source, pairing: str, max_bag_size: int):
+def pretrain_units(source, pairing: str, max_bag_size: int, seed: int = 0):
   """(table (units, M) of image indices, bag sizes, case index per unit, what a unit is).
 
   pairing 'views': a unit is an image (two augmentations of it); 'case': a unit is a case, whose
@@ -93,7 +115,7 @@ def pretrain_units(source, pairing: str, max_bag_size: int):
     case_index = np.array([case_of_image[c] for c in source.case_ids], np.int64)
     return table, sizes, case_index, "images"
   if pairing == "case":
-    _, table, sizes = bag_table(source, int(max_bag_size))
+    _, table, sizes = bag_table(source, int(max_bag_size), seed)
     return table, sizes, np.arange(len(table), dtype=np.int64), "cases"
   raise ValueError(f"pairing={pairing!r}: expected one of {PAIRINGS}")
 
@@ -126,17 +148,17 @@ def pair_batch(table, sizes, case_index, *, global_batch, seed, step, process_in
           for pos, unit in step_positions(len(table), global_batch, seed, step, process_index, process_count)]
 
 
-def supervised_stream(indices, labels, *, global_batch, seed, start_step, process_index, process_count):
-  """(image index, label, view seed) per example, in batch order."""
-  for pos, unit in positions(len(indices), global_batch, seed, start_step, process_index, process_count):
+def supervised_stream(indices, labels, *, global_batch, seed, start_step, process_index, process_count, order=None):
+  """(image index, label, view seed) per example, in batch order (`order`: see step_positions)."""
+  for pos, unit in positions(len(indices), global_batch, seed, start_step, process_index, process_count, order):
     i = int(indices[unit])
     yield i, labels[i], np.array([seed, pos], np.int64)
 
 
-def supervised_batch(indices, labels, *, global_batch, seed, step, process_index, process_count) -> list:
+def supervised_batch(indices, labels, *, global_batch, seed, step, process_index, process_count, order=None) -> list:
   """This process's examples of global batch `step`: the same as `supervised_stream` yields for it."""
   out = []
-  for pos, unit in step_positions(len(indices), global_batch, seed, step, process_index, process_count):
+  for pos, unit in step_positions(len(indices), global_batch, seed, step, process_index, process_count, order):
     i = int(indices[unit])
     out.append((i, labels[i], np.array([seed, pos], np.int64)))
   return out

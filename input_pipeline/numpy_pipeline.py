@@ -5,8 +5,10 @@ index streams (`indexing.py`): every batch holds the same images, pairs and view
 tf.data pipeline's batch at that step; only the augmentation draws differ (`augment_np.py`
 follows the same distributions with NumPy generators). For machines with JAX but no
 TensorFlow (e.g. a GPU box); arrays come from memory (.npz, synthetic) or from image files
-decoded with Pillow. Examples are augmented on a thread pool and batches are built one ahead
-on a background thread, so the host works while the device trains.
+decoded with OpenCV or Pillow (`_decode`), once per pair when both views come from one image;
+the geometric ops run on the decoded uint8 image (`augment_np`). Examples are augmented on a
+thread pool and batches are built one ahead on a background thread, so the host works while the
+device trains.
 """
 import concurrent.futures
 import io
@@ -15,27 +17,68 @@ import queue
 import threading
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from input_pipeline import augment_np
 from input_pipeline import indexing
 from medssl_jax.errors import UserError
 
 
+# The files OpenCV decodes to exactly Pillow's pixels (tests/input_pipeline/test_decode.py; both use
+# libjpeg-turbo and libpng, and OpenCV ~1.5x faster, mostly by skipping Pillow's copies): (format, Pillow mode)
+# -> (the dtype, channel counts OpenCV's IMREAD_UNCHANGED gives for them). Any other file, or any other result
+# (a 16-bit RGB PNG, a grey PNG with a transparent colour, ...), is decoded by Pillow.
+_CV2_DECODES = {("JPEG", "L"): (np.uint8, (1,)), ("JPEG", "RGB"): (np.uint8, (3,)),
+                ("PNG", "L"): (np.uint8, (1,)), ("PNG", "RGB"): (np.uint8, (3, 4)), ("PNG", "RGBA"): (np.uint8, (4,)),
+                ("PNG", "P"): (np.uint8, (3, 4)), ("PNG", "I;16"): (np.uint16, (1,)), ("PNG", "I"): (np.uint16, (1,))}
+_16_TO_8 = np.round(np.arange(65536) / 257.0).astype(np.uint8)  # x / 257, rounded: 16-bit grey levels to 8 bits
+
+
+def _decode_pillow(f) -> np.ndarray:
+  """uint8 (H, W) or (H, W, 3) of an image file object, by Pillow (every format it reads)."""
+  with Image.open(f) as im:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+      return np.round(np.asarray(im, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
+    if im.mode in ("L", "1", "LA", "F"):
+      return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def _decode_opencv(data: bytes):
+  """`_decode_pillow`'s array of the encoded `data` by OpenCV, or None for a file it is not known to
+  decode alike (or cannot decode: Pillow then says why)."""
+  with Image.open(io.BytesIO(data)) as im:  # the header only
+    expected, (w, h) = _CV2_DECODES.get((im.format, im.mode)), im.size
+  if expected is None:
+    return None
+  x = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored: no EXIF turn, BGR(A)
+  dtype, channels = expected
+  if x is None or x.shape[:2] != (h, w) or x.dtype != dtype or (x.shape[2] if x.ndim == 3 else 1) not in channels:
+    return None
+  if x.dtype == np.uint16:
+    return _16_TO_8[x]
+  if x.ndim == 3:
+    return cv2.cvtColor(x, cv2.COLOR_BGRA2RGB if x.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+  return x
+
+
 def _decode(path, name: str = "") -> np.ndarray:
   """uint8 (H, W, 1 or 3) of a file path or file object; 16-bit greys are scaled to 8 bits
   (x / 257), alpha is dropped. A file that cannot be decoded (truncated, corrupt) is a UserError
-  naming it (`name`, else the path)."""
-  from PIL import Image
+  naming it (`name`, else the path). Common JPEG and PNG files are decoded by OpenCV, others by
+  Pillow, to the same pixels (`_CV2_DECODES`)."""
   name = name or path
   try:
-    with Image.open(path) as im:
-      if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        x = np.round(np.asarray(im, np.float64) / 257.0).clip(0, 255).astype(np.uint8)
-      elif im.mode in ("L", "1", "LA", "F"):
-        x = np.asarray(im.convert("L"))
-      else:
-        x = np.asarray(im.convert("RGB"))
+    if hasattr(path, "read"):
+      data = path.read()
+    else:
+      with open(path, "rb") as f:
+        data = f.read()
+    x = _decode_opencv(data)
+    if x is None:
+      x = _decode_pillow(io.BytesIO(data))
   except Exception as e:  # Pillow raises many types for a bad file
     raise UserError(f"cannot decode image {name} ({type(e).__name__}: {e}); replace or remove it "
                     f"(data.verify_images=True checks every image before training)") from e
@@ -43,7 +86,7 @@ def _decode(path, name: str = "") -> np.ndarray:
 
 
 def _loader(source) -> Callable[[int], np.ndarray]:
-  """uint8 (H, W, 1 or 3) image for an index: from memory, or read and decoded with Pillow."""
+  """uint8 (H, W, 1 or 3) image for an index: from memory, or read and decoded (`_decode`)."""
   if source.images is not None:
     images = source.images
     return lambda i: images[i]
@@ -116,7 +159,7 @@ def _workers() -> int:
 def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                       start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
-  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
+  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size, seed)
   local = indexing.check_split(global_batch, process_count, len(table), what)
   stream = indexing.pair_stream(table, sizes, case_index, global_batch=global_batch, seed=seed,
                                 start_step=start_step, process_index=process_index, process_count=process_count)
@@ -131,7 +174,9 @@ def pair_maker(source, data_cfg, aug_cfg, pairing: str) -> Callable:
 
   def make_pair(example):
     ia, ib, case, sa, sb = example
-    out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": np.int32(case),
+    image_a = load(ia)
+    image_b = image_a if ib == ia else load(ib)  # both views of one image: decoded once (views never write to it)
+    out = {"view_a": view(image_a, sa), "view_b": view(image_b, sb), "case_index": np.int32(case),
            "image_a": np.int32(ia), "image_b": np.int32(ib)}
     if pairing == "case":
       out["distinct"] = np.bool_(ia != ib)
@@ -142,14 +187,15 @@ def pair_maker(source, data_cfg, aug_cfg, pairing: str) -> Callable:
 
 def supervised_iterator(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
                         start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                        indices=None, repeat_to_fill: bool = False) -> Iterator[dict]:
+                        indices=None, repeat_to_fill: bool = False, oversample: bool = False) -> Iterator[dict]:
   """Process-local batches {image, label, index} of one augmented view per labelled image
-  (`repeat_to_fill`: see `indexing.supervised_units`)."""
+  (`repeat_to_fill`: see `indexing.supervised_units`; `oversample`: `indexing.supervised_order`)."""
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   indices, local = indexing.supervised_units(indices, global_batch, process_count, repeat_to_fill)
   labels = np.asarray(source.labels)
   stream = indexing.supervised_stream(indices, labels, global_batch=global_batch, seed=seed, start_step=start_step,
-                                      process_index=process_index, process_count=process_count)
+                                      process_index=process_index, process_count=process_count,
+                                      order=indexing.supervised_order(labels, indices, seed, oversample))
   make = supervised_maker(source, aug_cfg, image_size, channels)
   return _background(_batched(stream, local, make, _workers()))
 

@@ -3,8 +3,9 @@
 Index-based and resumable: which images, pairs and augmentation seeds make up the batch at
 step s is decided by `indexing.py` (a pure function of (seed, s)), so resuming at step s, or
 splitting the batch over processes, gives exactly the examples and views of one uninterrupted
-single-process run. Only the chosen images are read and decoded. `numpy_pipeline.py` is the
-TensorFlow-free twin with the same interface and the same index streams.
+single-process run. Only the chosen images are read and decoded, once per pair when both views
+come from one image. `numpy_pipeline.py` is the TensorFlow-free twin with the same interface and
+the same index streams.
 """
 import itertools
 import re
@@ -44,7 +45,7 @@ def _loader(source):
 def make_pretrain_dataset(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                           start_step: int = 0, process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
-  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
+  table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size, seed)
   indexing.check_split(global_batch, process_count, len(table), what)
   local = global_batch // process_count
 
@@ -58,7 +59,11 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, pairing: str, global_bat
                               on_device=bool(getattr(aug_cfg, "on_device", False)))
 
   def make_pair(ia, ib, case, sa, sb):
-    out = {"view_a": view(load(ia), sa), "view_b": view(load(ib), sb), "case_index": tf.cast(case, tf.int32),
+    image_a = load(ia)
+    # Both views of one image (pairing 'views', or a case of one image): one read and decode. tf.cond runs
+    # only the branch it takes.
+    image_b = tf.cond(tf.equal(ia, ib), lambda: image_a, lambda: load(ib))
+    out = {"view_a": view(image_a, sa), "view_b": view(image_b, sb), "case_index": tf.cast(case, tf.int32),
            "image_a": tf.cast(ia, tf.int32), "image_b": tf.cast(ib, tf.int32)}
     if pairing == "case":  # reported as the fraction of pairs from two different images
       out["distinct"] = tf.not_equal(ia, ib)
@@ -124,7 +129,7 @@ def pretrain_iterator(source, *, data_cfg, pairing: str, global_batch: int, seed
   ds = make_pretrain_dataset(source, data_cfg=data_cfg, pairing=pairing, start_step=start_step, **where, **kwargs)
 
   def images_of_batch(k):
-    table, sizes, case_index, _ = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size)
+    table, sizes, case_index, _ = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size, seed)
     stream = indexing.pair_stream(table, sizes, case_index, start_step=start_step + k, **where)
     return [i for ex in itertools.islice(stream, global_batch // process_count) for i in ex[:2]]
   return _numpy_batches(ds, source, images_of_batch)
@@ -132,16 +137,17 @@ def pretrain_iterator(source, *, data_cfg, pairing: str, global_batch: int, seed
 
 def make_supervised_dataset(source, *, aug_cfg, image_size: int, channels: int, global_batch: int, seed: int,
                             start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                            indices=None, repeat_to_fill: bool = False) -> tf.data.Dataset:
+                            indices=None, repeat_to_fill: bool = False, oversample: bool = False) -> tf.data.Dataset:
   """Process-local batches {image, label, index} of one augmented view per labelled image
-  (`repeat_to_fill`: see `indexing.supervised_units`)."""
+  (`repeat_to_fill`: see `indexing.supervised_units`; `oversample`: `indexing.supervised_order`)."""
   indices = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
   indices, local = indexing.supervised_units(indices, global_batch, process_count, repeat_to_fill)
   labels = np.asarray(source.labels)
+  order = indexing.supervised_order(labels, indices, seed, oversample)
 
   def examples():
     return indexing.supervised_stream(indices, labels, global_batch=global_batch, seed=seed, start_step=start_step,
-                                      process_index=process_index, process_count=process_count)
+                                      process_index=process_index, process_count=process_count, order=order)
 
   label_spec = tf.TensorSpec(labels.shape[1:], tf.float32 if labels.dtype.kind == "f" else tf.int32)
   spec = (tf.TensorSpec([], tf.int64), label_spec, tf.TensorSpec([2], tf.int64))
@@ -154,15 +160,18 @@ def make_supervised_dataset(source, *, aug_cfg, image_size: int, channels: int, 
 
 
 def supervised_iterator(source, *, global_batch: int, seed: int, start_step: int = 0, process_index: int = 0,
-                        process_count: int = 1, indices=None, repeat_to_fill: bool = False, **kwargs) -> Iterator[dict]:
+                        process_count: int = 1, indices=None, repeat_to_fill: bool = False, oversample: bool = False,
+                        **kwargs) -> Iterator[dict]:
   where = dict(global_batch=global_batch, seed=seed, process_index=process_index, process_count=process_count)
   ds = make_supervised_dataset(source, start_step=start_step, indices=indices, repeat_to_fill=repeat_to_fill,
-                               **where, **kwargs)
+                               oversample=oversample, **where, **kwargs)
+  units = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+  units, local = indexing.supervised_units(units, global_batch, process_count, repeat_to_fill)
+  order = indexing.supervised_order(source.labels, units, seed, oversample)
 
   def images_of_batch(k):
-    units = np.arange(len(source), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
-    units, local = indexing.supervised_units(units, global_batch, process_count, repeat_to_fill)
-    stream = indexing.supervised_stream(units, np.asarray(source.labels), start_step=start_step + k, **where)
+    stream = indexing.supervised_stream(units, np.asarray(source.labels), start_step=start_step + k, order=order,
+                                        **where)
     return [ex[0] for ex in itertools.islice(stream, local)]
   return _numpy_batches(ds, source, images_of_batch)
 

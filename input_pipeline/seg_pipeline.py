@@ -14,7 +14,7 @@
   batch is a pure function of (seed, step) and a resumed run sees the batches it would have seen.
 
 NumPy only (no tf.data or grain twin yet): fine-tuning refuses data.pipeline 'tf' and 'grain'
-for eval.task='segmentation'.
+for finetune.task='segmentation'.
 """
 import concurrent.futures
 from typing import Iterator

@@ -1,10 +1,14 @@
 """One augmented view, written once for both host pipelines (tf.data and NumPy).
 
 `ViewPlan` reads the `aug` config (medssl_jax/settings.py) into plain numbers; `apply` runs its ops in
-the one order both pipelines share: crop + resize, rotation, flip, colour jitter, grayscale
-(3 channels only), App. A.2 brightness / contrast, blur. The ops themselves come from an `Ops`
-bundle: TensorFlow ops in `augment.py`, NumPy ops in `augment_np.py`. This module imports
-neither library, so adding an op here adds it to both pipelines.
+the one order both pipelines share: crop + resize, rotation, channels, flip, colour jitter,
+grayscale (3 channels only), App. A.2 brightness / contrast, blur. The geometric ops come first
+and take the decoded image as it is (uint8, 1 or 3 channels): only their small result is
+converted to float and tiled to 3 channels (or reduced to its luma), so no full-size image is
+ever converted (the NumPy ops stay in uint8 until then; TF's resize reads uint8 directly). The
+ops themselves come from an `Ops` bundle: TensorFlow ops in `augment.py`, NumPy ops in
+`augment_np.py`. This module imports neither library, so adding an op here adds it to both
+pipelines.
 
 Every op draws from its own key (`keys[CROP]`, ...), so switching one op on or off does not
 change the random draws of the others.
@@ -93,7 +97,9 @@ class ViewPlan:
 @dataclasses.dataclass(frozen=True)
 class Ops:
   """One pipeline's op library. `key` is whatever its random draws take (a TF seed, a NumPy
-  generator); images are float (H, W, C) in [0, 1] after `to_channels`."""
+  generator). The crops, `resize` and `rotation` take the image in its decoded dtype and channels
+  (uint8, or the float the resize gave, C = 1 or 3) and keep its channels; images are float
+  (H, W, C) in [0, 1] with the plan's channels after `to_channels`."""
   crop: Callable[[Any, Any, Tuple[float, float], Tuple[float, float]], Any]  # (x, key, area, aspect)
   fixed_crop: Callable[[Any, Any, float], Any]          # (x, view seed, fraction of the short side)
   center_crop: Callable[[Any, float], Any]              # (x, fraction of the short side)
@@ -123,9 +129,14 @@ def apply(plan: ViewPlan, ops: Ops, image, keys: Sequence[Any], seed: Any = None
       x = ops.fixed_crop(x, seed, plan.fixed_crop_fraction)
     else:
       x = ops.crop(x, keys[CROP], plan.area_range, plan.aspect_range)
-  x = ops.resize(ops.to_channels(x, plan.channels), plan.image_size)
+  # Geometry on the image's own dtype and channels, then float and channels on the small result:
+  # resize and rotation treat each channel alike and the tiling / luma is linear, so the order
+  # changes a view only by rounding (NumPy's integer levels) and, for colour made grey, where a
+  # bicubic resize overshoots [0, 1] (tf.data clips each channel before the luma, not the luma).
+  x = ops.resize(x, plan.image_size)
   if plan.rotation_degrees > 0:
     x = ops.rotation(x, keys[ROTATE], plan.rotation_degrees)
+  x = ops.to_channels(x, plan.channels)
   if plan.flip:
     x = ops.flip(x, keys[FLIP], 0.5)
   x = ops.color_jitter(x, keys[COLOR], plan.color_strength, plan.color_prob)
@@ -144,12 +155,12 @@ def apply(plan: ViewPlan, ops: Ops, image, keys: Sequence[Any], seed: Any = None
 
 def apply_eval(ops: Ops, image, image_size: int, channels: int, crop_fraction: float = 1.0):
   """The evaluation view: the centred square of `crop_fraction` of the short side (none at
-  1.0), then channels, resize to image_size and clip; no random op."""
+  1.0), then resize to image_size, channels and clip; no random op."""
   crop_fraction = check_fraction("aug.eval_crop_fraction", crop_fraction)
   x = image
   if crop_fraction < 1.0:
     x = ops.center_crop(x, crop_fraction)
-  return ops.clip(ops.resize(ops.to_channels(x, channels), image_size))
+  return ops.clip(ops.to_channels(ops.resize(x, image_size), channels))
 
 
 # ---- crop boxes shared by both pipelines -------------------------------------------------

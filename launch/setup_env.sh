@@ -1,8 +1,9 @@
 # Sourced by demo.sh and test.sh: creates .venv with the package and the extras in MEDSSL_EXTRAS
-# (default 'test'; test.sh adds 'torch', the weight-port tests' reference libraries) the first time
-# (or when setup.py or the extras changed), then activates it. Needs only Python 3.11+ and pip.
+# (default 'tf': TensorFlow for the tf.data pipeline; test.sh asks for 'test,torch,tf', torch being the
+# weight-port tests' reference libraries) the first time (or when pyproject.toml or the extras
+# changed), then activates it. Needs only Python 3.11+ and pip.
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${MEDSSL_EXTRAS:-test}"
+EXTRAS="${MEDSSL_EXTRAS:-tf}"
 # The torch extra is a CUDA build of PyTorch from PyPI (about 5.5 GB installed, with its NVIDIA
 # libraries); on a disk with less room than that, install without it (the weight-port tests then
 # skip, each saying why) rather than fail half-way through pip.
@@ -19,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.medssl-installed-${EXTRAS//,/-}"
-if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "+ .venv/bin/python -m pip install -e '.[${EXTRAS}]'  (first run: a few minutes)"
   log=.venv/pip-install.log
   if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"; } >"$log" 2>&1; then

@@ -237,7 +237,7 @@ parse_args() {
       *)
         if [[ -n "${SUBCOMMAND}" ]]; then
           die "unexpected argument '${arg}' (subcommand already '${SUBCOMMAND}')." \
-            "Put arguments for medssl_jax.main after '--'."
+            "Put arguments for 'medssl-jax train' after '--'."
         fi
         SUBCOMMAND="${arg}"
         ;;
@@ -351,7 +351,7 @@ cmd_run() {
   fi
   require_gcloud
   common_flags
-  local main=("${REMOTE_PYTHON}" -m medssl_jax.main --multihost "--config=${CONFIG}" "--workdir=${WORKDIR}")
+  local main=("${REMOTE_PYTHON}" -m medssl_jax train --multihost "--config=${CONFIG}" "--workdir=${WORKDIR}")
   main+=("${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"}")
   # On each worker: train with the log in ${REMOTE_LOG}, and copy that log to
   # <workdir>/logs/<hostname>.log every ${LOG_SYNC_SECONDS} s and when training ends (so the logs of

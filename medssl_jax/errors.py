@@ -25,6 +25,8 @@ import traceback
 DEBUG_ENV = "MEDSSL_DEBUG"
 USER_ERROR_EXIT = 2
 BUG_EXIT = 1
+# A run stopped by SIGTERM or SIGINT after saving a checkpoint: re-running it resumes (EX_TEMPFAIL).
+RESUMABLE_EXIT = 75
 EXIT_GRACE_SEC = 60.0
 # This project's source tree: a `raise ValueError(...)` / `raise FileNotFoundError(...)` in its
 # own code (configs included) is a refusal written for the user, from a site not converted to
@@ -42,6 +44,11 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class NonFiniteLossError(UserError, FloatingPointError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class FlagError(UserError):
+  """A command line the command cannot take (an unknown or missing flag, a bad value, an unknown config
+  key); the command runner (medssl_jax/commands/common.py) prints it as one line and exits 2."""
 
 
 def debug() -> bool:

@@ -7,6 +7,136 @@ silently ignored. The library reads its defaults from here, never from `configs/
 """
 import ml_collections
 
+# The settings block of each built-in pretraining method, config group -> defaults. They are data
+# here, not in the method's file, so that loading a config imports no JAX; the method reads them
+# (`Method.default_config`). A method registered elsewhere brings its own block (see
+# medssl_jax/methods/base.py).
+METHOD_DEFAULTS = {
+    # SimCLR / MICLe (medssl_jax/methods/simclr.py): NT-Xent temperature 0.1, the SimCLR reference's
+    # (PROTOCOLS.md; Azizi et al. pretrain with it).
+    "simclr": {"temperature": 0.1},
+    # MoCo v2 (medssl_jax/methods/moco_v2.py): PROTOCOLS.md "MoCo v2 defaults" (queue 65,536, m 0.999);
+    # shuffled BN over 8 groups as the reference's 8 GPUs.
+    "moco": {"queue_size": 65536, "momentum": 0.999, "temperature": 0.2, "bn": "shuffle", "bn_groups": 8},
+    # BYOL (medssl_jax/methods/byol.py; Grill et al. 2020 Sec. 3.2-3.3): target EMA base momentum 0.996 (cosine
+    # schedule to 1), projector and predictor MLPs 4096 hidden (their output is model.head_dim, 256 in the paper).
+    "byol": {"momentum": 0.996, "projector_hidden": 4096, "predictor_hidden": 4096},
+    # SimSiam (medssl_jax/methods/simsiam.py; Chen & He 2021 Sec. 3): projector 2048 hidden (3 layers, output
+    # model.head_dim, 2048 in the paper), predictor bottleneck 512.
+    "simsiam": {"projector_hidden": 2048, "predictor_hidden": 512},
+    # Barlow Twins (medssl_jax/methods/barlow_twins.py; Zbontar et al. 2021 Sec. 4): off-diagonal weight lambda
+    # 5e-3 ('lambd': lambda is a Python keyword), projector 8192 hidden (3 layers, output model.head_dim, 8192).
+    "barlow": {"lambd": 5e-3, "projector_hidden": 8192},
+    # VICReg (medssl_jax/methods/vicreg.py; Bardes et al. 2022 Sec. 4.1): invariance / variance / covariance weights
+    # 25 / 25 / 1, projector 8192 hidden (3 layers, output model.head_dim, 8192).
+    "vicreg": {"sim_weight": 25.0, "var_weight": 25.0, "cov_weight": 1.0, "projector_hidden": 8192},
+}
+
+# Keys that were renamed, old -> new (CHANGELOG.md lists them). A config file or a command line
+# that sets an old key is refused in one line naming the new one; a saved config.json written
+# under the old names is read under the new ones (`upgrade_saved`).
+RENAMED = {
+    **{f"eval.{k}": f"finetune.{k}" for k in (
+        "task", "init", "feature_norm", "head_init", "label_fraction", "fraction_seed", "num_epochs",
+        "repeat_to_fill_batch", "uncertain_policy", "val_split", "eval_every", "select_metric",
+        "plateau_factor", "plateau_patience", "early_stop_patience")},
+    "eval.checkpoint": "train.init_checkpoint",
+    "dvme.train_size": "finetune.train_size", "dvme.fold": "finetune.fold", "dvme.oversample": "finetune.oversample",
+    "train.temperature": "simclr.temperature or moco.temperature (the method's own group)",
+}
+# train.temperature, once shared, now lives in the group of the method a saved config names.
+_TEMPERATURE_GROUP = {"simclr": "simclr", "micle": "simclr", "moco_v2": "moco"}
+
+
+def renamed_message(old: str, new: str) -> str:
+  return f"config key {old!r} was renamed: it is now {new} (CHANGELOG.md lists the renames)"
+
+
+def upgrade_saved(flat: dict) -> dict:
+  """A flattened saved config ({'a.b': value}) under today's key names; keys written under a
+  renamed name move to the new one (train.temperature to the group of the config's method)."""
+  out = dict(flat)
+  for old, new in RENAMED.items():
+    if old not in out:
+      continue
+    value = out.pop(old)
+    if old == "train.temperature":
+      group = _TEMPERATURE_GROUP.get(out.get("method", "simclr"))
+      if group is None:
+        continue
+      new = f"{group}.temperature"
+    if old == "eval.checkpoint" and not value and out.get("train.init_checkpoint"):
+      continue  # the pretraining start point, kept
+    out[new] = value
+  return out
+
+
+def read_saved(saved: dict) -> dict:
+  """A saved config.json's contents (nested dicts) under today's key names (`upgrade_saved`)."""
+  flat = upgrade_saved(_flatten(saved))
+  out = {}
+  for key, value in flat.items():
+    node, parts = out, key.split(".")
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = value
+  return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _set_old_keys(c) -> list:
+  """The renamed keys a config (a ConfigDict or a plain dict) still sets."""
+  found = []
+  for old in RENAMED:
+    group, key = old.split(".")
+    node = c.get(group) if hasattr(c, "get") else None
+    if node is not None and hasattr(node, "keys") and key in node.keys():
+      found.append(old)
+  return found
+
+
+# ---- the value of aug.on_device: True, False or 'auto' -------------------------------------------
+class OnDeviceAuto(str):
+  """aug.on_device='auto' before a pretraining run resolves it: equal to 'auto' (and written so in
+  JSON) but false, so that code that reads the setting as a flag sees the CPU's choice, off."""
+
+  def __bool__(self):
+    return False
+
+
+ON_DEVICE_AUTO = OnDeviceAuto("auto")
+
+
+def on_device_value(value):
+  """True, False or ON_DEVICE_AUTO for a value of aug.on_device ('auto', 'true', 'false' in any case,
+  from a config file or the command line); ValueError for anything else."""
+  if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+    v = value.strip().lower()
+    return ON_DEVICE_AUTO if v == "auto" else v == "true"
+  if type(value).__name__ in ("bool", "bool_"):  # Python's and NumPy's (1.x: bool_, 2.x: bool)
+    return bool(value)
+  raise ValueError(f"aug.on_device={value!r}: expected True, False or 'auto'")
+
+
+class OnDeviceField(ml_collections.FieldReference):
+  """The aug.on_device field: holds True, False or 'auto' (ml_collections fields otherwise keep the
+  type of their default), each value normalised by `on_device_value`."""
+
+  def __init__(self, default="auto"):
+    super().__init__(on_device_value(default), field_type=object)
+
+  def set(self, value, type_safe=True):
+    super().set(value if isinstance(value, ml_collections.FieldReference) else on_device_value(value), type_safe)
+
 
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -15,7 +145,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'linear_eval' (frozen encoder, new linear head).
   c.mode = "pretrain"            # 'pretrain' | 'finetune' | 'linear_eval' | 'dvme'.
   # Pretraining method, the objective: a name registered in medssl_jax/methods/ ('simclr',
-  # 'moco_v2'). Its own settings are the block of the same name below (e.g. c.moco).
+  # 'moco_v2'). Its own settings are its block in METHOD_DEFAULTS above (e.g. c.moco).
   c.method = "simclr"
   # Where the two views of a pair come from: 'views' (two augmentations of one image) or 'case'
   # (two images of one patient case when it has several: MICLe = simclr + case).
@@ -34,7 +164,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "test"
   c.data.image_size = 32       # side of the square images fed to the network.
   c.data.channels = 3          # 1 = grey, 3 = colour; sources are converted to this.
-  c.data.max_bag_size = 6      # MICLe: cap on images per case considered.
+  c.data.max_bag_size = 6      # MICLe: at most this many images per case (Azizi et al. Sec. 4.2: up to 6); a
+                               # larger case keeps a seeded random subset of all its images; 0 = all.
   c.data.verify_images = True  # manifest: open every image once at start (fail early).
   # Host pipeline: 'tf' (tf.data), 'numpy' (no TensorFlow needed; same batches, NumPy augmentation
   # draws), 'grain' (numpy's batches, built on grain worker processes: for many-core accelerator
@@ -57,6 +188,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.nih_split_seed = 0
   c.data.nih_train_patients = 1.0    # < 1: keep this share of the training patients (stratified by the
   c.data.nih_train_draw = 0          # binary target, the same patients for both targets); which draw.
+  # folder: a folder of JPEG / PNG / DICOM files, scanned recursively, unlabelled (pretraining);
+  # input_pipeline/sources/folder.py.
+  c.data.case_rule = "stem"    # case (patient) id of an image: 'stem' (its path without the extension: every
+                               # image its own case) | 'parent' (its folder: one folder per patient) |
+                               # 'regex:<pattern>' (the pattern's first group, searched in the path relative
+                               # to data.path) | 'dicom' (the PatientID tag of DICOM files).
+  c.data.val_fraction = 0.0    # folder: share of the images (drawn per case) held out as split 'val';
+  c.data.test_fraction = 0.0   # and as split 'test'; the rest is 'train' (0, 0: every image pretrains).
+  c.data.split_seed = 0        # folder: seed of that case-disjoint draw.
   # synthetic data set (the default for the demo and tests).
   c.data.synthetic = ml_collections.ConfigDict()
   c.data.synthetic.num_cases = 600
@@ -97,7 +237,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.aug.std_contrast = 0.0         # scale deviation from the channel mean by 1 + U(-c, c).
   # Pretraining only: the host crops, resizes and rotates and sends uint8 views; flip, colour,
   # grayscale, brightness/contrast and blur run in the jitted step (input_pipeline/augment_device.py).
-  c.aug.on_device = False
+  # 'auto': on where a pretraining run's backend is a GPU or TPU, off on the CPU (decided once at the
+  # start of the run, logged, and recorded in results.json); True / False force it. Unresolved, 'auto'
+  # reads as False (fine-tuning and linear evaluation always augment on the host: True is refused there).
+  c.aug.on_device = OnDeviceField("auto")
 
   # ---- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
@@ -141,42 +284,61 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 512     # global batch: number of pairs (2x as many views).
   c.train.num_steps = 1000
-  c.train.temperature = 0.1     # contrastive temperature (SimCLR reference 0.1; MoCo v2 0.2).
   c.train.log_every = 50
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
   c.train.profile_steps = (0, 0)  # (N, M): jax.profiler trace of steps N..M into <workdir>/profile/.
   c.train.resume_with_changes = False  # resume a workdir whose saved settings differ (else refused).
   c.train.prefetch = 2          # batches kept on device ahead of the step.
-  c.train.init_checkpoint = ""  # MICLe: a SimCLR workdir or checkpoint to start from.
+  # Where the weights start: a workdir (or its checkpoints/ folder, or imported weights). Pretraining
+  # continues from its encoder (MICLe after SimCLR; ImageNet weights); fine-tuning and linear
+  # evaluation load its encoder (finetune.init='pretrained' or 'supervised'). '' = random init.
+  c.train.init_checkpoint = ""
+  # Load train.init_checkpoint even while the run that writes it still trains (holds its workdir lock):
+  # it takes that run's latest step so far. Else such a start is refused, naming the step.
+  c.train.init_from_running = False
 
-  # ---- fine-tuning and linear evaluation (mode 'finetune' / 'linear_eval') ------------------
+  # ---- fine-tuning and linear evaluation (mode 'finetune' / 'linear_eval'): how the supervised
+  # training runs. The encoder comes from train.init_checkpoint. ----------------------------------
+  c.finetune = ml_collections.ConfigDict()
+  c.finetune.task = "multiclass"        # 'multiclass' (softmax) or 'multilabel' (sigmoid per label).
+  c.finetune.init = "pretrained"        # 'pretrained' | 'supervised' (encoder of a checkpoint) | 'random'.
+  c.finetune.feature_norm = "none"      # 'batchnorm': standardise the features before the linear layer.
+  c.finetune.head_init = "auto"         # linear head's kernel: 'auto' (zeros in linear_eval, LeCun normal
+                                        # in finetune) | 'zeros' | 'lecun_normal'.
+  c.finetune.label_fraction = 1.0       # fraction of training CASES with labels, stratified, per case.
+  c.finetune.fraction_seed = 0          # which draw of the label fraction.
+  c.finetune.num_epochs = 0.0           # > 0: fine-tuning length in epochs over the labelled images
+                                        # (steps = ceil(epochs x labelled / batch)); 0: train.num_steps.
+  c.finetune.train_size = 0             # > 0: a class-balanced training subset of this many images (Truong's
+                                        # Small / Medium regimes; input_pipeline/subsets.py), in every mode.
+  c.finetune.fold = 0                   # which draw of that subset (Truong: 5 folds).
+  c.finetune.oversample = False         # True: each epoch draws its images with replacement so every class (multi-
+                                        # label: each image's rarest positive label, or none) is equally frequent
+                                        # (Truong's NIH setting), in every mode.
+  c.finetune.repeat_to_fill_batch = False  # fewer labelled images than train.batch_size: repeat them
+                                           # within a batch (True) instead of refusing the batch.
+  c.finetune.uncertain_policy = "ignore"  # CheXpert uncertain (-1) labels: 'ones' | 'zeros' | 'ignore'.
+  c.finetune.val_split = "val"          # model selection split ('' = none).
+  c.finetune.eval_every = 0             # steps between validation evaluations (0 = at the end only); a
+                                        # multiple of train.log_every. > 0: the test metrics are those of
+                                        # the best state on validation (results.json: selected_step).
+  c.finetune.eval_every_epochs = 0.0    # > 0 (instead of eval_every): validate every this many epochs over the
+                                        # labelled images (ceil(epochs x labelled / batch) steps), so plateau /
+                                        # early-stopping patience counts epochs as the papers do.
+  c.finetune.min_epochs = 0.0           # early stopping never ends training before this many epochs (Truong: 30).
+  c.finetune.select_metric = ""         # validation metric that picks that state ('' = top1 for multiclass,
+                                        # mean_auc for multilabel; any metric name of the task, or 'loss':
+                                        # the validation cross-entropy, lower is better).
+  c.finetune.plateau_factor = 0.0       # > 0 (with eval_every > 0): ReduceLROnPlateau on select_metric, the
+                                        # lr x this factor after plateau_patience validations without an
+                                        # improvement (> 1e-4 above the best); 0 = off.
+  c.finetune.plateau_patience = 5       # validations (one per eval_every steps) without improvement.
+  c.finetune.early_stop_patience = 0    # > 0 (with eval_every > 0): stop training after this many
+                                        # validations without improvement; the best state is tested.
+
+  # ---- test metrics of a fine-tuned or linear-evaluation run (and of compare / select-best) ----
   c.eval = ml_collections.ConfigDict()
-  c.eval.task = "multiclass"        # 'multiclass' (softmax) or 'multilabel' (sigmoid per label).
-  c.eval.init = "pretrained"        # 'pretrained' | 'supervised' (encoder of a checkpoint) | 'random'.
-  c.eval.checkpoint = ""            # workdir (or checkpoints/ folder) whose encoder is loaded.
-  c.eval.feature_norm = "none"      # 'batchnorm': standardise the features before the linear layer.
-  c.eval.head_init = "auto"         # linear head's kernel: 'auto' (zeros in linear_eval, LeCun normal
-                                    # in finetune) | 'zeros' | 'lecun_normal'.
-  c.eval.label_fraction = 1.0       # fraction of training CASES with labels, stratified, per case.
-  c.eval.fraction_seed = 0          # which draw of the label fraction.
-  c.eval.num_epochs = 0.0           # > 0: fine-tuning length in epochs over the labelled images
-                                    # (steps = ceil(epochs x labelled / batch)); 0: train.num_steps.
-  c.eval.repeat_to_fill_batch = False  # fewer labelled images than train.batch_size: repeat them
-                                       # within a batch (True) instead of refusing the batch.
-  c.eval.uncertain_policy = "ignore"  # CheXpert uncertain (-1) labels: 'ones' | 'zeros' | 'ignore'.
-  c.eval.val_split = "val"          # model selection split ('' = none).
-  c.eval.eval_every = 0             # steps between validation evaluations (0 = at the end only); a
-                                    # multiple of train.log_every. > 0: the test metrics are those of
-                                    # the best state on validation (results.json: selected_step).
-  c.eval.select_metric = ""         # validation metric that picks that state ('' = top1 for multiclass,
-                                    # mean_auc for multilabel; any metric name of the task).
-  c.eval.plateau_factor = 0.0       # > 0 (with eval_every > 0): ReduceLROnPlateau on select_metric, the
-                                    # lr x this factor after plateau_patience validations without an
-                                    # improvement (> 1e-4 above the best); 0 = off.
-  c.eval.plateau_patience = 5       # validations (one per eval_every steps) without improvement.
-  c.eval.early_stop_patience = 0    # > 0 (with eval_every > 0): stop training after this many
-                                    # validations without improvement; the best state is tested.
   c.eval.case_level = False         # average the predictions of a case's images before metrics.
   c.eval.exclude_classes = ()       # classes left out of the top-k sensitivity: names (e.g. ('Other',),
                                     # looked up in the data's class names) or indices (checked to exist).
@@ -192,7 +354,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.probe.max_train_examples = 4000
   c.probe.batch_size = 256
 
-  # ---- DVME on cached features (mode 'dvme', medssl_jax/fusion.py; Truong et al. 2021) -------
+  # ---- DVME on cached features (mode 'dvme', medssl_jax/runs/dvme.py; Truong et al. 2021) -------
   c.dvme = ml_collections.ConfigDict()
   c.dvme.features = ""           # 'name=path_{split}.npz,...': files of `medssl-jax features`, one per encoder.
   c.dvme.attention = True        # False: the paper's ablation without self-attention (concatenation).
@@ -208,15 +370,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dvme.plateau_factor = 0.1    # ReduceLROnPlateau on the validation loss.
   c.dvme.lr_patience = 5
   c.dvme.stop_patience = 10      # early stopping on the validation loss.
-  c.dvme.train_size = 0          # > 0: a class-balanced training subset of this many images (Small / Medium).
-  c.dvme.fold = 0                # which draw of that subset (Truong: 5 folds).
   c.dvme.monitor = "loss"        # the validation quantity for both (the paper does not say; a reading).
-  c.dvme.oversample = False      # True: each epoch draws its rows with replacement so every class (multi-label:
-                                 # each image's rarest positive label, or none) is equally frequent (Truong's NIH).
   c.dvme.tsne = True             # t-SNE PNGs of each source's test features and of the DVME embedding.
   c.dvme.tsne_max_points = 2000  # at most this many test images in them (a seeded draw; 0 = all).
 
-  # ---- segmentation (mode 'finetune', eval.task='segmentation', data.source='seg_manifest') --
+  # ---- segmentation (mode 'finetune', finetune.task='segmentation', data.source='seg_manifest') --
   # The manifest CSV (data.path) has an image column (data.path_column), a mask column, a case
   # column (data.case_column) and a split column (data.split_column; '' = drawn, see below).
   c.seg = ml_collections.ConfigDict()
@@ -253,14 +411,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seg.contrast_limit = 0.2
   c.seg.gamma_range = (0.8, 1.2)
 
-  # ---- each pretraining method's own settings (defaults from its file in medssl_jax/methods/) --
-  from medssl_jax import methods
-  for group, defaults in methods.default_configs().items():
+  # ---- each built-in pretraining method's own settings (METHOD_DEFAULTS below) ---------------
+  for group, defaults in METHOD_DEFAULTS.items():
     c[group] = ml_collections.ConfigDict(defaults)
   return c
 
 
 def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Locks the config so unknown keys raise instead of being silently added."""
+  """Locks the config so unknown keys raise instead of being silently added; refuses a key set
+  under its old name (RENAMED) with the new name."""
+  old = _set_old_keys(c)
+  if old:
+    raise ValueError(renamed_message(old[0], RENAMED[old[0]]))
   c.lock()
   return c

@@ -1,6 +1,9 @@
 """What several test modules share: tiny configs (tiny ResNets on tiny images), test data writers
 and a toy source. Test modules import from here, never from each other (pytest imports a test
 module under its basename, so a second import by package path makes a second module object)."""
+import glob
+import os
+
 import numpy as np
 
 from configs.base import get_base_config
@@ -16,11 +19,12 @@ def tiny_config(batch_size=16, image_size=16, depth=18, width=0.125, steps=10):
   return c
 
 
-def sigterm_at_call(real_jit_train_step, at_call: int):
+def sigterm_at_call(real_jit_train_step, at_call: int, signum=None):
   """A stand-in for `methods.jit_train_step` whose step sends this process a real SIGTERM (what a
-  preempted TPU VM receives) at its `at_call`-th call, then runs the step."""
+  preempted TPU VM receives; or `signum`, e.g. SIGINT for a Ctrl-C) at its `at_call`-th call, then runs the step."""
   import os
   import signal
+  signum = signal.SIGTERM if signum is None else signum
 
   def jit_train_step(config, method=None):
     step_fn, calls = real_jit_train_step(config, method), [0]
@@ -28,7 +32,7 @@ def sigterm_at_call(real_jit_train_step, at_call: int):
     def wrapped(state, batch):
       calls[0] += 1
       if calls[0] == at_call:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
       return step_fn(state, batch)
     return wrapped
   return jit_train_step
@@ -49,18 +53,18 @@ def restore_full_state(config, workdir: str):
 
 
 def capture_loaded_encoder(monkeypatch) -> dict:
-  """Patches finetune.load_encoder to record what a run starts from: the returned dict gets the
+  """Patches supervised.load_encoder to record what a run starts from: the returned dict gets the
   state's step and its encoder params and batch stats (host copies) once the run loads them."""
   import jax
-  from medssl_jax import finetune
-  seen, real = {}, finetune.load_encoder
+  from medssl_jax.runs import supervised
+  seen, real = {}, supervised.load_encoder
 
-  def capture(state, path):
-    state = real(state, path)
+  def capture(state, path, *args, **kwargs):
+    state = real(state, path, *args, **kwargs)
     seen.update(step=int(state.step), params=jax.device_get(state.params["encoder"]),
                 batch_stats=jax.device_get(state.batch_stats.get("encoder", {})))
     return state
-  monkeypatch.setattr(finetune, "load_encoder", capture)
+  monkeypatch.setattr(supervised, "load_encoder", capture)
   return seen
 
 
@@ -139,3 +143,22 @@ def toy_pretrain_config(pairing="case"):
   c.aug.crop_area_min = 0.5
   c.pairing = pairing
   return c
+
+
+def scalar_steps(workdir, tag):
+  """Steps at which `tag` was written to the run's TensorBoard event files (scalar or tensor form)."""
+  return [step for step, _ in scalar_values(workdir, tag)]
+
+
+def scalar_values(workdir, tag):
+  """[(step, value)] of `tag` in the run's TensorBoard event files, by step."""
+  from tensorboard.backend.event_processing import event_file_loader  # only the tests that read events need it
+  from tensorboard.util import tensor_util
+  out = []
+  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    for event in event_file_loader.EventFileLoader(path).Load():
+      for v in event.summary.value:
+        if v.tag == tag:
+          value = v.simple_value if v.HasField("simple_value") else float(tensor_util.make_ndarray(v.tensor))
+          out.append((event.step, value))
+  return sorted(out)

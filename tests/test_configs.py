@@ -2,11 +2,14 @@
 import glob
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
 from configs import (chexpert_finetune, chexpert_simclr, covid_cxr_micle, demo, derm_finetune, derm_micle,
                      derm_simclr, truong_dvme, truong_linear)
+from medssl_jax import methods, settings
 from medssl_jax.training import optim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,10 +19,13 @@ VARIANTS = {"demo": [""], "derm_simclr": ["", "local", "from_imagenet,weights=/w
             "derm_finetune": ["", "linear", "local", "local_linear", "imagenet,weights=/w"],
             "chexpert_finetune": ["", "mococxr", "mococxr,fraction=0.001", "mococxr,fraction=0.01",
                                   "mococxr,fraction=0.1", "mococxr,fraction=1", "local", "imagenet,weights=/w"],
-            "truong_linear": ["", "finetune"], "moco_v2": ["", "demo", "local"],
+            "truong_linear": ["", "finetune", "dino_finetune"], "moco_v2": ["", "demo", "local"],
             "chexpert_moco": ["", "densenet121", "from_imagenet,weights=/w"], "shenzhen_transfer": ["", "fraction=0.0625", "fraction=0.25"],
             "truong_dvme": ["", "concat", "multilabel"],
-            "lung_segmentation": ["", "small", "smoke", "smoke,root=/tmp/lungseg", "small,size=32"]}
+            "lung_segmentation": ["", "small", "smoke", "smoke,root=/tmp/lungseg", "small,size=32"],
+            "folder_simclr": ["", "linear", "local", "local_linear"], "byol": ["", "local"],
+            "simsiam": ["", "local"], "barlow_twins": ["", "local"],
+            "vicreg": ["", "local"]}
 
 
 def _config(name, variant):
@@ -29,7 +35,7 @@ def _config(name, variant):
 
 def test_every_config_file_is_covered():
   names = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs", "*.py"))}
-  assert names - {"__init__", "base"} == set(VARIANTS)
+  assert names - {"__init__", "base", "presets"} == set(VARIANTS)  # presets.py: what variants set, not a config
 
 
 @pytest.mark.parametrize("name,variant", [(n, v) for n, vs in VARIANTS.items() for v in vs])
@@ -55,7 +61,7 @@ def test_paper_numbers():
   assert (f.optim.name, f.optim.momentum, f.train.batch_size, f.train.num_steps, f.data.image_size) == \
       ("sgd", 0.9, 256, 30_000, 448)
   cx = chexpert_finetune.get_config()
-  assert (cx.eval.task, cx.aug.rotation_degrees, cx.aug.additive_brightness, cx.aug.std_contrast) == \
+  assert (cx.finetune.task, cx.aug.rotation_degrees, cx.aug.additive_brightness, cx.aug.std_contrast) == \
       ("multilabel", 20.0, 0.2, 0.2)
   mc = chexpert_finetune.get_config("mococxr")
   assert (mc.optim.base_lr, mc.train.batch_size, mc.aug.rotation_degrees) == (3e-5, 16, 10.0)
@@ -65,6 +71,12 @@ def test_paper_numbers():
   assert truong_dvme.get_config("concat").dvme.attention is False
   t = truong_linear.get_config()
   assert (t.mode, t.optim.name, t.optim.base_lr, t.train.batch_size) == ("linear_eval", "adam", 1e-3, 64)
+  # Truong et al. App. B.1: 30-50 epochs, ReduceLROnPlateau x0.1 after 5 epochs, early stop after 10.
+  f = t.finetune
+  assert (f.num_epochs, f.min_epochs, f.eval_every_epochs, f.eval_every) == (50, 30, 1, 0)
+  assert (f.plateau_factor, f.plateau_patience, f.early_stop_patience, f.select_metric) == (0.1, 5, 10, "loss")
+  dino = truong_linear.get_config("dino_finetune")  # App. B.2
+  assert (dino.mode, dino.optim.base_lr, dino.train.batch_size) == ("finetune", 1e-4, 16)
   assert demo.get_config().probe.enabled
 
 
@@ -139,15 +151,16 @@ MOCOCXR_STEPS = {0.001: 2297, 0.01: 9940, 0.1: 42904, 1.0: 188358}
 @pytest.mark.parametrize("fraction", sorted(MOCOCXR_STEPS))
 def test_mococxr_variant_is_the_papers_protocol(fraction):
   c = chexpert_finetune.get_config(f"mococxr,fraction={fraction:g}")
-  assert c.eval.label_fraction == fraction
+  assert c.finetune.label_fraction == fraction
   assert c.train.num_steps == MOCOCXR_STEPS[fraction]
   epochs = {0.001: 220, 0.01: 95, 0.1: 41, 1.0: 18}[fraction]
   assert c.train.num_steps * 16 >= epochs * round(fraction * 167_429) > (c.train.num_steps - 1) * 16
   assert (c.model.depth, c.model.width, c.model.stem) == (18, 1.0, "imagenet")    # ResNet-18
-  assert (c.data.label_column, c.eval.task) == ("Pleural Effusion", "multilabel")  # one sigmoid output
+  assert (c.data.label_column, c.finetune.task) == ("Pleural Effusion", "multilabel")  # one sigmoid output
   assert (c.optim.name, c.optim.base_lr, c.optim.schedule, c.train.batch_size) == ("adam", 3e-5, "constant", 16)
   assert c.data.image_size == 224 and c.aug.rotation_degrees == 10.0 and c.aug.flip
   assert c.data.train_split == chexpert_finetune.get_config().data.train_split  # same training set as the default
+  assert c.eval.num_replicates == 500 != chexpert_finetune.get_config().eval.num_replicates  # MoCo-CXR's bootstrap
 
 
 def test_mococxr_default_fraction_and_unsupported_fractions():
@@ -201,7 +214,7 @@ def test_imagenet_variants_start_from_imported_weights_under_their_settings():
   assert m.train.init_checkpoint == "/w" and {k: m.model[k] for k in tv.model_settings("resnet18")} == \
       tv.model_settings("resnet18")
   f = chexpert_finetune.get_config("imagenet,weights=/w")
-  assert (f.eval.init, f.eval.checkpoint, f.model.depth, f.model.downsample_padding, f.model.input_norm) == \
+  assert (f.finetune.init, f.train.init_checkpoint, f.model.depth, f.model.downsample_padding, f.model.input_norm) == \
       ("pretrained", "/w", 50, "symmetric", "imagenet")
   assert derm_finetune.get_config("imagenet,weights=/w,arch=resnet101").model.depth == 101
   for module, variant in ((derm_simclr, "from_imagenet"), (chexpert_moco, "from_imagenet"),
@@ -219,3 +232,27 @@ def test_lung_segmentation_size_variant_and_decoder_widths():
   for bad in ("size=abc", "size=4", "tiny"):
     with pytest.raises(ValueError, match="variant part"):
       lung_segmentation.get_config(bad)
+
+
+def test_loading_any_config_imports_no_jax():
+  """Configs are data: every shipped variant (imported-weight variants aside, whose model settings
+  come from the weight formats) loads without importing JAX, Flax, optax, Orbax or TensorFlow."""
+  plain = [(n, v) for n, vs in VARIANTS.items() for v in vs if "weights=" not in v]
+  code = ("import sys, importlib\n"
+          f"for name, variant in {plain!r}:\n"
+          "  m = importlib.import_module('configs.' + name)\n"
+          "  m.get_config(variant) if variant else m.get_config()\n"
+          "heavy = sorted(k for k in ('jax', 'flax', 'optax', 'orbax', 'tensorflow') if k in sys.modules)\n"
+          "print(','.join(heavy))\n")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == "", f"loading configs imported {r.stdout.strip()}"
+
+
+def test_builtin_method_blocks_are_the_methods_defaults():
+  """settings.METHOD_DEFAULTS (what every config carries) is what each built-in method declares."""
+  base = settings.get_base_config()
+  groups = {m.config_group: m for m in map(methods.get, methods.names()) if m.config_group}
+  assert set(groups) == set(settings.METHOD_DEFAULTS) == {"moco", "simclr", "byol", "simsiam", "barlow", "vicreg"}
+  for group, method in groups.items():
+    assert base[group].to_dict() == method.default_config() == settings.METHOD_DEFAULTS[group]

@@ -102,7 +102,7 @@ def _cli(tmp_path, *overrides, env=None):
   env = dict(os.environ, XLA_FLAGS=FAST_XLA, JAX_PLATFORMS="cpu",
              **(env or {}))
   env.pop(errors.DEBUG_ENV, None)
-  return subprocess.run([sys.executable, "-m", "medssl_jax.main", "--config=configs/demo.py",
+  return subprocess.run([sys.executable, "-m", "medssl_jax", "train", "--config=configs/demo.py",
                          f"--workdir={tmp_path / 'run'}", *overrides], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=300)
 

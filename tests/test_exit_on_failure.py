@@ -1,6 +1,6 @@
 """A run that fails ends its process, promptly and non-zero, in every mode and host pipeline.
 
-Each run is a real `python -m medssl_jax.main` process under a timeout, with a fault injected:
+Each run is a real `python -m medssl_jax train` process under a timeout, with a fault injected:
 a truncated JPEG in the manifest (read by the input pipeline) or an exception in the step. A
 process that the fault leaves hanging (a thread, a tf.data iterator, an async checkpoint)
 fails the test by its timeout, or by the watchdog's thread dump on its stderr.
@@ -26,7 +26,7 @@ def get_config(arg):
   mode, source = arg.split(",")
   c = tiny_config(batch_size=16, image_size=16, steps=6)
   c.mode = mode
-  c.eval.init = "random"
+  c.finetune.init = "random"
   c.eval.num_replicates = 10
   c.data.verify_images = False  # the fault must reach the pipeline
   if source == "synthetic":
@@ -43,8 +43,6 @@ def get_config(arg):
 # asynchronous checkpoint of step 2 has started).
 STEP_FAULT = """
 import sys
-from absl import app
-from medssl_jax import main
 from medssl_jax.training import loop
 
 real_run = loop.run
@@ -62,8 +60,8 @@ def run(state, batches, train_step, **kwargs):
 
 
 loop.run = run
-main.check_overrides(sys.argv[1:])
-app.run(main.main)
+from medssl_jax.commands import train
+train.cli(sys.argv)
 """
 
 
@@ -71,7 +69,7 @@ def _run(tmp_path, mode, source, pipeline, step_fault=False):
   (tmp_path / "cfg.py").write_text(CONFIG)
   args = [f"--config={tmp_path / 'cfg.py'}:{mode},{source}", f"--workdir={tmp_path / 'run'}",
           f"--config.data.pipeline={pipeline}"]
-  command = [sys.executable, "-c", STEP_FAULT] if step_fault else [sys.executable, "-m", "medssl_jax.main"]
+  command = [sys.executable, "-c", STEP_FAULT] if step_fault else [sys.executable, "-m", "medssl_jax", "train"]
   env = dict(os.environ, XLA_FLAGS=FAST_XLA, JAX_PLATFORMS="cpu",
              PYTHONPATH=REPO)
   env.pop("MEDSSL_DEBUG", None)

@@ -184,7 +184,7 @@ def test_run(gcloud):
   assert words[:6] == ["cd", "medssl-jax", "&&", "nohup", "bash", "-c"]
   assert words[7:] == [">", "/dev/null", "2>&1", "<", "/dev/null", "&"]
   script = words[6]  # what runs on each worker
-  assert ("~/medssl-venv/bin/python -m medssl_jax.main --multihost --config=configs/base.py:simclr "
+  assert ("~/medssl-venv/bin/python -m medssl_jax train --multihost --config=configs/base.py:simclr "
           "--workdir=gs://bucket/dir --config.train.num_steps=100 "
           "'--config.data.path=a b' > ~/run.log 2>&1") in script
   assert "gcloud storage cp ~/run.log gs://bucket/dir/logs/$(hostname).log" in script
@@ -208,7 +208,7 @@ def test_run_script_copies_the_log_into_the_workdir(gcloud, tmp_path):
                           stdout=out, stderr=subprocess.STDOUT, timeout=60).returncode
   assert code == 3
   log = (home / "run.log").read_text()
-  assert log.startswith("trained -m medssl_jax.main --multihost --config=c.py") and "oops" in log
+  assert log.startswith("trained -m medssl_jax train --multihost --config=c.py") and "oops" in log
   assert f"--workdir={workdir} --config.x=1" in log
   assert (workdir / "logs" / f"{socket.gethostname()}.log").read_text() == log
 

@@ -41,7 +41,7 @@ def test_lars_check_refuses_lars_only():
 
 def test_moco_v2_defaults_are_the_references():
   c = moco_v2.get_config()
-  assert (c.moco.queue_size, c.moco.momentum, c.train.temperature, c.model.head_dim, c.model.head_layers) == \
+  assert (c.moco.queue_size, c.moco.momentum, c.moco.temperature, c.model.head_dim, c.model.head_layers) == \
       (65_536, 0.999, 0.2, 128, 2)
   assert (c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay, c.optim.momentum,
           c.optim.schedule, c.optim.warmup_steps) == ("sgd", 0.03, "linear", 1e-4, 0.9, "cosine", 0)
@@ -66,7 +66,7 @@ def test_local_variant_matches_the_simclr_local_run_it_is_compared_with():
     group, name = key.split(".")
     assert m[group][name] == s[group][name], key
   # MoCo's own objective and optimiser rule.
-  assert (m.train.temperature, m.optim.name, m.optim.base_lr, m.optim.lr_scaling) == (0.2, "sgd", 0.03, "linear")
+  assert (m.moco.temperature, m.optim.name, m.optim.base_lr, m.optim.lr_scaling) == (0.2, "sgd", 0.03, "linear")
   assert optim.scaled_learning_rate(m.optim.base_lr, 128, m.optim.lr_scaling) == 0.015
   assert m.moco.queue_size == 1024 and m.moco.queue_size % m.train.batch_size == 0
   assert m.train.batch_size % m.moco.bn_groups == 0
@@ -95,7 +95,7 @@ def test_mococxr_numbers_from_the_paper(variant, arch, depth):
   assert (c.optim.name, c.optim.base_lr, c.optim.lr_scaling) == ("sgd", 1e-4, "none")  # Table 2's best
   assert optim.scaled_learning_rate(c.optim.base_lr, c.train.batch_size, c.optim.lr_scaling) == 1e-4
   # MoCo defaults kept: momentum, weight decay, feature dimension; MoCo-CXR's queue; batch 16.
-  assert (c.moco.momentum, c.optim.weight_decay, c.model.head_dim, c.train.temperature) == (0.999, 1e-4, 128, 0.2)
+  assert (c.moco.momentum, c.optim.weight_decay, c.model.head_dim, c.moco.temperature) == (0.999, 1e-4, 128, 0.2)
   assert (c.moco.queue_size, c.train.batch_size, c.moco.bn) == (24_576, 16, "global")
   assert c.train.num_steps == math.ceil(20 * 223_414 / 16) == 279_268
   assert c.train.init_checkpoint == ""   # ImageNet init not available (docstring)

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from medssl_jax.tools import local_multiprocess
+from medssl_jax.commands import local_multiprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,8 +32,8 @@ jax.distributed.initialize(coordinator_address=flags["coordinator_address"],
                            num_processes=int(flags["num_processes"]),
                            process_id=int(flags["process_id"]))
 import types
-from medssl_jax.evaluation import linear_probe
-from medssl_jax.inference import batched_apply
+from medssl_jax.runs import linear_probe
+from medssl_jax.training.inference import batched_apply
 from medssl_jax.training.sharding import make_mesh, replicated
 
 x = np.arange(11 * 2 * 2 * 3, dtype=np.float32).reshape(11, 2, 2, 3)
@@ -83,7 +83,7 @@ FT_ARGS = [
     "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.train.prefetch=1",
     "--config.train.batch_size=8", "--config.model.width=0.125", "--config.data.image_size=16",
     "--config.data.synthetic.image_size=16", "--config.data.synthetic.num_cases=40",
-    "--config.eval.num_replicates=20", "--config.eval.eval_every=1", "--config.data.pipeline=numpy",
+    "--config.eval.num_replicates=20", "--config.finetune.eval_every=1", "--config.data.pipeline=numpy",
 ]
 
 
@@ -95,7 +95,7 @@ def test_two_process_finetune_scores_like_one_process(tmp_path):
   assert code == 0, out.getvalue()[-5000:]
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0",
              JAX_PLATFORMS="cpu")
-  r = subprocess.run([sys.executable, "-m", "medssl_jax.main", *FT_ARGS, f"--workdir={single}"],
+  r = subprocess.run([sys.executable, "-m", "medssl_jax", "train", *FT_ARGS, f"--workdir={single}"],
                      cwd=REPO, env=env, capture_output=True, text=True)
   assert r.returncode == 0, r.stderr[-5000:]
 

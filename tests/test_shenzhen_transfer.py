@@ -1,4 +1,4 @@
-"""configs/shenzhen_transfer.py (MoCo-CXR's external transfer) and `eval.num_epochs`, the
+"""configs/shenzhen_transfer.py (MoCo-CXR's external transfer) and `finetune.num_epochs`, the
 fine-tuning length in epochs over the labelled images that it uses."""
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 
 from configs import chexpert_finetune, shenzhen_transfer
-from medssl_jax import finetune
+from medssl_jax.runs import supervised
 from medssl_jax import main as main_lib
 from medssl_jax.errors import UserError
 from tests.helpers import write_manifest
@@ -14,7 +14,7 @@ from tests.helpers import write_manifest
 
 def test_paper_settings_and_fractions():
   c = shenzhen_transfer.get_config("fraction=0.0625")
-  assert c.eval.label_fraction == 0.0625 and c.eval.num_epochs == 220
+  assert c.finetune.label_fraction == 0.0625 and c.finetune.num_epochs == 220
   assert (c.optim.name, c.optim.base_lr, c.train.batch_size) == ("adam", 3e-5, 16)
   assert (c.model.arch, c.model.depth, c.data.image_size) == ("resnet", 18, 224)
   # The same fine-tuning settings as MoCo-CXR's CheXpert protocol (the paper reuses them).
@@ -23,7 +23,7 @@ def test_paper_settings_and_fractions():
               "aug.rotation_degrees", "aug.flip", "aug.crop", "aug.eval_crop_fraction"):
     group, name = key.split(".")
     assert c[group][name] == cx[group][name], key
-  assert shenzhen_transfer.get_config().eval.label_fraction == 1.0
+  assert shenzhen_transfer.get_config().finetune.label_fraction == 1.0
   for bad in ("fraction=0.1", "fraction=x", "frac=0.25"):
     with pytest.raises(ValueError, match="0.0625, 0.25, 1"):
       shenzhen_transfer.get_config(bad)
@@ -31,16 +31,16 @@ def test_paper_settings_and_fractions():
 
 def test_training_steps_from_epochs():
   c = shenzhen_transfer.get_config()
-  assert finetune.training_steps(c, 29) == math.ceil(220 * 29 / 16) == 399
-  assert finetune.training_steps(c, 463) == 6367  # 220 x 463 / 16 = 6366.25
+  assert supervised.training_steps(c, 29) == math.ceil(220 * 29 / 16) == 399
+  assert supervised.training_steps(c, 463) == 6367  # 220 x 463 / 16 = 6366.25
   with c.unlocked():
-    c.eval.num_epochs = 0.0
+    c.finetune.num_epochs = 0.0
     c.train.num_steps = 123
-  assert finetune.training_steps(c, 463) == 123
+  assert supervised.training_steps(c, 463) == 123
   with c.unlocked():
-    c.eval.num_epochs = -1.0
-  with pytest.raises(UserError, match="eval.num_epochs=-1 must be >= 0"):
-    finetune.training_steps(c, 463)
+    c.finetune.num_epochs = -1.0
+  with pytest.raises(UserError, match="finetune.num_epochs=-1 must be >= 0"):
+    supervised.training_steps(c, 463)
 
 
 def test_a_run_trains_its_epochs_over_the_labelled_images(tmp_path):
@@ -52,7 +52,7 @@ def test_a_run_trains_its_epochs_over_the_labelled_images(tmp_path):
     c.data.path, c.data.image_size = manifest, 16
     c.model.depth, c.model.width, c.model.stem = 18, 0.125, "small"
     c.train.batch_size, c.train.num_steps, c.train.log_every, c.train.checkpoint_every = 8, 1000, 1, 1000
-    c.eval.init, c.eval.num_epochs, c.eval.num_replicates = "random", 2.0, 10
+    c.finetune.init, c.finetune.num_epochs, c.eval.num_replicates = "random", 2.0, 10
   out = main_lib.run(c, str(tmp_path / "run"))
   results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert out["num_steps"] == results["num_steps"] == 3 and results["completed"]

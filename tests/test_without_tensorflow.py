@@ -12,7 +12,8 @@ SCRIPT = r"""
 import sys
 sys.modules["tensorflow"] = None          # any import of TensorFlow now raises ImportError
 import jax, numpy as np
-from medssl_jax import methods, throughput
+from medssl_jax import methods
+from medssl_jax.commands import throughput
 from medssl_jax.training.sharding import make_mesh
 from tests.helpers import tiny_config
 config = tiny_config(batch_size=4, image_size=16)
@@ -66,5 +67,5 @@ def test_study_a_smoke_runs_without_tensorflow(shared_data, tmp_path):
   events = glob.glob(os.path.join(m["runs"][0]["workdir"], "events.out.tfevents.*"))
   acc = event_accumulator.EventAccumulator(events[0])
   acc.Reload()
-  loss = acc.Scalars("loss")
+  loss = acc.Scalars("train/loss")
   assert [e.step for e in loss] == [4] and np.isfinite(loss[0].value)  # smoke: 4 steps, logged at the end

@@ -134,7 +134,7 @@ def check_no_leakage(sources: dict) -> None:
 
 def unknown_split(what, split, available):
   return UserError(f"{what} has splits {sorted(available)}, not {split!r} (set data.train_split / "
-                    f"data.eval_split / eval.val_split to one of them)")
+                    f"data.eval_split / finetune.val_split to one of them)")
 
 
 def require_path(path, key="data.path", what="data file"):

@@ -1,4 +1,5 @@
 """Image-file checks shared by the readers of image files (manifest, CheXpert)."""
+import hashlib
 import os
 
 from medssl_jax.errors import UserError
@@ -30,3 +31,29 @@ def verify_images(paths, rows=None, chunk: int = 64) -> None:
              for i in bad[:5]]
     raise UserError(f"{len(bad)} of {len(paths)} image file(s) cannot be decoded: " + "; ".join(shown)
                     + ". Replace or re-copy them, or leave them out of the data")
+
+
+def file_fingerprint(path: str) -> str:
+  """sha256 (hex) of a file's bytes."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def check_no_duplicates_across_splits(paths_by_split: dict, where: str = "") -> None:
+  """UserError when the same file content (sha256 of its bytes) is in two splits (leakage under two case
+  ids or two names), naming both rows (path and split); duplicates within one split are allowed."""
+  import concurrent.futures
+  items = [(split, str(p)) for split, paths in paths_by_split.items() for p in paths if os.path.isfile(str(p))]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+    digests = list(pool.map(lambda item: file_fingerprint(item[1]), items))
+  first, clashes = {}, []
+  for (split, path), digest in zip(items, digests):
+    seen = first.setdefault(digest, (split, path))
+    if seen[0] != split:
+      clashes.append(f"{seen[1]} (split {seen[0]!r}) and {path} (split {split!r})")
+  if clashes:
+    raise UserError(f"{len(clashes)} image file(s) have the same content in two splits{where}: "
+                    + "; ".join(clashes[:5]) + ". An image must be in one split only; remove the copies")

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from input_pipeline.sources.base import UNLABELLED, Source, check_no_leakage, require_path, unknown_split
-from input_pipeline.sources.images import verify_images
+from input_pipeline.sources.images import check_no_duplicates_across_splits, verify_images
 from medssl_jax.errors import MissingFileError, UserError
 
 COVID_METADATA = "metadata_subset.csv"
@@ -85,6 +85,9 @@ def load(data_cfg, split):
   if data_cfg.verify_images:
     lines = (None if os.path.isdir(path) else [f"data row {int(i) + 1} of {path}" for i in rows.index])
     verify_images(paths, lines)
+    check_no_duplicates_across_splits(
+        {k: [os.path.join(root, os.path.expanduser(p)) for p in v[path_col]] for k, v in splits.items()},
+        f" of manifest {path}")
   return Source(f"{os.path.basename(os.path.normpath(path))}:{split}", labels, rows[case_col].to_numpy(),
                 np.array([os.path.relpath(p, root) for p in paths]), num_classes, paths=paths,
                 class_names=class_names)

@@ -21,7 +21,7 @@ patient_sex (F / M), source_split, ...). Any folder with those columns is read t
   patient stratified by the binary target of each patient's first image (`fractions.sample_fraction`
   on the binary labels, so the draw, `data.nih_train_draw`, is the same for both targets and nested
   across fractions). This is how the NIH studies take 10% of the training patients for both tasks:
-  `eval.label_fraction` on the 14-finding target stratifies by the pattern of all 14 labels, where
+  `finetune.label_fraction` on the 14-finding target stratifies by the pattern of all 14 labels, where
   nearly every pattern is its own stratum and keeps at least one patient, so it cannot select 10%.
 Images are read into memory once (64 px thumbnails: 1,000 images are 4 MB as one grey channel).
 """
@@ -32,6 +32,8 @@ import numpy as np
 
 from input_pipeline.sources.base import Source, check_no_leakage, patient_split, require_path, unknown_split
 from medssl_jax.errors import MissingFileError, UserError
+from input_pipeline import fractions
+from PIL import Image
 
 NIH_METADATA = "metadata.csv"
 # The 14 ChestX-ray14 findings in the order of Wang et al. (CVPR 2017) and the label tables.
@@ -97,7 +99,6 @@ def assign_splits(table, data_cfg) -> np.ndarray:
 
 def train_patients(table, data_cfg) -> np.ndarray:
   """Row mask of the 'train' rows kept by data.nih_train_patients (all rows when it is 1)."""
-  from input_pipeline import fractions
   keep = float(data_cfg.nih_train_patients)
   if not 0.0 < keep <= 1.0:
     raise UserError(f"data.nih_train_patients={keep:g} must be in (0, 1] (the share of training patients kept)")
@@ -122,7 +123,6 @@ def _cached_images(paths: tuple, stamps: tuple) -> np.ndarray:
 
 def _read_images(paths) -> np.ndarray:
   """uint8 (N, H, W, 1): the greyscale thumbnails (stored as RGB with R = G = B)."""
-  from PIL import Image
   out = []
   for p in paths:
     try:

@@ -2,17 +2,32 @@
 
 Layout of `data.path` (one folder per split):
   <split>/index.npz                      labels, case_ids, image_ids, num_classes, class_names,
-                                         files (shard names), counts (records per shard), source
+                                         files (shard names), counts (records per shard), source;
+                                         original_size and stored_size ((N, 2) height, width per
+                                         image), stored_as ('original', 'jpeg' or 'png' per image),
+                                         short_side, encoding, quality (the resize; see below)
   <split>/images-00000-of-00008.array_record ...   one record per image, in the index's order
 
-A record is the image's encoded bytes: an image file's own bytes (JPEG, PNG, 16-bit PNG, as on
-disk, so decoding gives the very pixels the file gives), or a lossless PNG of an in-memory image
-(npz, synthetic). A split read from records therefore holds the same images, labels, case ids
-and order as the source it was written from, and every host pipeline builds the same batches
-from it (tests/input_pipeline/test_records.py). Records are read by index (random access), so
-each process reads only the images of its own examples, with the same (seed, step) -> batch
+A record is the image's encoded bytes. Written as they are (`short_side=0`, the default): an
+image file's own bytes (JPEG, PNG, 16-bit PNG, as on disk, so decoding gives the very pixels the
+file gives), or a lossless PNG of an in-memory image (npz, synthetic); the index says
+short_side=0, encoding='original', quality=0. Written at a reduced size (`short_side=N`,
+`input_pipeline/reencode.py`): each image whose shorter side is above N is resized once (aspect
+kept, OpenCV's area filter) to a shorter side of N and encoded again, as JPEG of `quality` (95)
+for an 8-bit image with encoding='jpeg', as lossless PNG with encoding='png' and for every 16-bit
+image (which stays 16-bit); grey stays 1-channel grey, RGB stays RGB. An image whose shorter side
+is already <= N is stored as it is (a file's own bytes, an in-memory image's lossless PNG), never
+upscaled. Split, order, labels, case ids and image ids are those of the source either way. A run
+whose data.image_size is above the short side a split was prepared at is refused by `load`.
+
+A split read from records therefore holds the same images (at full size: the same pixels), labels,
+case ids and order as the source it was written from, and every host pipeline builds the same
+batches from it (tests/input_pipeline/test_records.py). Records are read by index (random access),
+so each process reads only the images of its own examples, with the same (seed, step) -> batch
 guarantee as any source.
 """
+import collections
+import concurrent.futures
 import io
 import os
 import threading
@@ -73,8 +88,25 @@ def image_bytes(source: Source, i: int) -> bytes:
   return encode_png(source.images[i])
 
 
-def write_split(source: Source, folder: str, images_per_shard: int = 1000) -> dict:
+def _ordered(pool, fn, items, ahead: int):
+  """fn over items on `pool`, in order, with at most `ahead` results in flight (bounded memory)."""
+  pending = collections.deque()
+  for item in items:
+    pending.append(pool.submit(fn, item))
+    if len(pending) >= ahead:
+      yield pending.popleft().result()
+  while pending:
+    yield pending.popleft().result()
+
+
+def write_split(source: Source, folder: str, images_per_shard: int = 1000, short_side: int = 0,
+                encoding: str = "jpeg", quality: int = 95, workers: int = 0) -> dict:
   """Writes `source` as shards + index into `folder` (which must not hold a written split yet).
+
+  `short_side=N` > 0 stores each image with a shorter side above N resized to N and re-encoded as
+  `encoding` ('jpeg' of `quality` for 8-bit images; 'png', and 16-bit images, lossless); images
+  at or below N as they are (the module docstring). Images are read and re-encoded on `workers`
+  threads (0: one per core, at most 16), written in the source's order.
 
   `folder` may be remote (gs://...; anything etils.epath opens): each shard is written to a local
   temporary file, uploaded and deleted before the next, so the local disk needs room for one shard
@@ -84,8 +116,10 @@ def write_split(source: Source, folder: str, images_per_shard: int = 1000) -> di
   import tempfile
   from array_record.python.array_record_module import ArrayRecordWriter
   from etils import epath
+  from input_pipeline import reencode  # (OpenCV: loaded only where a split is written)
   if images_per_shard < 1:
     raise UserError(f"--images_per_shard={images_per_shard} must be >= 1")
+  reencode.check_options(short_side, encoding, quality)
   dest = epath.Path(folder)
   if (dest / INDEX).exists():
     raise UserError(f"{folder} already holds a prepared split ({INDEX}); choose another --out or delete it first")
@@ -102,13 +136,22 @@ def write_split(source: Source, folder: str, images_per_shard: int = 1000) -> di
   n = len(source)
   num_shards = max(1, -(-n // images_per_shard))
   bounds = np.linspace(0, n, num_shards + 1).round().astype(int)
-  files, counts = [], []
+  files, counts, written = [], [], []
+
+  def record(i: int):
+    name = f"{source.image_ids[i]}" + (f" ({source.paths[i]})" if source.paths is not None else "")
+    item = source.images[i] if source.images is not None else image_bytes(source, i)
+    return reencode.reencode(item, short_side, encoding, quality, name=name, lossless=encode_png)
+
+  workers = workers or max(1, min(16, os.cpu_count() or 1))
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
   try:
     for k in range(num_shards):
       name = f"images-{k:05d}-of-{num_shards:05d}.array_record"
       writer = ArrayRecordWriter(os.path.join(staging, name), "group_size:1")
-      for i in range(bounds[k], bounds[k + 1]):
-        writer.write(image_bytes(source, i))
+      for r in _ordered(pool, record, range(bounds[k], bounds[k + 1]), ahead=4 * workers):
+        writer.write(r.data)
+        written.append((r.original_size, r.stored_size, r.stored_as))  # (not the bytes: one shard in memory)
       writer.close()
       publish(name)
       files.append(name)
@@ -118,10 +161,16 @@ def write_split(source: Source, folder: str, images_per_shard: int = 1000) -> di
     with open(tmp, "wb") as f:
       np.savez(f, labels=source.labels, case_ids=source.case_ids, image_ids=source.image_ids,
                num_classes=np.int64(source.num_classes), class_names=np.asarray(source.class_names, dtype=str),
-               files=np.asarray(files), counts=np.asarray(counts, np.int64), source=np.asarray(source.name))
+               files=np.asarray(files), counts=np.asarray(counts, np.int64), source=np.asarray(source.name),
+               original_size=np.asarray([w[0] for w in written], np.int64).reshape(n, 2),
+               stored_size=np.asarray([w[1] for w in written], np.int64).reshape(n, 2),
+               stored_as=np.asarray([w[2] for w in written], dtype=str).reshape(n),
+               short_side=np.int64(short_side), encoding=np.asarray(encoding if short_side else "original"),
+               quality=np.int64(quality if short_side and encoding == "jpeg" else 0))
     os.replace(tmp, os.path.join(staging, INDEX))
     publish(INDEX)  # one object upload: it appears whole or not at all
   finally:
+    pool.shutdown(wait=True, cancel_futures=True)
     if remote:
       shutil.rmtree(staging, ignore_errors=True)
   return {"images": n, "shards": num_shards, "folder": str(folder)}
@@ -145,6 +194,12 @@ def load(data_cfg, split: str) -> Source:
   check_no_leakage({s: _index(os.path.join(root, s))["case_ids"] for s in splits})
   folder = os.path.join(root, split)
   idx = _index(folder)
+  short_side = int(idx["short_side"]) if "short_side" in idx else 0  # (indexes written before the resize: 0)
+  size = int(getattr(data_cfg, "image_size", 0) or 0)
+  if short_side and size > short_side:
+    raise UserError(f"{folder} was prepared at --short_side={short_side}, below data.image_size={size}: prepare "
+                    f"it again with medssl-jax prepare-data --short_side={size} (or larger), or set "
+                    f"data.image_size to {short_side} or less")
   if int(idx["counts"].sum()) != len(idx["labels"]):
     raise UserError(f"{folder}: the index lists {len(idx['labels'])} images but its shards hold "
                     f"{int(idx['counts'].sum())}; write the split again with medssl-jax prepare-data")

@@ -8,11 +8,10 @@ attention that source's token receives (each row sums to 1; a class without test
 and shown as 'n/a').
 """
 import io
-import json
 
 import numpy as np
-from etils import epath
 
+from medssl_jax import jsonio
 from medssl_jax.errors import UserError
 
 
@@ -54,10 +53,10 @@ def attention_figure(results: dict):
 def write(results_path, png_path) -> np.ndarray:
   """Reads results.json at `results_path`, writes the heat map to `png_path`; returns the matrix."""
   import matplotlib.pyplot as plt
-  results = json.loads(epath.Path(results_path).read_text())
+  results = jsonio.read_json(results_path)
   fig = attention_figure(results)
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120)
   plt.close(fig)
-  epath.Path(png_path).write_bytes(buf.getvalue())
+  jsonio.write_bytes(png_path, buf.getvalue())
   return attention_table(results)[0]

@@ -1,6 +1,6 @@
 """Paired comparison of two models on one test set (Azizi et al. 2021 App. B.1.1).
 
-  python -m medssl_jax.evaluation.compare A/predictions_test.npz B/predictions_test.npz \
+  medssl-jax compare A/predictions_test.npz B/predictions_test.npz \
       [--num_replicates=1000 --seed=0 --out=diff.json]
 
 For every metric: the difference A - B on the test set, its 95% interval over 1,000 paired
@@ -14,14 +14,15 @@ results.json exactly. Case-level files are compared on the case-averaged predict
 cases as the resampled units. Two files scored with different settings are refused. A file
 from before these settings were recorded takes them from the config.json beside it.
 """
-import argparse
 import json
 
 import numpy as np
 
+from medssl_jax import jsonio
 from medssl_jax.errors import UserError
 from medssl_jax.evaluation import bootstrap
 from medssl_jax.evaluation import metrics as metrics_lib
+from etils import epath
 
 
 SETTINGS = ("task", "case_level", "exclude_classes", "class_names")
@@ -31,8 +32,7 @@ def save_predictions(path, *, image_ids, case_ids, labels, probs, task, case_lev
                      class_names=()) -> None:
   """Predictions plus the settings of the metric computed from them (see the module docstring).
   `path` may be on GCS (gs://; written through etils.epath)."""
-  from etils import epath
-  with epath.Path(path).open("wb") as f:
+  with jsonio.open_atomic(path) as f:
     _savez(f, image_ids=image_ids, case_ids=case_ids, labels=labels, probs=probs, task=task, case_level=case_level,
            exclude_classes=exclude_classes, class_names=class_names)
 
@@ -47,7 +47,6 @@ def _savez(f, *, image_ids, case_ids, labels, probs, task, case_level, exclude_c
 
 def _settings_from_config(path) -> dict:
   """Metric settings of a prediction file written before they were recorded: its run's config.json."""
-  from etils import epath
   cfg_path = epath.Path(path).parent / "config.json"
   if not cfg_path.is_file():
     raise UserError(f"{path} does not record the settings of its metric (case_level, exclude_classes) and "
@@ -63,7 +62,6 @@ def _settings_from_config(path) -> dict:
 
 def load_predictions(path) -> dict:
   """A prediction file (local or gs://)."""
-  from etils import epath
   if not epath.Path(path).is_file():
     raise UserError(f"prediction file {path} does not exist")
   with epath.Path(path).open("rb") as fh, np.load(fh, allow_pickle=False) as f:
@@ -77,6 +75,18 @@ def load_predictions(path) -> dict:
   else:
     out.update(_settings_from_config(path))
   return out
+
+
+def recorded_replicates(path) -> int | None:
+  """eval.num_replicates of the run that wrote a prediction file (its config.json beside it), or None."""
+  cfg_path = epath.Path(path).parent / "config.json"
+  if not cfg_path.is_file():
+    return None
+  try:
+    value = json.loads(cfg_path.read_text()).get("eval", {}).get("num_replicates")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def metric_settings(pred: dict) -> dict:
@@ -151,35 +161,3 @@ def compare(a: dict, b: dict, num_replicates=1000, seed=0, groups=None, metrics=
                                               seed=seed, groups=groups)
     out[name] = {"a": value_a[name], "b": value_b[name], **r, "difference": value_a[name] - value_b[name]}
   return out
-
-
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("a")
-  p.add_argument("b")
-  p.add_argument("--num_replicates", type=int, default=1000)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--by_case", action="store_true", help="resample cases instead of images")
-  p.add_argument("--out", default="")
-  args = p.parse_args(argv)
-  a, b = load_predictions(args.a), load_predictions(args.b)
-  groups = a["case_ids"] if args.by_case else None
-  result = compare(a, b, args.num_replicates, args.seed, groups)
-  s = metric_settings(a)
-  print(f"A = {args.a}\nB = {args.b}\nmetric: {s['task']}, {'case' if s['case_level'] else 'image'} level"
-        + (f", classes {list(s['exclude_classes'])} left out of the sensitivity" if s["exclude_classes"] else ""))
-  print(f"{'metric':20s} {'A':>8s} {'B':>8s} {'A - B':>9s}  95% CI                excludes 0")
-  for name, r in result.items():
-    print(f"{name:20s} {r['a']:8.4f} {r['b']:8.4f} {r['difference']:+9.4f}  [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-          f"  {r['excludes_zero']}")
-  if args.out:
-    from etils import epath
-    with epath.Path(args.out).open("w") as f:
-      json.dump({"a": args.a, "b": args.b, "num_replicates": args.num_replicates, "seed": args.seed,
-                 "metric_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
-                 "metrics": result}, f, indent=2)
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Label-efficiency plot: a test metric against the label fraction, one line per initialisation.
 
-  python -m medssl_jax.evaluation.label_efficiency --metric=top1 --out=label_efficiency.png \
+  medssl-jax label-efficiency --metric=top1 --out=label_efficiency.png \
       workdirs/ft_*/results.json
 
 Each results.json of a fine-tuning / linear-evaluation run contributes one point (its
@@ -9,21 +9,20 @@ by "<mode> / <init>" (or by --group_by); several draws of one fraction are avera
 interval drawn is the mean of the draws' intervals. A Markdown table with the same numbers is
 written beside the PNG.
 """
-import argparse
 import collections
-import json
-import os
+import io
 from typing import Sequence
 
 import numpy as np
+
+from medssl_jax import jsonio
 
 
 def load_points(paths: Sequence[str], metric: str, group_by: str = "") -> dict:
   """{line label: {fraction: [(value, ci_low, ci_high), ...]}} from results.json files."""
   lines = collections.defaultdict(lambda: collections.defaultdict(list))
   for path in paths:
-    with open(path) as f:
-      r = json.load(f)
+    r = jsonio.read_json(path)
     if "test" not in r:
       raise ValueError(f"{path} has no test metrics (is it a finished fine-tuning/linear-eval run?)")
     if metric not in r["test"]:
@@ -69,27 +68,7 @@ def plot(summary: dict, metric: str, out_png: str, title: str = "") -> None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(out_png, dpi=120)
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
   plt.close(fig)
-
-
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("results", nargs="+", help="results.json files of fine-tuning / linear-eval runs")
-  p.add_argument("--metric", default="top1")
-  p.add_argument("--group_by", default="", help="results.json key naming the lines (default: mode / init)")
-  p.add_argument("--out", default="label_efficiency.png")
-  p.add_argument("--title", default="")
-  a = p.parse_args(argv)
-  summary = summarise(load_points(a.results, a.metric, a.group_by))
-  plot(summary, a.metric, a.out, a.title)
-  table = markdown_table(summary, a.metric)
-  with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
-    f.write(table)
-  print(table)
-  print(f"Wrote {a.out}")
-  return 0
-
-
-if __name__ == "__main__":
-  raise SystemExit(main())
+  jsonio.write_bytes(out_png, buf.getvalue())

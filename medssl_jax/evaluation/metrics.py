@@ -146,6 +146,22 @@ def resolve_classes(spec, class_names=(), num_classes: int | None = None, key: s
   return tuple(sorted(set(out)))
 
 
+def log_loss(labels, probs, task: str, eps: float = 1e-7) -> float:
+  """Mean cross-entropy of predicted probabilities: -log p[label] per image (multiclass), or the
+  binary cross-entropy of each present label (multilabel; NaN labels are missing and left out).
+  Probabilities are clipped to [eps, 1 - eps] (float32 softmax / sigmoid outputs reach 0 and 1)."""
+  p = np.clip(np.asarray(probs, np.float64), eps, 1.0 - eps)
+  if task == "multiclass":
+    y = np.asarray(labels, np.int64)
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+  y = np.asarray(labels, np.float64)
+  present = ~np.isnan(y)
+  if not present.any():
+    return float("nan")
+  bce = -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
+  return float(np.mean(bce[present]))
+
+
 def compute_metrics(labels, probs, task: str, exclude_classes=()) -> dict:
   return {k: fn(labels, probs) for k, fn in metric_functions(task, np.shape(probs)[1], exclude_classes).items()}
 

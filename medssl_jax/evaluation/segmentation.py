@@ -13,8 +13,11 @@ Per image, with P the predicted and G the true foreground pixels:
 Convention for empty masks: P and G both empty -> Dice = IoU = 1.0 (the prediction is exactly
 right); exactly one empty -> 0.0. Probabilities become a binary prediction by `p >= threshold`.
 """
+import io
+
 import numpy as np
 
+from medssl_jax import jsonio
 from medssl_jax.evaluation.bootstrap import bootstrap_ci
 
 
@@ -124,5 +127,7 @@ def overlay_png(images, masks, preds, path, *, max_images: int = 8, columns: int
     ax.set_title(f"{label}  Dice {dice[i]:.3f}", fontsize=8)
     ax.set_axis_off()
   fig.suptitle("true mask: green   prediction: red   overlap: yellow", fontsize=9)
-  fig.savefig(path, dpi=100)
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  jsonio.write_bytes(path, buf.getvalue())
   return str(path)

@@ -3,7 +3,7 @@
 `tsne_2d` runs sklearn's `TSNE` (2 components, PCA initialisation, learning rate 'auto', a fixed
 `random_state`) on the features as they are; `class_groups` gives each image the colour group it
 is plotted in; `write_png` draws one scatter plot with matplotlib's Agg backend. Fusion runs
-(`medssl_jax/fusion.py`) use them for each source's test features and for the DVME embedding.
+(`medssl_jax/runs/dvme.py`) use them for each source's test features and for the DVME embedding.
 
 Readings where the paper is silent (Truong et al. show the maps but give no t-SNE settings):
 perplexity 30 (sklearn's default), lowered to (n - 1) / 3 for fewer than 91 points (sklearn needs
@@ -14,7 +14,9 @@ NIH task keeps only images with at most one finding, so there every image has on
 import io
 
 import numpy as np
-from etils import epath
+from threadpoolctl import threadpool_limits
+
+from medssl_jax import jsonio
 
 PERPLEXITY = 30.0
 
@@ -27,7 +29,6 @@ def perplexity_for(n: int, perplexity: float = PERPLEXITY) -> float:
 def tsne_2d(x, seed: int, perplexity: float = PERPLEXITY) -> np.ndarray:
   """(N, D) features -> (N, 2) t-SNE coordinates (sklearn, fixed seed)."""
   from sklearn.manifold import TSNE
-  from threadpoolctl import threadpool_limits
   x = np.asarray(x, np.float32)
   if x.ndim != 2 or len(x) < 4:
     raise ValueError(f"t-SNE needs (N, D) features with N >= 4; got shape {x.shape}")
@@ -78,4 +79,4 @@ def write_png(coords, groups, names, title: str, path) -> None:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120)
   plt.close(fig)
-  epath.Path(path).write_bytes(buf.getvalue())
+  jsonio.write_bytes(path, buf.getvalue())

@@ -7,8 +7,9 @@ case, i.e. MICLe), handled by the host pipelines. So MICLe is SimCLR with case p
 MoCo with case pairing works the same way.
 
 A method provides, in JAX terms:
-- `default_config()`: its own config block (or None), added to every config as
-  `config.<config_group>` by `medssl_jax/settings.py`, so a misspelt key of it is still an error;
+- `default_config()`: its own config block (or None), `config.<config_group>`. A built-in
+  method's block is data in `medssl_jax/settings.py` (METHOD_DEFAULTS, in every config, so that
+  loading a config imports no JAX); a method registered elsewhere adds its block to its configs;
 - `validate(config)`: refusals of settings it cannot run (a `UserError` saying what to change);
 - `build_model(config)`: the network; it must return `(features, outputs)` from
   `__call__(x, train)` and have a `features(x, train=False)` method (linear probe, features);
@@ -35,6 +36,7 @@ from medssl_jax.errors import UserError
 from medssl_jax.models import from_config
 from medssl_jax.training.sharding import replicated
 from medssl_jax.training.state import TrainState
+from medssl_jax.methods import registry
 
 PAIRINGS = ("views", "case")
 
@@ -73,6 +75,19 @@ def interleave_views(view_a, view_b):
   return jnp.stack([view_a, view_b], axis=1).reshape((-1,) + view_a.shape[1:])
 
 
+def project_views(state, params, batch: dict):
+  """(out_a, out_b, new BN statistics): 'view_a' then 'view_b' through `state.apply_fn` in train mode, each
+  on its own (its own BN statistics over the global batch, the running averages updated twice), as the
+  non-contrastive methods' references forward the two views; out = the network's outputs."""
+  stats, outs = state.batch_stats, []
+  for view in ("view_a", "view_b"):
+    (_, out), upd = state.apply_fn({"params": params, "batch_stats": stats}, batch[view], train=True,
+                                   mutable=["batch_stats"])
+    stats = upd["batch_stats"]
+    outs.append(out)
+  return outs[0], outs[1], stats
+
+
 def global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree)))
 
@@ -86,7 +101,6 @@ def pairing_metrics(batch: dict) -> dict:
 
 def create_state(config, mesh, rng, method: Method | None = None) -> TrainState:
   """The replicated TrainState of `config.method` on `mesh` (network, optimiser, method state)."""
-  from medssl_jax.methods import registry
   method = registry.get(config.method) if method is None else method
   method.validate(config)
   model = method.build_model(config)
@@ -106,7 +120,6 @@ def create_state(config, mesh, rng, method: Method | None = None) -> TrainState:
 def jit_train_step(config, method: Method | None = None):
   """The method's step, jitted with the state's buffers donated (shardings from the arguments:
   state replicated, batch on the data axis)."""
-  from medssl_jax.methods import registry
   method = registry.get(config.method) if method is None else method
   step = method.train_step(config)
   if bool(config.aug.get("on_device", False)):  # uint8 views in; flip, colour, blur... in the step

@@ -4,7 +4,7 @@ He et al. 2020, MoCo), as used by MoCo-CXR (Sowrirajan et al. 2021).
 Query encoder + 2-layer MLP head (Linear-ReLU-Linear to 128-d, with biases, no batch norm: the
 MoCo v2 head) trained by gradient; key encoder = an exponential moving average of the query
 network (momentum m = 0.999), never trained by gradient. Loss: InfoNCE of each query against
-its key (the other view) and the K keys of a queue, temperature 0.2 (`train.temperature`).
+its key (the other view) and the K keys of a queue, temperature 0.2 (`moco.temperature`).
 After each step the global batch's keys are enqueued and the oldest dropped. Defaults from
 PROTOCOLS.md ("MoCo v2 defaults": queue 65,536, m 0.999, T 0.2, 128-d, MLP head, SGD lr 0.03 x
 batch/256, weight decay 1e-4, momentum 0.9, cosine; MoCo-CXR used a queue of 24,576).
@@ -32,6 +32,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from medssl_jax import settings
 from medssl_jax.errors import UserError
 from medssl_jax.losses import info_nce_with_accuracy
 from medssl_jax.methods import base
@@ -92,7 +93,7 @@ class MoCoV2(base.Method):
   config_group = "moco"
 
   def default_config(self) -> dict:
-    return {"queue_size": 65536, "momentum": 0.999, "bn": "shuffle", "bn_groups": 8}
+    return dict(settings.METHOD_DEFAULTS[self.config_group])
 
   def validate(self, config) -> None:
     super().validate(config)
@@ -122,5 +123,5 @@ class MoCoV2(base.Method):
 
   def train_step(self, config):
     m = config.moco
-    return functools.partial(train_step, temperature=float(config.train.temperature), ema=float(m.momentum),
+    return functools.partial(train_step, temperature=float(m.temperature), ema=float(m.momentum),
                              bn=m.bn, groups=int(m.bn_groups), seed=int(config.seed))

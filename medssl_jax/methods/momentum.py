@@ -1,7 +1,8 @@
 """Pure building blocks of MoCo (He et al. 2020) / MoCo v2 (Chen et al. 2020, "Improved baselines").
 
 - `ema_update`: the momentum (key) encoder, theta_k <- m theta_k + (1 - m) theta_q (MoCo Eq. 2;
-  m = 0.999 in MoCo v2, `../shared/PROTOCOLS.md`).
+  m = 0.999 in MoCo v2, `../shared/PROTOCOLS.md`); BYOL's target network the same way.
+- `cosine_momentum`: BYOL's momentum schedule, tau_base -> 1 over the run.
 - `init_queue` / `enqueue`: the dictionary of negatives, a FIFO queue of K keys (65,536 in
   MoCo v2, 24,576 in MoCo-CXR). Each step the keys of the GLOBAL batch are enqueued once and the
   oldest ones dropped, so the queue is the same whether the batch is on one device or eight.
@@ -11,9 +12,10 @@ Queue layout. The queue is a ring buffer: `ptr` is the row the next key goes to,
 `ptr, ptr+1, ..., K-1, 0, ..., ptr-1` run from the oldest key to the newest
 (`jnp.roll(queue, -ptr, axis=0)` puts them in that order). A batch of N keys is written to rows
 (ptr + i) mod K and the pointer advances to (ptr + N) mod K. The MoCo reference code asserts
-K % N == 0 because it writes one contiguous slice; the modular scatter here wraps around the end
-of the buffer, so any N <= K works and K % N == 0 is NOT required. N > K is an error (one step
-would overwrite keys of its own batch).
+K % N == 0 because it writes one contiguous slice. The modular scatter here would also wrap around
+the end of the buffer, but MoCo v2 (`moco_v2.MoCoV2.validate`) requires K % N == 0 all the same,
+as the reference does, so that every key stays in the queue for exactly K / N steps. N > K is an
+error (one step would overwrite keys of its own batch).
 
 Shuffled BN. With per-device BN, a query and its positive key normalised with statistics of the
 same sub-batch share a "signature" that the network can use to find the positive without
@@ -60,6 +62,14 @@ def ema_update(target, online, momentum):
     new = momentum * t.astype(dtype) + (1.0 - momentum) * o.astype(dtype)
     return new.astype(t.dtype)
   return jax.tree_util.tree_map(one, target, online)
+
+
+def cosine_momentum(step, base: float, num_steps: int):
+  """BYOL's target momentum at step k of K (Grill et al. 2020, Sec. 3.3):
+  tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, from tau_base at k = 0 up to 1 at k = K.
+  `step` may be traced; float32."""
+  k = jnp.asarray(step, jnp.float32)
+  return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * k / max(int(num_steps), 1)) + 1.0) / 2.0
 
 
 # --- queue of negatives --------------------------------------------------------------------

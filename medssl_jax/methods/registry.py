@@ -34,13 +34,3 @@ def get(name: str):
   if name not in _METHODS:
     raise UserError(f"method={name!r} is not a registered pretraining method; known: {', '.join(names())}")
   return _METHODS[name]
-
-
-def default_configs() -> dict:
-  """{config group: default settings} of every registered method that has settings of its own."""
-  out = {}
-  for m in _METHODS.values():
-    d = m.default_config()
-    if d is not None:
-      out[m.config_group or m.name] = d
-  return out

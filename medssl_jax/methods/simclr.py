@@ -4,12 +4,13 @@ Encoder + projection head (`models.ContrastiveModel`); both views of every pair 
 network together, interleaved, so under `jax.jit` over a sharded mesh batch norm and the loss
 see the global batch (global BN, cross-replica negatives) without explicit collectives.
 With `pairing='case'` this is MICLe (Azizi et al. Sec. 3.2): the same network, loss and update.
-Settings: `train.temperature` (0.1 in the SimCLR reference), optimiser in `optim`.
+Settings: `simclr.temperature` (0.1 in the SimCLR reference), optimiser in `optim`.
 """
 import functools
 
 import jax
 
+from medssl_jax import settings
 from medssl_jax.losses import nt_xent_with_accuracy
 from medssl_jax.methods import base
 from medssl_jax.methods.registry import register
@@ -34,6 +35,10 @@ def train_step(state, batch: dict, *, temperature: float):
 @register
 class SimCLR(base.Method):
   name = "simclr"
+  config_group = "simclr"
+
+  def default_config(self) -> dict:
+    return dict(settings.METHOD_DEFAULTS[self.config_group])
 
   def train_step(self, config):
-    return functools.partial(train_step, temperature=float(config.train.temperature))
+    return functools.partial(train_step, temperature=float(config.simclr.temperature))

@@ -44,7 +44,7 @@ class Classifier(nn.Module):
 
   def setup(self):
     if self.feature_norm not in FEATURE_NORMS:
-      raise ValueError(f"eval.feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}")
+      raise ValueError(f"finetune.feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}")
     self.encoder = make_encoder(self.arch, self.depth, self.width, self.stem, self.dtype, self.bn_momentum,
                                 resnet_kw=self.resnet_kw, vit_kw=self.vit_kw)
     if self.feature_norm == "batchnorm":
@@ -53,7 +53,7 @@ class Classifier(nn.Module):
     if head_init == "auto":
       head_init = "zeros" if self.frozen_encoder else "lecun_normal"
     if head_init not in HEAD_INITS:
-      raise ValueError(f"eval.head_init={self.head_init!r}: expected 'auto' or one of {sorted(HEAD_INITS)}")
+      raise ValueError(f"finetune.head_init={self.head_init!r}: expected 'auto' or one of {sorted(HEAD_INITS)}")
     self.classifier = nn.Dense(self.num_outputs, dtype=jnp.float32, kernel_init=HEAD_INITS[head_init])
 
   def __call__(self, x, train: bool = True):

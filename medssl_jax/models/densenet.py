@@ -36,6 +36,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medssl_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+
 ModuleDef = Any
 
 # depth -> dense layers per block (growth rate 32, 64 stem channels; torchvision).
@@ -110,7 +112,6 @@ class DenseNet(nn.Module):
   def __call__(self, x, train: bool = True):
     blocks = _block_config(self.depth, self.block_config)
     if self.input_norm == "imagenet":
-      from medssl_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
       if x.shape[-1] != 3:
         raise ValueError(f"model.input_norm='imagenet' needs RGB inputs (data.channels=3); got {x.shape[-1]} channels")
       x = (x.astype(jnp.float32) - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD, jnp.float32)

@@ -38,13 +38,14 @@ import jax
 import jax.numpy as jnp
 
 from medssl_jax.models.resnet import ResNet
+from medssl_jax.errors import UserError
+from medssl_jax.models.contrastive import resnet_settings
 
 DECODER_WIDTHS = (256, 128, 64, 32, 16)
 
 
 def decoder_widths(multiplier: float = 1.0) -> tuple:
   """DECODER_WIDTHS x `multiplier` (config seg.decoder_width), rounded, at least 1 channel each."""
-  from medssl_jax.errors import UserError
   if not multiplier > 0:
     raise UserError(f"seg.decoder_width={multiplier}: must be > 0 (1.0 = widths {DECODER_WIDTHS})")
   return tuple(max(1, int(round(w * multiplier))) for w in DECODER_WIDTHS)
@@ -140,8 +141,6 @@ def segmentation_from_config(model_cfg, num_classes: int,
                              decoder_widths: Sequence[int] = DECODER_WIDTHS) -> SegmentationModel:
   """The U-Net of `model.*` (a ResNet encoder only; its port settings, e.g. of imported
   torchvision weights, are passed on)."""
-  from medssl_jax.errors import UserError
-  from medssl_jax.models.contrastive import resnet_settings
   if getattr(model_cfg, "arch", "resnet") != "resnet":
     raise UserError(f"model.arch={model_cfg.arch!r}: the U-Net's encoder is a ResNet; set model.arch='resnet'")
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

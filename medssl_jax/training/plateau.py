@@ -169,7 +169,7 @@ class PlateauSchedule:
 
 
 # ---- the plateau scale inside a per-step optimiser -------------------------------------------------
-# The fine-tuning loops (finetune.py, finetune_segmentation.py) validate every `eval.eval_every`
+# The fine-tuning loops (finetune.py, finetune_segmentation.py) validate every `finetune.eval_every`
 # steps. Their optimiser is `with_plateau(tx, transform)`: `tx`'s updates times the scale of an optax
 # plateau state kept in the optimiser state, so it is sharded, checkpointed and restored with the
 # rest of training and a resumed run continues with the lr it had. The per-step update only reads

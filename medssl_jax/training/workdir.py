@@ -16,19 +16,23 @@ from etils import epath
 
 from medssl_jax.training import loop
 from medssl_jax.errors import UserError
+from medssl_jax import settings
+from medssl_jax.settings import get_base_config
+import jax
 
 # Keys a resumed run may change: they do not change the trained weights.
 FREE_KEYS = ("train.log_every", "train.prefetch", "train.keep_checkpoints", "train.resume_with_changes",
+             "train.init_from_running",
              "train.profile_steps")
 
 
 def config_differences(saved: dict, config, ignore=FREE_KEYS) -> list:
   """'key: saved -> now' for each setting that differs. A key the saved config lacks counts as
   the library's default (the run predates the key and behaved as the default does)."""
-  from medssl_jax.settings import get_base_config
   saved = loop.flatten(saved)
   if saved.get("method") == "micle" and "pairing" not in saved:  # written before method/pairing split
     saved.update({"method": "simclr", "pairing": "case"})
+  saved = settings.upgrade_saved(saved)  # keys written under names since renamed (settings.RENAMED)
   wanted = loop.flatten(json.loads(config.to_json_best_effort()))
   defaults = loop.flatten(json.loads(get_base_config().to_json_best_effort()))
   diffs = []
@@ -64,8 +68,30 @@ def save_config(workdir: str, config) -> None:
 
 
 def jax_process_index() -> int:
-  import jax
   return jax.process_index()
+
+
+def _previous_results(workdir: str, start_step: int) -> dict:
+  """The results.json of the invocation before this one ({} when there is none or it does not read)."""
+  path = epath.Path(workdir) / "results.json"
+  if start_step <= 0 or not path.is_file():
+    return {}
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {}
+
+
+def loss_history(workdir: str, start_step: int, this_invocation: list) -> dict:
+  """The run's loss history over all its invocations, for results.json: the earlier invocations'
+  entries up to `start_step` (from the previous results.json), then this one's. Complete when the
+  previous invocation's history was and it stopped where this one starts (else a gap: a run
+  killed before it wrote its results; the TensorBoard event files still hold every logged step)."""
+  previous = _previous_results(workdir, start_step)
+  earlier = [tuple(e) for e in previous.get("loss_history", []) if e[0] <= start_step]
+  complete = start_step == 0 or (previous.get("final_step") == start_step
+                                 and bool(previous.get("loss_history_complete", previous.get("resumed_from_step", 0) == 0)))
+  return {"loss_history": earlier + [tuple(e) for e in this_invocation], "loss_history_complete": complete}
 
 
 def wall_time(workdir: str, start_step: int, this_invocation_sec: float) -> dict:
@@ -78,12 +104,8 @@ def wall_time(workdir: str, start_step: int, this_invocation_sec: float) -> dict
   """
   out = {"wall_time_sec": this_invocation_sec, "wall_time_this_invocation_sec": this_invocation_sec,
          "resumed_from_step": int(start_step), "wall_time_complete": start_step == 0}
-  path = epath.Path(workdir) / "results.json"
-  if start_step > 0 and path.is_file():
-    try:
-      previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-      previous = {}
+  previous = _previous_results(workdir, start_step)
+  if previous:
     if previous.get("final_step") == start_step and "wall_time_sec" in previous:
       out["wall_time_sec"] += float(previous["wall_time_sec"])
       out["wall_time_complete"] = bool(previous.get("wall_time_complete", previous.get("resumed_from_step", 0) == 0))

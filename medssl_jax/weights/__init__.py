@@ -7,8 +7,8 @@ An imported checkpoint is a directory laid out as a run's workdir, so every mode
   DIR/checkpoints/0/     Orbax checkpoint, items `params` and `batch_stats`, trunk under 'encoder'
                          (+ 'classifier' when the file has a classifier), as `Classifier` names them
 
-`check_settings` refuses a run that loads such weights (`train.init_checkpoint`,
-`eval.checkpoint`) under other `model.*` settings than those stored with them (padding, input
+`check_settings` refuses a run that loads such weights (`train.init_checkpoint`)
+under other `model.*` settings than those stored with them (padding, input
 normalisation, bottleneck width): the weights would load but compute something else.
 Reading and writing `.pth` needs torch, `.safetensors` the safetensors package: both come with
 `pip install medssl-jax[torch]`.
@@ -18,13 +18,21 @@ import os
 
 import numpy as np
 
+from medssl_jax import jsonio
 from medssl_jax.errors import MissingFileError, UserError
+import importlib
+import collections
+import flax
+from medssl_jax.settings import get_base_config
+from medssl_jax.training import checkpoint as ckpt_lib
+from medssl_jax.training import loop
+from etils import epath
+from medssl_jax.models.contrastive import RESNET_DEFAULTS
 
 EXTRA = "pip install medssl-jax[torch]"
 
 
 def _need(module: str):
-  import importlib
   try:
     return importlib.import_module(module)
   except ImportError as e:
@@ -62,27 +70,25 @@ def load_tensors(path: str, training_checkpoint: bool = False) -> dict:
 
 
 def save_tensors(state_dict: dict, path: str, metadata: dict | None = None) -> None:
-  """Writes {name: NumPy array} as a `.pth` state_dict (torch.save) or `.safetensors` (+ str metadata)."""
+  """Writes {name: NumPy array} (atomically) as a `.pth` state_dict (torch.save) or `.safetensors` (+ str metadata)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if path.endswith(".safetensors"):
-    _need("safetensors.numpy").save_file({k: np.array(v, order="C") for k, v in state_dict.items()}, path,
-                                         metadata={k: str(v) for k, v in (metadata or {}).items()})
+    save_file = _need("safetensors.numpy").save_file
+    with jsonio.atomic_path(path) as tmp:  # a temporary name unique to this writer, then a rename
+      save_file({k: np.array(v, order="C") for k, v in state_dict.items()}, str(tmp),
+                metadata={k: str(v) for k, v in (metadata or {}).items()})
     return
   if not path.endswith(".pth") and not path.endswith(".pt"):
     raise UserError(f"--out={path}: expected a .pth (torch state_dict) or .safetensors file name")
   torch = _need("torch")
-  import collections
-  torch.save(collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in state_dict.items()), path)
+  with jsonio.atomic_path(path) as tmp:
+    torch.save(collections.OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in state_dict.items()), str(tmp))
 
 
 def write_checkpoint(out_dir: str, params: dict, batch_stats: dict, model_settings: dict, info: dict,
                      data_settings: dict | None = None) -> str:
   """Writes `out_dir` as described in the module docstring; returns its checkpoints/ path.
   `data_settings`: `data.*` values the weights imply (a ViT's data.image_size)."""
-  import flax
-  from medssl_jax.settings import get_base_config
-  from medssl_jax.training import checkpoint as ckpt_lib
-  from medssl_jax.training import loop
 
   ckpt_dir = os.path.join(os.path.abspath(out_dir), "checkpoints")
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
@@ -112,9 +118,6 @@ def write_checkpoint(out_dir: str, params: dict, batch_stats: dict, model_settin
 def stored_config(path: str):
   """The config.json stored with the checkpoint at `path` (a workdir or its checkpoints/), or None
   (also when there is no checkpoint directory: the caller's restore says so)."""
-  from etils import epath
-  from medssl_jax.errors import MissingFileError
-  from medssl_jax.training import checkpoint as ckpt_lib
   try:
     directory = ckpt_lib.checkpoint_dir(path).rstrip("/")
   except MissingFileError:
@@ -129,7 +132,6 @@ def check_settings(path: str, model_cfg, where: str, data_cfg=None) -> None:
   stored with the weights at `path` (its config.json; one without the key had the default).
   A ViT's (model.arch='vit'): its variant and input_norm, and, given `data_cfg`, data.image_size
   (the position embeddings are made for one number of patches and are not interpolated)."""
-  from medssl_jax.models.contrastive import RESNET_DEFAULTS
   saved = stored_config(path)
   saved_arch, arch = (saved or {}).get("model", {}).get("arch", "resnet"), getattr(model_cfg, "arch", "resnet")
   if saved is not None and saved_arch != arch:

@@ -26,6 +26,7 @@ import numpy as np
 from medssl_jax.errors import UserError
 from medssl_jax.weights import timm as timm_lib
 from medssl_jax.weights import torchvision as tv
+from medssl_jax import weights
 
 VITS = {"dino_vits16": "S/16", "dino_vits8": "S/8", "dino_vitb16": "B/16", "dino_vitb8": "B/8"}
 ARCHS = tuple(VITS) + ("dino_resnet50",)
@@ -71,7 +72,6 @@ def from_state_dict(state_dict: dict, arch: str):
 
 def load(path: str, arch: str):
   """import-weights' loader: (params, batch_stats, model settings) of the DINO file at `path`."""
-  from medssl_jax import weights
   settings = model_settings(arch)
   params, batch_stats = from_state_dict(weights.load_tensors(path), arch)
   return params, batch_stats, settings

@@ -24,6 +24,7 @@ import numpy as np
 
 from medssl_jax.errors import UserError
 from medssl_jax.weights import torchvision as tv
+from medssl_jax import weights
 
 PREFIXES = ("module.encoder_q.", "encoder_q.")   # DDP-saved (every official file), or unwrapped
 IGNORED = ("encoder_k.", "queue", "queue_ptr")    # after 'module.'
@@ -32,7 +33,6 @@ IGNORED = ("encoder_k.", "queue", "queue_ptr")    # after 'module.'
 def load_pth(path: str) -> dict:
   """{name: NumPy array} of a torch training checkpoint: its 'state_dict' entry when it has one
   (main_moco.py's {'epoch', 'arch', 'state_dict', 'optimizer'}), else the file's dict itself."""
-  from medssl_jax import weights
   return weights.load_tensors(path, training_checkpoint=True)
 
 

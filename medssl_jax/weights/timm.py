@@ -36,6 +36,9 @@ import numpy as np
 from medssl_jax.errors import UserError
 from medssl_jax.models.vit import PRESETS
 from medssl_jax.weights import torchvision as tv
+from medssl_jax import weights
+from medssl_jax.models.contrastive import RESNET_DEFAULTS
+from medssl_jax.training import checkpoint as ckpt_lib
 
 RESNETS = tuple(tv.ARCHS)
 # timm name -> (models/vit.py variant, input_norm of its default pretrained tag in timm 1.0.31)
@@ -215,7 +218,6 @@ def from_state_dict(state_dict: dict, arch: str):
 
 def load(path: str, arch: str):
   """import-weights' loader: (params, batch_stats, model settings) of the timm file at `path`."""
-  from medssl_jax import weights
   settings = model_settings(arch)  # refuses an unknown arch before reading the file
   params, batch_stats = from_state_dict(weights.load_tensors(path), arch)
   return params, batch_stats, settings
@@ -251,9 +253,6 @@ def to_state_dict(params: dict, batch_stats: dict, arch: str | None = None, incl
 
 def export(checkpoint: str, out: str, allow_padding_change: bool = False) -> dict:
   """export-weights --format timm: writes `out`; returns what export_weights reports."""
-  from medssl_jax import weights
-  from medssl_jax.models.contrastive import RESNET_DEFAULTS
-  from medssl_jax.training import checkpoint as ckpt_lib
   config = weights.stored_config(checkpoint) or {}
   model = config.get("model", {})
   params, batch_stats, step = ckpt_lib.restore_weights(checkpoint)

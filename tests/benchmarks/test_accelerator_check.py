@@ -3,10 +3,12 @@ tiny sizes, so that it works the first time it meets a GPU: every part reports n
 table is printed last and the JSON keeps them."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,3 +82,52 @@ def test_one_part_alone_also_writes_its_json(tmp_path):
   rows = res["host"]["rows"]
   assert {r["workers"] for r in rows} >= {1} and all(r["pairs_per_sec"] > 0 for r in rows)
   assert {r["augmentation"] for r in rows} == {"simclr", "chexpert"}
+
+
+def test_gpu_check_sh_dry_run_names_the_end_to_end_commands(tmp_path):
+  """launch/gpu_check.sh's end-to-end part, its commands only (no GPU here): 224 px from the
+  covid_cxr_multi images, as the files and as 256-px records, the real loop via throughput --end_to_end."""
+  out = tmp_path / "e2e.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHON=sys.executable)
+  p = subprocess.run(["bash", "launch/gpu_check.sh", "--part=e2e", "--e2e_dry_run", f"--out={out}"], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  cmds = {k: shlex.split(v) for k, v in json.loads(out.read_text())["e2e"]["commands"].items()}
+  assert json.loads(out.read_text())["e2e"]["images"] == "../shared/data/covid_cxr_multi"
+  prep, files, records = cmds["prepare"], cmds["files"], cmds["records"]
+  assert prep[1:4] == ["-m", "medssl_jax", "prepare-data"] and "--short_side=256" in prep and "--splits=train" in prep
+  out_dir = next(a.split("=", 1)[1] for a in prep if a.startswith("--out="))
+  for cmd in (files, records):
+    assert cmd[1:6] == ["-m", "medssl_jax", "throughput", "--end_to_end", "--input_batches=0"]
+    for flag in ("--config=configs/covid_cxr_micle.py:simclr", "--config.data.image_size=224", "--config.model.depth=50",
+                 "--config.model.width=1.0", "--config.model.dtype=bfloat16", "--config.train.batch_size=256",
+                 "--config.data.pipeline=grain", "--config.aug.on_device=auto"):
+      assert flag in cmd, (flag, cmd)
+  assert "--steps=40" in files and "--steps=100" in records
+  assert records[-2:] == ["--config.data.source=records", f"--config.data.path={out_dir}"]
+
+
+def test_end_to_end_part_runs_on_the_cpu_from_files_and_records(tmp_path):
+  from benchmarks import accelerator_check as ac
+  images = tmp_path / "images"
+  images.mkdir()
+  rng = np.random.default_rng(2)
+  for i, (h, w) in enumerate([(40, 52), (48, 48), (60, 44)]):  # grey and colour, larger than the records' side
+    Image.fromarray(rng.integers(0, 255, (h, w) if i % 2 else (h, w, 3), dtype=np.uint8)).save(images / f"x{i}.png")
+  out = tmp_path / "e2e.json"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check", "--part=e2e", "--depth=18", "--width=0.125",
+                      "--image_size=16", "--e2e_batch=2", "--e2e_steps=2,3", "--e2e_short_side=24", "--e2e_pipeline=numpy",
+                      f"--images={images}", f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert p.returncode == 0, p.stderr[-2000:]
+  e2e = json.loads(out.read_text())["e2e"]
+  assert e2e["num_images"] == 3 and "error" not in e2e
+  rows = e2e["rows"]
+  assert [r["data"] for r in rows] == ["original files", "records, short side 24"]
+  for r, timed in zip(rows, (1, 2)):
+    assert "error" not in r, r
+    assert r["timed_steps"] == timed and r["pairs_per_sec"] > 0 and 0.0 <= r["input_wait_fraction"] <= 1.0
+    assert r["of_step_rate"] == pytest.approx(r["pairs_per_sec"] / r["step_only_pairs_per_sec"])
+    assert r["aug_on_device"] is False and r["host_pipeline"] == "numpy"  # 'auto' on the CPU
+  text = ac.e2e_table(e2e)
+  assert f"| original files (aug.on_device False) | numpy | 2 | {rows[0]['pairs_per_sec']:.0f} (" in text

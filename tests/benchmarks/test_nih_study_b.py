@@ -1,4 +1,5 @@
-"""benchmarks/nih_study_b.py: the smoke scale on the real NIH folder, and its report section."""
+"""benchmarks/nih_study_b.py: the smoke scale on the real NIH folder, and its report section
+(benchmarks/nih_study_b_report.py)."""
 import json
 import os
 
@@ -8,7 +9,10 @@ from sklearn import metrics as skm
 
 from benchmarks import common
 from benchmarks import nih_study_b as study
+from benchmarks import nih_study_b_report
 from benchmarks import report
+from benchmarks import report_lib
+from input_pipeline.sources import nih
 
 
 def _paired_by_patient(a_path, b_path, metric, keep, reps):
@@ -84,13 +88,12 @@ def test_smoke_study_and_its_report_on_the_real_folder(shared_data, tmp_path):
   # Table rows: the arm cells are results.json's intervals, the Δ cells a paired bootstrap re-computed here.
   reps = s["num_replicates"]
   by = {(r["target"], r["arm"]): r for r in evals}
-  from input_pipeline.sources import nih
   for target, metric in (("binary", "top1"), ("binary", "auc"), ("multilabel", "mean_auc")):
     res = {a: json.load(open(os.path.join(by[(target, a)]["workdir"], "results.json"))) for a in study.EVAL_ARMS}
     pred = lambda a: os.path.join(by[(target, a)]["workdir"], "predictions_test.npz")  # noqa: E731
     keep = [nih.NIH_FINDINGS.index(n) for n in over]
-    cells = [report.fmt_ci(res[a]["test"][metric]) for a in study.EVAL_ARMS]
-    cells += [_paired_by_patient(pred(a), pred(b), metric, keep, reps) for a, b in study.PAIRS]
+    cells = [report_lib.fmt_ci(res[a]["test"][metric]) for a in study.EVAL_ARMS]
+    cells += [_paired_by_patient(pred(a), pred(b), metric, keep, reps) for a, b in nih_study_b_report.PAIRS]
     r0 = res["base"]
     row = (f"| 1 | 0 | {r0['num_train_images']} ({r0['num_train_cases']}) | " + " | ".join(cells) + " |")
     assert row in md, (row, md)
@@ -100,7 +103,7 @@ def test_smoke_study_and_its_report_on_the_real_folder(shared_data, tmp_path):
     for v in parts:
       p = res["base"]["test_subgroups"][column][v]
       row = (f"| multilabel | finetune | mean_auc | {column} {v} | {p['num_images']} ({p['num_cases']}) | "
-             + " | ".join(report.fmt_ci(res[a]["test_subgroups"][column][v]["mean_auc"]) for a in study.EVAL_ARMS))
+             + " | ".join(report_lib.fmt_ci(res[a]["test_subgroups"][column][v]["mean_auc"]) for a in study.EVAL_ARMS))
       assert row in md
   assert sum(res["base"]["test_subgroups"]["view"][v]["num_images"] for v in ("AP", "PA")) == 200
 

@@ -7,7 +7,10 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
+from medssl_jax import errors
 from medssl_jax import main as main_lib
+from medssl_jax.commands import common
+from medssl_jax.commands import compare as compare_command
 from medssl_jax.evaluation import compare, metrics
 from tests.helpers import tiny_config
 
@@ -41,7 +44,7 @@ def manifest_config(manifest, seed=0, steps=4):
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", 0.1, 0
   c.train.log_every = c.train.checkpoint_every = steps
   c.train.prefetch = 1
-  c.eval.init, c.eval.num_replicates = "random", 20
+  c.finetune.init, c.eval.num_replicates = "random", 20
   c.eval.case_level, c.eval.exclude_classes = True, ("Other",)
   return c
 
@@ -78,8 +81,9 @@ def test_compare_reproduces_the_reported_case_level_metrics(two_runs):
   assert result["top1"]["a"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
   assert len(y) == 12 < len(a["labels"])   # case level: 12 test cases, more images
   # The command prints and writes the same values.
-  assert compare.main([str(wa / "predictions_test.npz"), str(wb / "predictions_test.npz"), "--num_replicates", "30",
-                       "--out", str(wa / "diff.json")]) == 0
+  assert common.call(compare_command.cli, ["medssl-jax compare", str(wa / "predictions_test.npz"),
+                                           str(wb / "predictions_test.npz"), "--num_replicates", "30",
+                                           "--out", str(wa / "diff.json")]) == 0
   written = json.loads((wa / "diff.json").read_text())
   assert written["metrics"]["top1"]["a"] == ra["test"]["top1"]["value"]
   assert written["metric_settings"]["case_level"] and written["metric_settings"]["exclude_classes"] == [2]
@@ -149,3 +153,11 @@ def test_a_subset_of_metrics_has_the_same_intervals(two_runs):
     assert part[name] == full[name], name
   with pytest.raises(ValueError, match=r"metrics \['mean_auc'\] are not metrics of this multiclass file"):
     compare.compare(a, b, num_replicates=5, metrics=("top1", "mean_auc"))
+
+
+def test_compare_needs_two_files(two_runs, capsys, monkeypatch):
+  monkeypatch.setattr(errors, "arm_exit_watchdog", lambda code: None)  # never in the test process
+  only = str(two_runs[0] / "predictions_test.npz")
+  assert common.call(compare_command.cli, ["medssl-jax compare", only]) == 2
+  assert capsys.readouterr().err == (f"error: compare takes two prediction files A B, got 1 argument(s) [{only!r}]; "
+                                     f"e.g. medssl-jax compare A/predictions_test.npz B/predictions_test.npz\n")

@@ -1,8 +1,13 @@
 """Metrics against sklearn and hand-computed cases; bootstrap intervals; paired comparisons."""
+import json
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from medssl_jax import errors
+from medssl_jax.commands import common
+from medssl_jax.commands import compare as compare_command
 from medssl_jax.evaluation import bootstrap, compare, metrics
 
 
@@ -114,7 +119,8 @@ def test_paired_difference():
   assert diff["difference"] > 0.3 and diff["excludes_zero"]
 
 
-def test_compare_command(tmp_path):
+def test_compare_command(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(errors, "arm_exit_watchdog", lambda code: None)  # never in the test process
   y, good = _mc(n=120, signal=3.0)
   _, bad = _mc(n=120, signal=0.0, seed=1)
   ids = np.array([f"img{i}" for i in range(120)])
@@ -123,15 +129,36 @@ def test_compare_command(tmp_path):
   compare.save_predictions(tmp_path / "b.npz", image_ids=ids[order], case_ids=ids[order], labels=y[order],
                            probs=bad[order], task="multiclass")
   out = tmp_path / "diff.json"
-  assert compare.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--num_replicates", "100",
-                       "--out", str(out)]) == 0
-  import json
+  assert common.call(compare_command.cli, ["medssl-jax compare", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+                                           "--num_replicates", "100", "--out", str(out)]) == 0
   result = json.loads(out.read_text())["metrics"]
   assert result["top1"]["excludes_zero"] and result["top1"]["difference"] > 0.3
   compare.save_predictions(tmp_path / "c.npz", image_ids=ids[:60], case_ids=ids[:60], labels=y[:60],
                            probs=bad[:60], task="multiclass")
-  with pytest.raises(ValueError, match="different test sets"):
-    compare.main([str(tmp_path / "a.npz"), str(tmp_path / "c.npz")])
+  assert common.call(compare_command.cli, ["medssl-jax compare", str(tmp_path / "a.npz"), str(tmp_path / "c.npz")]) == 2
+  assert "different test sets" in capsys.readouterr().err
+
+
+def test_compare_takes_the_replicate_count_the_runs_recorded(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(errors, "arm_exit_watchdog", lambda code: None)
+  y, good = _mc(n=80, signal=3.0)
+  _, bad = _mc(n=80, signal=0.0, seed=1)
+  ids = np.array([f"img{i}" for i in range(80)])
+  paths = []
+  for name, probs, reps in (("a", good, 50), ("b", bad, 70)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(json.dumps({"eval": {"num_replicates": reps}}))
+    paths.append(str(tmp_path / name / "predictions_test.npz"))
+    compare.save_predictions(paths[-1], image_ids=ids, case_ids=ids, labels=y, probs=probs, task="multiclass")
+  out = tmp_path / "diff.json"
+  assert common.call(compare_command.cli, ["medssl-jax compare", *paths, f"--out={out}"]) == 0
+  saved = json.loads(out.read_text())
+  assert saved["num_replicates"] == 70  # the larger of the two runs' counts
+  want = compare.compare(compare.load_predictions(paths[0]), compare.load_predictions(paths[1]), 70, 0)
+  assert saved["metrics"]["top1"]["ci_low"] == pytest.approx(want["top1"]["ci_low"])
+  assert "70 paired bootstrap replicates (as the runs recorded)" in capsys.readouterr().out
+  assert common.call(compare_command.cli, ["medssl-jax compare", *paths, "--num_replicates=40", f"--out={out}"]) == 0
+  assert json.loads(out.read_text())["num_replicates"] == 40  # asked for: used
 
 
 def test_binary_auc_is_sklearns_roc_auc_ties_included():
@@ -149,3 +176,17 @@ def test_binary_auc_is_sklearns_roc_auc_ties_included():
   assert metrics.binary_auc([0, 1, 1], [0.5, 0.5, 0.9]) == 0.75  # a tie counts 1/2
   with pytest.raises(ValueError, match="both a positive and a negative"):
     metrics.binary_auc([1, 1], [0.2, 0.3])
+
+
+def test_log_loss_is_sklearns_and_leaves_missing_labels_out():
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet(np.ones(4), size=50)
+  y = rng.integers(0, 4, size=50)
+  assert metrics.log_loss(y, probs, "multiclass") == pytest.approx(skm.log_loss(y, probs, labels=range(4)), rel=1e-9)
+  p = rng.uniform(0.01, 0.99, size=(30, 3))
+  ym = (rng.random((30, 3)) < 0.4).astype(np.float32)
+  ym[::4, 1] = np.nan
+  present = ~np.isnan(ym)
+  want = np.mean([skm.log_loss([ym[i, j]], [p[i, j]], labels=[0, 1]) for i, j in zip(*np.nonzero(present))])
+  assert metrics.log_loss(ym, p, "multilabel") == pytest.approx(want, rel=1e-9)
+  assert metrics.log_loss(np.array([0]), np.array([[1.0, 0.0]]), "multiclass") == pytest.approx(1e-7, rel=1e-3)  # clipped: finite

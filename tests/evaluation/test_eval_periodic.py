@@ -1,5 +1,4 @@
-"""eval.eval_every: validation at the expected steps, and test metrics of the best-on-validation state."""
-import glob
+"""finetune.eval_every: validation at the expected steps, and test metrics of the best-on-validation state."""
 import json
 import os
 
@@ -8,9 +7,8 @@ import pytest
 from sklearn import metrics as skm
 
 from medssl_jax.training import checkpoint as ckpt_lib
-from medssl_jax import finetune
 from medssl_jax import main as main_lib
-from tests.helpers import tiny_config
+from tests.helpers import scalar_steps, tiny_config
 
 
 def periodic_config(steps=12, eval_every=4):
@@ -22,19 +20,9 @@ def periodic_config(steps=12, eval_every=4):
   c.aug.blur_prob, c.aug.color_prob = 0.0, 0.0
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", 0.2, 0
   c.train.log_every, c.train.checkpoint_every, c.train.prefetch = 2, 6, 1
-  c.eval.init, c.eval.num_replicates = "random", 20
-  c.eval.eval_every = eval_every
+  c.finetune.init, c.eval.num_replicates = "random", 20
+  c.finetune.eval_every = eval_every
   return c
-
-
-def scalar_steps(workdir, tag):
-  """Steps at which `tag` was written to the run's TensorBoard event files (scalar or tensor form)."""
-  from tensorboard.backend.event_processing import event_file_loader
-  steps = []
-  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-    for event in event_file_loader.EventFileLoader(path).Load():
-      steps += [event.step for v in event.summary.value if v.tag == tag]
-  return sorted(steps)
 
 
 @pytest.fixture(scope="module")
@@ -69,18 +57,43 @@ def test_validation_at_the_expected_steps_and_the_best_state_is_reported(periodi
   assert best == results["selected_step"]
 
 
+def test_validation_once_per_epoch_on_the_loss(tmp_path):
+  """finetune.eval_every_epochs=1: a validation every ceil(labelled / batch) steps although
+  train.log_every does not divide it; select_metric='loss' picks the lowest validation
+  cross-entropy, which is sklearn's log loss of the saved validation predictions."""
+  c = periodic_config(steps=14, eval_every=0)
+  c.finetune.eval_every_epochs, c.finetune.select_metric = 1.0, "loss"
+  c.train.log_every, c.train.checkpoint_every = 5, 7
+  results = main_lib.run(c, str(tmp_path / "ft"))
+  per_epoch = -(-results["num_train_images"] // c.train.batch_size)
+  assert per_epoch % c.train.log_every  # the case this test is about
+  want = sorted(set(range(per_epoch, 15, per_epoch)) | {14})
+  assert [h["step"] for h in results["val_history"]] == want
+  losses = [h["loss"] for h in results["val_history"]]
+  assert results["select_metric"] == "loss"
+  assert results["selected_step"] == results["val_history"][int(np.argmin(losses))]["step"]
+  val = np.load(os.path.join(tmp_path / "ft", "predictions_val.npz"))
+  probs = val["probs"].astype(np.float64)
+  probs /= probs.sum(1, keepdims=True)  # float32 softmax outputs sum to 1 within 1e-7
+  assert skm.log_loss(val["labels"], probs, labels=range(probs.shape[1])) == pytest.approx(min(losses), rel=1e-4)
+
+
 def test_eval_every_settings_are_checked(tmp_path):
   c = periodic_config(eval_every=3)   # not a multiple of log_every=2
-  with pytest.raises(ValueError, match=r"eval.eval_every=3 must be 0 .* multiple of train.log_every=2"):
+  with pytest.raises(ValueError, match=r"finetune.eval_every=3 must be 0 .* multiple of train.log_every=2"):
     main_lib.run(c, str(tmp_path / "a"))
   c = periodic_config()
-  c.eval.val_split = ""
-  with pytest.raises(ValueError, match="validates on eval.val_split, which is empty"):
+  c.finetune.val_split = ""
+  with pytest.raises(ValueError, match="validates on finetune.val_split, which is empty"):
     main_lib.run(c, str(tmp_path / "b"))
   c = periodic_config()
-  c.eval.select_metric = "mean_auc"
-  with pytest.raises(ValueError, match=r"eval.select_metric='mean_auc' is not a metric .* use one of \['top1'"):
+  c.finetune.select_metric = "mean_auc"
+  with pytest.raises(ValueError, match=r"finetune.select_metric='mean_auc' is not a metric .* use one of \['top1'"):
     main_lib.run(c, str(tmp_path / "c"))
+  c = periodic_config()
+  c.finetune.eval_every_epochs = 1.0
+  with pytest.raises(ValueError, match=r"finetune.eval_every=4 and finetune.eval_every_epochs=1 both set how often"):
+    main_lib.run(c, str(tmp_path / "d"))
 
 
 def _stop_step(history, metric, patience):
@@ -100,7 +113,7 @@ def _stop_step(history, metric, patience):
 
 def test_early_stop_ends_training_then_tests_the_best_state_and_a_rerun_does_not_train(tmp_path):
   c = periodic_config(steps=60, eval_every=2)
-  c.eval.early_stop_patience = 3
+  c.finetune.early_stop_patience = 3
   c.optim.base_lr = 0.02
   workdir = str(tmp_path / "es")
   results = main_lib.run(c, workdir)
@@ -122,7 +135,7 @@ def test_early_stop_ends_training_then_tests_the_best_state_and_a_rerun_does_not
 def test_plateau_cuts_the_lr_and_a_preempted_run_resumes_with_it(tmp_path, monkeypatch):
   from medssl_jax.training import loop
   c = periodic_config(steps=12, eval_every=2)
-  c.eval.plateau_factor, c.eval.plateau_patience = 0.5, 1
+  c.finetune.plateau_factor, c.finetune.plateau_patience = 0.5, 1
   whole = main_lib.run(c, str(tmp_path / "whole"))
   cuts = whole["lr_reduced_at"]
   assert cuts and whole["final_lr_scale"] == 0.5 ** len(cuts) and not whole["stopped_early"]

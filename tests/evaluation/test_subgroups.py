@@ -5,7 +5,7 @@ from sklearn import metrics as skm
 
 from configs.base import get_base_config
 from input_pipeline.sources import Source
-from medssl_jax import finetune
+from medssl_jax.runs import classify
 from medssl_jax.evaluation import compare, metrics, subgroups
 
 
@@ -33,15 +33,15 @@ def test_multilabel_mean_leaves_out_excluded_labels():
 def test_min_positives_picks_labels_from_the_test_split_and_compare_agrees(tmp_path):
   y, p = _multilabel()
   c = get_base_config()
-  c.eval.task, c.eval.min_positives = "multilabel", 3
+  c.finetune.task, c.eval.min_positives = "multilabel", 3
   src = Source("t", y, np.arange(len(y)), np.arange(len(y)), 4, images=np.zeros((len(y), 2, 2, 1), np.uint8),
                class_names=("a", "b", "c", "rare"))
-  assert finetune.sparse_labels(c, src) == (3,)
-  summary = finetune.label_summary(c, src, (3,))
+  assert classify.sparse_labels(c, src) == (3,)
+  summary = classify.label_summary(c, src, (3,))
   assert summary["mean_over_labels"] == ["a", "b", "c"] and summary["test_positives"]["rare"] == 2
   assert summary["test_positives"]["a"] == int(y[:, 0].sum())
   c.eval.min_positives = 0
-  assert finetune.sparse_labels(c, src) == ()
+  assert classify.sparse_labels(c, src) == ()
   # A prediction file records the left-out labels; compare's value is the run's mean over the rest.
   path = str(tmp_path / "pred.npz")
   compare.save_predictions(path, image_ids=np.arange(len(y)), case_ids=np.arange(len(y)), labels=y, probs=p,

@@ -256,8 +256,9 @@ def test_view_draws_are_independent_per_op():
     x = base(img, seed)
     # Crop-only view: the box is drawn from op 0's generator.
     oy, ox, ch, cw = A.crop_box(40, 33, np.random.default_rng([s, 1, 0]))
-    ref = A.resize_bilinear(img[oy:oy + ch, ox:ox + cw] / np.float32(255), 16, 16)
-    np.testing.assert_allclose(x, ref, atol=1e-6)
+    crop = img[oy:oy + ch, ox:ox + cw]
+    np.testing.assert_array_equal(x, A.resize(crop, 16, 16) / np.float32(255))   # resized in uint8, then float
+    np.testing.assert_allclose(x, A.resize_bilinear(crop / np.float32(255), 16, 16), atol=1 / 255)
     # Adding a flip keeps the crop; the flip decision comes from op 2's generator.
     flip = np.random.default_rng([s, 1, 2]).random() < 0.5
     n_flipped += flip
@@ -276,8 +277,10 @@ def test_view_draws_are_independent_per_op():
 def test_view_without_crop_resizes_whole_image():
   img = _uint8(40, 33, 1)
   out = A.make_view_fn(_Aug(), 20, 3)(img, [0, 0])
-  np.testing.assert_allclose(out, A.resize_bilinear(np.tile(img / np.float32(255), (1, 1, 3)),
-                                                    20, 20), atol=1e-6)
+  # Resized as 1 channel in uint8, tiled to 3 after; within a grey level of tiling first, resizing in float.
+  np.testing.assert_array_equal(out, np.tile(A.resize(img, 20, 20), (1, 1, 3)) / np.float32(255))
+  np.testing.assert_allclose(out, A.resize_bilinear(np.tile(img / np.float32(255), (1, 1, 3)), 20, 20),
+                             atol=1 / 255)
 
 
 def test_eval_fn():

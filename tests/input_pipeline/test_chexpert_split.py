@@ -82,4 +82,4 @@ def test_chexpert_resplit_splits(tmp_path):
 def test_chexpert_finetune_config_uses_the_resplit():
   from configs import chexpert_finetune
   c = chexpert_finetune.get_config()
-  assert (c.data.train_split, c.eval.val_split, c.data.eval_split) == ("resplit_train", "resplit_val", "resplit_test")
+  assert (c.data.train_split, c.finetune.val_split, c.data.eval_split) == ("resplit_train", "resplit_val", "resplit_test")

@@ -116,8 +116,9 @@ def test_config_crop_fires_in_both_pipelines(config, variant, hw):
     assert ch == cw == SIDES[hw]
     crop = image[oy:oy + ch, ox:ox + cw]
     np.testing.assert_allclose(got_tf, augment.resize(augment.to_channels(crop, 3), size).numpy(), atol=1e-6)
-    np.testing.assert_allclose(np_view(image, seed),
-                               augment_np.resize_bilinear(crop / np.float32(255), size, size), atol=1e-6)
+    got_np = np_view(image, seed)   # resized in uint8 (OpenCV), then float: within a grey level of float
+    np.testing.assert_array_equal(got_np, augment_np.resize(crop, size, size) / np.float32(255))
+    np.testing.assert_allclose(got_np, augment_np.resize_bilinear(crop / np.float32(255), size, size), atol=1 / 255)
 
 
 def _big_source(h=390, w=320, n=4, c=1):
@@ -251,8 +252,9 @@ def test_eval_centre_crop_is_the_same_in_both_pipelines(tmp_path, hw, box, chann
   got_tf, _ = pipeline.make_eval_arrays(src, 70, channels, crop_fraction=0.875)
   got_np, _ = numpy_pipeline.make_eval_arrays(src, 70, channels, crop_fraction=0.875)
   np.testing.assert_allclose(got_np, got_tf, atol=0.01)
-  ref = augment_np.resize_bilinear(smooth[0, oy:oy + 280, ox:ox + 280] / np.float32(255), 70, 70)
-  np.testing.assert_allclose(got_np[0], ref, atol=1e-6)
+  crop = smooth[0, oy:oy + 280, ox:ox + 280]
+  np.testing.assert_array_equal(got_np[0], augment_np.resize(crop, 70, 70) / np.float32(255))
+  np.testing.assert_allclose(got_np[0], augment_np.resize_bilinear(crop / np.float32(255), 70, 70), atol=1 / 255)
   whole, _ = numpy_pipeline.make_eval_arrays(src, 70, channels)   # 1.0: the whole image, not the crop
   assert np.abs(whole - got_np).max() > 0.05
 
@@ -278,7 +280,7 @@ def test_configs_use_the_fixed_crop_and_the_centre_crop_at_evaluation():
 
 def test_finetune_evaluation_reads_the_eval_crop_fraction(monkeypatch, tmp_path):
   """The runs' test metrics use aug.eval_crop_fraction (else the configs' 0.875 would be inert)."""
-  from medssl_jax import finetune
+  from medssl_jax.runs import classify
   seen = []
 
   class Recording:
@@ -287,13 +289,13 @@ def test_finetune_evaluation_reads_the_eval_crop_fraction(monkeypatch, tmp_path)
       seen.append(crop_fraction)
       return np.zeros((len(source), image_size, image_size, channels), np.float32), np.asarray(source.labels)
 
-  monkeypatch.setattr(finetune, "predict", lambda state, images, mesh, task, *a, **k: np.tile([0.6, 0.4], (len(images), 1)))
+  monkeypatch.setattr(classify, "predict", lambda state, images, mesh, task, *a, **k: np.tile([0.6, 0.4], (len(images), 1)))
   src = _big_source(28, 28, n=6)
   for config, expected in [(chexpert_finetune.get_config("local"), 0.875), (get_base_config(), 1.0)]:
     with config.unlocked():
-      config.eval.num_replicates, config.eval.task = 5, "multiclass"
+      config.eval.num_replicates, config.finetune.task = 5, "multiclass"
       config.data.image_size, config.data.channels = 28, 1
-    finetune.evaluate(config, None, None, src, Recording, "test", str(tmp_path))
+    classify.evaluate(config, None, None, src, Recording, "test", str(tmp_path))
     assert seen[-1] == expected
 
 

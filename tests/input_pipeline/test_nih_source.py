@@ -141,15 +141,25 @@ def test_micle_bag_cap_holds_and_is_deterministic(nih_dir):
   _, per_case = np.unique(src.case_ids, return_counts=True)
   assert per_case.max() > 6  # the cap has something to do
   for cap in (6, 2):
-    case_ids, table, sizes = indexing.bag_table(src, cap)
+    case_ids, table, sizes = indexing.bag_table(src, cap, seed=3)
     assert table.shape == (src.num_cases, cap) and sizes.max() == cap
     np.testing.assert_array_equal(sizes, np.minimum(per_case, cap))
-    again = indexing.bag_table(sources.load_source(c.data, "train"), cap)[1]
-    np.testing.assert_array_equal(table, again)
-    for k, cid in enumerate(case_ids):  # each bag: images of its own patient only, its first `cap`
+    again = indexing.bag_table(sources.load_source(c.data, "train"), cap, seed=3)[1]
+    np.testing.assert_array_equal(table, again)  # the same subset for the same seed
+    other = indexing.bag_table(src, cap, seed=4)[1]
+    assert not np.array_equal(table, other)  # another seed, another draw (some patient has > cap images)
+    first_only = True
+    for k, cid in enumerate(case_ids):  # each bag: images of its own patient only, `cap` of them at most
       idx = table[k, :sizes[k]]
-      assert set(src.case_ids[idx].tolist()) == {cid}
-      np.testing.assert_array_equal(idx, np.flatnonzero(src.case_ids == cid)[:cap])
+      assert set(src.case_ids[idx].tolist()) == {cid} and len(set(idx.tolist())) == len(idx)
+      first_only &= np.array_equal(idx, np.flatnonzero(src.case_ids == cid)[:cap])
+    assert not first_only  # a random subset of the whole bag (MICLe's Algorithm 1), not its first images
+  with pytest.raises(UserError, match=r"data.max_bag_size=-1: expected 0 \(every image of a case\) or a positive cap"):
+    indexing.bag_table(src, -1)
+  # 0: every image of every patient.
+  _, table, sizes = indexing.bag_table(src, 0)
+  np.testing.assert_array_equal(sizes, per_case)
+  assert table.shape == (src.num_cases, per_case.max())
   # Pairs drawn by the pipeline never leave the capped bag.
   table, sizes, case_index, _ = indexing.pretrain_units(src, "case", 6)
   allowed = {int(k): set(table[k, :sizes[k]].tolist()) for k in range(len(table))}

@@ -116,7 +116,7 @@ def test_a_labelled_set_smaller_than_the_batch_is_repeated_only_when_asked():
   src = sources.Source("toy", src.labels, src.case_ids, src.image_ids, 2, images=noise)
   kw = dict(aug_cfg=c.aug, image_size=8, channels=1, global_batch=8, seed=0, indices=np.array([0, 3, 6, 10, 11]))
   for it in (pipeline.supervised_iterator, numpy_pipeline.supervised_iterator):
-    with pytest.raises(ValueError, match="larger than the 5 labelled images.*eval.repeat_to_fill_batch=True"):
+    with pytest.raises(ValueError, match="larger than the 5 labelled images.*finetune.repeat_to_fill_batch=True"):
       it(src, **kw)
   tf_batches = _take(pipeline.supervised_iterator(src, **kw, repeat_to_fill=True), 3)
   np_batches = _take(numpy_pipeline.supervised_iterator(src, **kw, repeat_to_fill=True), 3)

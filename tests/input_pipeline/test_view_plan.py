@@ -31,7 +31,8 @@ def test_all_ops_in_order_each_with_its_own_key():
   log = []
   plan = view_plan.ViewPlan.from_config(aug(**ALL_ON), image_size=28, channels=3)
   view_plan.apply(plan, recording_ops(log), "image", keys=[f"k{i}" for i in range(view_plan.NUM_OPS)])
-  assert log == [("crop", "k0"), ("to_channels", None), ("resize", None), ("rotation", "k1"), ("flip", "k2"),
+  # Geometry (crop, resize, rotation) on the decoded image first, then channels (issue 27).
+  assert log == [("crop", "k0"), ("resize", None), ("rotation", "k1"), ("to_channels", None), ("flip", "k2"),
                  ("color_jitter", "k3"), ("grayscale", "k4"), ("additive_brightness", "k5"),
                  ("std_contrast", "k6"), ("clip", None), ("blur", "k7"), ("clip", None)]
 
@@ -43,7 +44,7 @@ def test_switched_off_ops_are_skipped_and_grey_images_skip_grayscale():
   plan = view_plan.ViewPlan.from_config(aug(**off), image_size=28, channels=1)
   view_plan.apply(plan, recording_ops(log), "image", keys=list(range(view_plan.NUM_OPS)))
   # Colour jitter always runs (its probability decides); its key index does not move.
-  assert log == [("to_channels", None), ("resize", None), ("color_jitter", view_plan.COLOR), ("clip", None)]
+  assert log == [("resize", None), ("to_channels", None), ("color_jitter", view_plan.COLOR), ("clip", None)]
 
 
 def test_plan_reads_the_config():

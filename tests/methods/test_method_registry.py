@@ -31,7 +31,6 @@ def _toy_step(state, batch, *, decay):
   return new.replace(extra=extra), {"loss": loss}
 
 
-@methods.register
 class ToyMethod(methods.Method):
   name = "toy_test_method"
   config_group = "toy"
@@ -47,7 +46,10 @@ class ToyMethod(methods.Method):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _unregister_afterwards():
+def _registered_while_these_tests_run():
+  # Registered here, not at import: pytest imports every test module before running any, and
+  # a registration at import would show in other modules' tests (the built-in method list).
+  methods.register(ToyMethod)
   yield
   methods.unregister(ToyMethod.name)
 
@@ -93,7 +95,7 @@ def test_toy_method_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
 
 
 def test_unknown_and_renamed_methods_are_refused():
-  with pytest.raises(ValueError, match="method='byol' is not a registered pretraining method; known: .*simclr"):
-    methods.get("byol")
+  with pytest.raises(ValueError, match="method='no_such_method' is not a registered pretraining method; known: .*byol.*vicreg"):
+    methods.get("no_such_method")
   with pytest.raises(ValueError, match="pairing='case'"):
     methods.get("micle")

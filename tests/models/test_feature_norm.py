@@ -1,4 +1,4 @@
-"""eval.feature_norm='batchnorm': standardised features under the linear head (linear evaluation).
+"""finetune.feature_norm='batchnorm': standardised features under the linear head (linear evaluation).
 
 References are NumPy re-implementations: per-feature standardisation with the batch's mean and
 biased variance (eps 1e-5), running averages with momentum 0.9, then the affine layer.
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medssl_jax import finetune
+from medssl_jax.runs import classify
 from medssl_jax.training.sharding import make_mesh, to_global
 from tests.helpers import tiny_config
 
@@ -20,7 +20,7 @@ EPS, MOMENTUM = 1e-5, 0.9
 def lin_config(feature_norm="batchnorm", batch=16, lr=0.05):
   c = tiny_config(batch_size=batch, image_size=16, width=0.125)
   c.mode = "linear_eval"
-  c.eval.init, c.eval.feature_norm = "random", feature_norm
+  c.finetune.init, c.finetune.feature_norm = "random", feature_norm
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", lr, 0
   c.optim.weight_decay, c.optim.schedule = 0.0, "constant"
   return c
@@ -49,7 +49,7 @@ def with_random_head(state, seed=0):
 
 def test_train_mode_standardises_with_batch_statistics_and_test_mode_with_running_ones():
   c = lin_config()
-  state = with_random_head(finetune.create_state(c, make_mesh(), 2, jax.random.key(0)))
+  state = with_random_head(classify.create_state(c, make_mesh(), 2, jax.random.key(0)))
   x = make_batch()["image"]
   h = encoder_features(state, x)
   w, b = (np.asarray(state.params["classifier"][k]) for k in ("kernel", "bias"))
@@ -68,7 +68,7 @@ def test_train_mode_standardises_with_batch_statistics_and_test_mode_with_runnin
 
 def test_no_feature_norm_is_the_plain_linear_layer():
   c = lin_config(feature_norm="none")
-  state = with_random_head(finetune.create_state(c, make_mesh(), 2, jax.random.key(0)))
+  state = with_random_head(classify.create_state(c, make_mesh(), 2, jax.random.key(0)))
   assert "norm" not in state.batch_stats
   x = make_batch()["image"]
   w, b = (np.asarray(state.params["classifier"][k]) for k in ("kernel", "bias"))
@@ -81,9 +81,9 @@ def test_no_feature_norm_is_the_plain_linear_layer():
 def test_linear_eval_step_leaves_the_encoder_and_its_statistics_alone(feature_norm):
   c = lin_config(feature_norm)
   mesh = make_mesh()
-  state = finetune.create_state(c, mesh, 2, jax.random.key(0))
+  state = classify.create_state(c, mesh, 2, jax.random.key(0))
   before_p, before_bs = jax.device_get(state.params), jax.device_get(state.batch_stats)
-  step = jax.jit(functools.partial(finetune.train_step, task="multiclass"))
+  step = jax.jit(functools.partial(classify.train_step, task="multiclass"))
   for s in range(3):
     state, _ = step(state, to_global(make_batch(s), mesh))
   after_p, after_bs = jax.device_get(state.params), jax.device_get(state.batch_stats)
@@ -104,8 +104,8 @@ def test_feature_statistics_are_global_across_devices():
   out = []
   for devices in (jax.devices(), jax.devices()[:1]):
     mesh = make_mesh(devices)
-    state = with_random_head(finetune.create_state(c, mesh, 2, jax.random.key(0)))
-    state, metrics = jax.jit(functools.partial(finetune.train_step, task="multiclass"))(state, to_global(batch, mesh))
+    state = with_random_head(classify.create_state(c, mesh, 2, jax.random.key(0)))
+    state, metrics = jax.jit(functools.partial(classify.train_step, task="multiclass"))(state, to_global(batch, mesh))
     out.append((jax.device_get(state.params["classifier"]), jax.device_get(state.batch_stats["norm"]),
                 float(metrics["loss"])))
   (p8, bs8, l8), (p1, bs1, l1) = out
@@ -126,9 +126,9 @@ def test_standardised_head_learns_where_the_tiny_random_features_stall_a_plain_o
   batch = to_global({"image": images, "label": labels}, mesh)
   final = {}
   for norm in ("none", "batchnorm"):
-    state = finetune.create_state(lin_config(norm), mesh, 2, jax.random.key(0))
+    state = classify.create_state(lin_config(norm), mesh, 2, jax.random.key(0))
     spread = encoder_features(state, images).std(0).max()
-    step = jax.jit(functools.partial(finetune.train_step, task="multiclass"))
+    step = jax.jit(functools.partial(classify.train_step, task="multiclass"))
     for _ in range(30):
       state, metrics = step(state, batch)
     final[norm] = float(metrics["loss"])
@@ -138,5 +138,5 @@ def test_standardised_head_learns_where_the_tiny_random_features_stall_a_plain_o
 
 
 def test_unknown_feature_norm_is_refused():
-  with pytest.raises(ValueError, match="eval.feature_norm='layernorm'"):
-    finetune.create_state(lin_config("layernorm"), make_mesh(), 2, jax.random.key(0))
+  with pytest.raises(ValueError, match="finetune.feature_norm='layernorm'"):
+    classify.create_state(lin_config("layernorm"), make_mesh(), 2, jax.random.key(0))

@@ -1,4 +1,4 @@
-"""eval.head_init: the linear head's starting kernel (fine-tuning and linear evaluation)."""
+"""finetune.head_init: the linear head's starting kernel (fine-tuning and linear evaluation)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,5 +40,5 @@ def test_zero_head_in_fine_tuning_gives_zero_logits_and_no_first_step_encoder_gr
 
 
 def test_unknown_head_init_is_an_error_naming_the_key():
-  with pytest.raises(ValueError, match="eval.head_init='ones'"):
+  with pytest.raises(ValueError, match="finetune.head_init='ones'"):
     _head_kernel(False, "ones")

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medssl_jax import features
+from medssl_jax.commands import features
 from medssl_jax import main as main_lib
 from medssl_jax.errors import UserError
 from medssl_jax.models import classifier_from_config
@@ -29,7 +29,7 @@ def vit_config(mode="pretrain", steps=2, tokens=1):
   c.train.log_every = c.train.checkpoint_every = steps
   c.train.prefetch = 1
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", 0.01, 0
-  c.eval.val_split, c.eval.num_replicates = "", 20
+  c.finetune.val_split, c.eval.num_replicates = "", 20
   return c
 
 
@@ -64,7 +64,7 @@ def test_finetune_and_linear_eval_start_from_the_vit_encoder(pretrained, tmp_pat
   at_start = capture_loaded_encoder(monkeypatch)
   for mode in ("finetune", "linear_eval"):
     c = vit_config(mode, steps=2, tokens=2)
-    c.eval.init, c.eval.checkpoint = "pretrained", workdir
+    c.finetune.init, c.train.init_checkpoint = "pretrained", workdir
     results = main_lib.run(c, str(tmp_path / mode))
     assert results["completed"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, at_start["params"], saved["encoder"])
@@ -114,7 +114,7 @@ def test_vit_settings_are_refused_in_one_line(pretrained):
   # a checkpoint made at another image size (position embeddings) or variant is refused in one line
   other = vit_config("finetune")
   other.data.image_size = other.data.synthetic.image_size = 24
-  other.eval.init, other.eval.checkpoint = "pretrained", workdir
+  other.finetune.init, other.train.init_checkpoint = "pretrained", workdir
   with pytest.raises(UserError, match=r"data.image_size=16 there, 24 here.*--config.data.image_size=16") as e:
     main_lib.run(other, workdir + "_other_size")
   assert "\n" not in str(e.value)
@@ -123,16 +123,16 @@ def test_vit_settings_are_refused_in_one_line(pretrained):
   resnet = vit_config("finetune")
   resnet.model.arch = "resnet"
   with pytest.raises(UserError, match="its weights are a model.arch='vit' encoder, this run builds model.arch='resnet'"):
-    weights.check_settings(workdir, resnet.model, "eval.checkpoint", data_cfg=resnet.data)
+    weights.check_settings(workdir, resnet.model, "train.init_checkpoint", data_cfg=resnet.data)
   # another variant: refused by its name, not by a shape listing
   variant = vit_config("finetune")
   variant.model.vit_variant = "Ti/16"
   with pytest.raises(UserError, match="model.vit_variant='test' there, 'Ti/16' here.*compute something else"):
-    weights.check_settings(workdir, variant.model, "eval.checkpoint", data_cfg=variant.data)
+    weights.check_settings(workdir, variant.model, "train.init_checkpoint", data_cfg=variant.data)
 
 
 def test_a_vit_without_a_timm_counterpart_is_not_exported(pretrained, tmp_path):
-  from medssl_jax import export_weights
+  from medssl_jax.commands import export_weights
   workdir, _ = pretrained
   with pytest.raises(UserError, match=r"the checkpoint's ViT-test has no timm counterpart here"):
     export_weights.export_weights(workdir, "timm", str(tmp_path / "x.safetensors"))

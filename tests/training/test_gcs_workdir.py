@@ -1,7 +1,7 @@
 """Issue 17's non-local workdir test: pretrain -> preempted -> resumed -> linear evaluation, with
 every workdir on gs:// (an offline GCS emulator, tests/gcs_emulator.py), nothing on local disk.
 
-Each run is a real `python -m medssl_jax.main` process (its clients read the emulator's address
+Each run is a real `python -m medssl_jax train` process (its clients read the emulator's address
 from the environment at import). Orbax's array data reaches the emulator through tensorstore's
 gcs driver, Orbax's directory handling and our JSON files through etils.epath -> gcsfs, and the
 TensorBoard events through tensorboard's own event writer -> fsspec -> gcsfs.
@@ -80,14 +80,13 @@ def hook(event, args):
 
 
 sys.addaudithook(hook)
-from absl import app
-from medssl_jax import main, methods
+from medssl_jax import methods
 at = int(os.environ.get("SIGTERM_AT", "0"))
 if at:
   from tests.helpers import sigterm_at_call
   methods.jit_train_step = sigterm_at_call(methods.jit_train_step, at)
-main.check_overrides(sys.argv[1:])
-app.run(main.main)
+from medssl_jax.commands import train
+train.cli(sys.argv)
 """
 
 
@@ -140,12 +139,13 @@ def test_pretrain_resume_and_linear_eval_with_gs_workdirs(gcs, tmp_path):
   straight = read_json("bucket/straight/results.json")
   resumed_losses = dict(map(tuple, second["loss_history"]))
   straight_losses = dict(map(tuple, straight["loss_history"]))
-  assert sorted(resumed_losses) == [4, 5, 6]
+  assert sorted(resumed_losses) == [1, 2, 3, 4, 5, 6]  # the history spans both invocations
+  assert [resumed_losses[s] for s in (1, 2, 3)] == [dict(map(tuple, first["loss_history"]))[s] for s in (1, 2, 3)]
   np.testing.assert_allclose([resumed_losses[s] for s in (4, 5, 6)], [straight_losses[s] for s in (4, 5, 6)],
                              rtol=1e-5)
 
   # Linear evaluation of the gs:// run's encoder, into another gs:// workdir.
-  run("linear_eval", "gs://bucket/ft", "--config.eval.checkpoint=gs://bucket/run")
+  run("linear_eval", "gs://bucket/ft", "--config.train.init_checkpoint=gs://bucket/run")
   ft = read_json("bucket/ft/results.json")
   assert ft["completed"] and ft["final_step"] == 2
   assert 0.0 <= ft["test"]["top1"]["value"] <= 1.0

@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from medssl_jax.tools import local_multiprocess
+from medssl_jax.commands import local_multiprocess
 from medssl_jax.training import checkpoint as ckpt_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,7 +28,7 @@ def test_two_processes_equal_one_process(tmp_path):
                                    devices_per_process=4, port=0)
   assert code == 0
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-  subprocess.run([sys.executable, "-m", "medssl_jax.main", *OVERRIDES, f"--workdir={single}"],
+  subprocess.run([sys.executable, "-m", "medssl_jax", "train", *OVERRIDES, f"--workdir={single}"],
                  check=True, cwd=REPO, env=env, capture_output=True)
 
   r_multi = json.load(open(os.path.join(multi, "results.json")))

@@ -12,6 +12,9 @@ import os
 import numpy as np
 import pytest
 from configs.base import get_base_config
+from medssl_jax.commands import common
+from medssl_jax.commands import compare as compare_cmd
+from medssl_jax.commands import select_best
 from medssl_jax.errors import UserError
 from medssl_jax.evaluation import compare
 from medssl_jax.training import checkpoint as ckpt_lib
@@ -76,7 +79,6 @@ def test_predictions_on_gcs(fake_gcs):
 def test_select_best_and_compare_on_gcs(fake_gcs, capsys):
   """`medssl-jax select-best` reads a gs:// sweep and writes its selection there; `compare` reads
   gs:// prediction files and writes its JSON there (nothing on the local disk: the fixture)."""
-  from medssl_jax.tools import select_best
   metric = lambda v: {"top1": {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}}
   root = "gs://bucket/grid"
   trials = []
@@ -87,7 +89,8 @@ def test_select_best_and_compare_on_gcs(fake_gcs, capsys):
     trials.append({"index": i, "overrides": {"optim.base_lr": str(i)}, "workdir": wd})
   with fake_gcs.open(f"{root}/sweep.json", "w") as f:
     f.write(json.dumps({"config": "c.py", "trials": trials}))
-  assert select_best.main(["--sweep_dir", root, "--repeats", "1", "--mode", "print"]) == 0
+  assert common.call(select_best.cli, ["medssl-jax select-best", "--sweep_dir", root, "--repeats", "1",
+                                        "--mode", "print"]) == 0
   with fake_gcs.open(f"{root}/selection.json") as f:
     assert json.load(f)["chosen"]["index"] == 1
   probs = {"a": np.array([[0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], np.float32),
@@ -95,7 +98,8 @@ def test_select_best_and_compare_on_gcs(fake_gcs, capsys):
   for name, p in probs.items():
     compare.save_predictions(f"gs://bucket/{name}/predictions_test.npz", image_ids=["x", "y", "z"],
                              case_ids=["x", "y", "z"], labels=np.array([1, 0, 1]), probs=p, task="multiclass")
-  assert compare.main(["gs://bucket/a/predictions_test.npz", "gs://bucket/b/predictions_test.npz",
-                       "--num_replicates=20", "--out=gs://bucket/a_vs_b.json"]) == 0
+  assert common.call(compare_cmd.cli, ["medssl-jax compare", "gs://bucket/a/predictions_test.npz",
+                                        "gs://bucket/b/predictions_test.npz", "--num_replicates=20",
+                                        "--out=gs://bucket/a_vs_b.json"]) == 0
   with fake_gcs.open("gs://bucket/a_vs_b.json") as f:
     assert json.load(f)["metrics"]["top1"]["a"] == 1.0

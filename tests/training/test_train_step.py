@@ -64,12 +64,12 @@ def test_loss_is_global_not_per_device():
 
   x = methods.interleave_views(jnp.asarray(batch["view_a"]), jnp.asarray(batch["view_b"]))
   z = project(x).reshape(16, 2, -1)
-  global_loss = nt_xent(z[:, 0], z[:, 1], temperature=config.train.temperature)
+  global_loss = nt_xent(z[:, 0], z[:, 1], temperature=config.simclr.temperature)
   # Per-device alternative: BN statistics and negatives from 2 examples per device only.
   local = []
   for d in range(8):
     zd = project(x[4 * d:4 * d + 4]).reshape(2, 2, -1)
-    local.append(float(nt_xent(zd[:, 0], zd[:, 1], temperature=config.train.temperature)))
+    local.append(float(nt_xent(zd[:, 0], zd[:, 1], temperature=config.simclr.temperature)))
   assert abs(np.mean(local) - float(global_loss)) > 0.5
 
   _, metrics = methods.jit_train_step(config)(state, to_global(batch, mesh))  # donates state

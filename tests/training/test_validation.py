@@ -1,5 +1,4 @@
 """The fine-tuning validation hook: best state, ReduceLROnPlateau in the optimiser state, early stopping."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -126,10 +125,10 @@ def test_the_last_step_is_never_an_early_stop(tmp_path):
 
 
 @pytest.mark.parametrize("settings,needle", [
-    (dict(plateau_factor=1.5), "eval.plateau_factor=1.5 must be in (0, 1)"),
-    (dict(plateau_factor=0.1, plateau_patience=0), "eval.plateau_patience=0 must be >= 1"),
-    (dict(early_stop_patience=-1), "eval.early_stop_patience=-1 must be >= 0"),
-    (dict(early_stop_patience=3, eval_every=0), "set eval.eval_every > 0"),
+    (dict(plateau_factor=1.5), "finetune.plateau_factor=1.5 must be in (0, 1)"),
+    (dict(plateau_factor=0.1, plateau_patience=0), "finetune.plateau_patience=0 must be >= 1"),
+    (dict(early_stop_patience=-1), "finetune.early_stop_patience=-1 must be >= 0"),
+    (dict(early_stop_patience=3, eval_every=0), "set finetune.eval_every (or eval_every_epochs) > 0 and finetune.val_split"),
 ])
 def test_settings_are_checked(settings, needle):
   from medssl_jax.errors import UserError
@@ -141,3 +140,30 @@ def test_settings_are_checked(settings, needle):
   with pytest.raises(UserError, match=None) as e:
     validation.check_settings(Cfg(cfg))
   assert needle in str(e.value)
+
+
+def test_the_validation_loss_is_lower_is_better_for_selection_plateau_and_stopping(tmp_path):
+  """The AUC curve's mirror image as a loss: the same steps are best, cut and stopped."""
+  losses = iter([1.0 - v for v in CURVE])
+  hook = validation.PeriodicValidation(score=lambda state: {"loss": next(losses), "auc": 0.5}, metric="loss", every=2,
+                                       num_steps=100, writer=NullWriter(), workdir=str(tmp_path), start_step=0,
+                                       plateau_factor=0.5, plateau_patience=2, stop_patience=4)
+  assert validation.best_step([{"step": 2, "loss": 0.4}, {"step": 4, "loss": 0.3}, {"step": 6, "loss": 0.35}],
+                              "loss") == 4
+  state = _state(validation.optimizer(optax.sgd(0.1), {"plateau_factor": 0.5, "plateau_patience": 2}))
+  out = []
+  for step in range(2, 13, 2):
+    res = hook(step, state.replace(step=jnp.int32(step)))
+    state = res.state
+    out.append((step, validation.lr_scale(state), res.stop))
+  assert out == [(2, 1.0, False), (4, 1.0, False), (6, 1.0, False), (8, 0.5, False), (10, 0.5, False),
+                 (12, 0.25, True)]
+  assert hook.best_step() == 8  # the lowest loss (1 - 0.70005)
+  hook.close()
+
+
+def test_early_stopping_waits_for_the_minimum_length(tmp_path):
+  hook = _hook(tmp_path, [0.7, 0.6, 0.6, 0.6, 0.6, 0.6], stop_patience=2, min_steps=9)
+  stops = [hook(step, _state(optax.sgd(0.1)).replace(step=jnp.int32(step))).stop for step in (2, 4, 6, 8, 10)]
+  assert stops == [False, False, False, False, True]  # patience reached at step 6; not before step 9
+  hook.close()

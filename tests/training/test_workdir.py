@@ -55,16 +55,29 @@ def test_no_checkpoint_means_a_fresh_run(tmp_path):
 def test_a_key_newer_than_the_saved_run_counts_as_its_default(tmp_path):
   wd = _run_with_checkpoint(tmp_path, tiny_config())
   saved = json.load(open(os.path.join(wd, "config.json")))
-  del saved["eval"]["feature_norm"]
+  del saved["finetune"]["feature_norm"]
   assert workdir_lib.config_differences(saved, tiny_config()) == []
   newer = tiny_config()
-  newer.eval.feature_norm = "batchnorm"
-  assert workdir_lib.config_differences(saved, newer) == ["eval.feature_norm: 'none' -> 'batchnorm'"]
+  newer.finetune.feature_norm = "batchnorm"
+  assert workdir_lib.config_differences(saved, newer) == ["finetune.feature_norm: 'none' -> 'batchnorm'"]
 
 
 def _results(wd, **r):
   with open(os.path.join(wd, "results.json"), "w") as f:
     json.dump(r, f)
+
+
+def test_loss_history_spans_resumes_and_says_when_a_part_is_missing(tmp_path):
+  wd = str(tmp_path)
+  assert workdir_lib.loss_history(wd, 0, [(10, 2.0)]) == {"loss_history": [(10, 2.0)], "loss_history_complete": True}
+  _results(wd, final_step=30, resumed_from_step=0, loss_history=[[10, 2.0], [20, 1.5], [30, 1.2]])
+  resumed = workdir_lib.loss_history(wd, 30, [(40, 1.0)])
+  assert resumed == {"loss_history": [(10, 2.0), (20, 1.5), (30, 1.2), (40, 1.0)], "loss_history_complete": True}
+  # Killed at 37 after a checkpoint at 35, without writing results: 30..35 is missing.
+  gap = workdir_lib.loss_history(wd, 35, [(40, 1.0)])
+  assert gap == {"loss_history": [(10, 2.0), (20, 1.5), (30, 1.2), (40, 1.0)], "loss_history_complete": False}
+  # Resumed from an earlier checkpoint than the last results: the later entries are not this run's past.
+  assert workdir_lib.loss_history(wd, 20, [(30, 1.3)])["loss_history"] == [(10, 2.0), (20, 1.5), (30, 1.3)]
 
 
 def test_wall_time_adds_up_over_resumes_and_says_when_a_part_is_unknown(tmp_path):
@@ -84,3 +97,19 @@ def test_wall_time_adds_up_over_resumes_and_says_when_a_part_is_unknown(tmp_path
   assert not workdir_lib.wall_time(wd, 50, 1.0)["wall_time_complete"]
   os.remove(os.path.join(wd, "results.json"))
   assert not workdir_lib.wall_time(wd, 50, 1.0)["wall_time_complete"]
+
+
+def test_a_run_saved_under_renamed_keys_resumes_under_the_new_names(tmp_path):
+  """config.json written before the renames (settings.RENAMED): eval.task, eval.checkpoint and
+  train.temperature are read as finetune.task, train.init_checkpoint and the method's temperature."""
+  c = tiny_config()
+  c.finetune.task, c.train.init_checkpoint, c.simclr.temperature = "multilabel", "/pre", 0.3
+  wd = _run_with_checkpoint(tmp_path, c)
+  saved = json.load(open(os.path.join(wd, "config.json")))
+  old = dict(saved, finetune={k: v for k, v in saved["finetune"].items() if k != "task"})
+  old["eval"] = dict(saved["eval"], task="multilabel", checkpoint="/pre")
+  old["train"] = dict(saved["train"], init_checkpoint="", temperature=0.3)
+  del old["simclr"]
+  assert workdir_lib.config_differences(old, c) == []
+  c.simclr.temperature = 0.5
+  assert workdir_lib.config_differences(old, c) == ["simclr.temperature: 0.3 -> 0.5"]

@@ -88,9 +88,8 @@ def torchvision_run_config(mode, out, steps=1):
   c.train.log_every = c.train.checkpoint_every = 1
   c.train.prefetch = 1
   c.optim.warmup_steps = 0
-  c.eval.init, c.eval.checkpoint, c.eval.val_split, c.eval.num_replicates = "pretrained", out, "", 20
+  c.finetune.init, c.train.init_checkpoint, c.finetune.val_split, c.eval.num_replicates = "pretrained", out, "", 20
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr = "sgd", "none", 0.01
-  c.train.init_checkpoint = out if mode == "pretrain" else ""
   return c
 
 
@@ -138,10 +137,10 @@ def write_moco_file(path, encoder_q, queue_size=16):
 def import_moco(root):
   """An official-layout MoCo v2 checkpoint written under `root` and imported with --format moco_v2:
   (the torch query encoder, its state dict, the imported dir, root)."""
-  from medssl_jax import import_weights as import_lib
+  from medssl_jax.commands import common, import_weights as import_lib
   ref = moco_query_encoder(seed=1)
   sd = write_moco_file(root / "checkpoint_0199.pth.tar", ref)
   out = str(root / "imported")
-  assert import_lib.main(["--format", "moco_v2", "--arch", "resnet18", "--in", str(root / "checkpoint_0199.pth.tar"),
-                          "--out", out]) == 0
+  assert common.call(import_lib.cli, ["medssl-jax import-weights", "--format", "moco_v2", "--arch", "resnet18",
+                                      "--in", str(root / "checkpoint_0199.pth.tar"), "--out", out]) == 0
   return ref, sd, out, root

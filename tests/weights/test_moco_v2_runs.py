@@ -22,7 +22,7 @@ def test_continued_moco_pretraining_starts_from_the_imported_encoder_and_head(im
   """pretrain._init_from on the imported dir: encoder and MoCo head come from the file; the key
   encoder starts as a copy of the query encoder (MoCo's own start) and the queue fresh."""
   from medssl_jax import methods
-  from medssl_jax import pretrain
+  from medssl_jax.runs import pretrain
   from medssl_jax.training.sharding import make_mesh
   _, _, out, _ = imported
   config = _run_config("pretrain", out)

@@ -14,7 +14,7 @@ torchvision = pytest.importorskip("torchvision")
 
 import jax  # noqa: E402
 
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import import_weights as import_lib  # noqa: E402
 from medssl_jax import weights  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.contrastive import ContrastiveModel  # noqa: E402

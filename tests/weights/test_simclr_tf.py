@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 
 import jax  # noqa: E402
 
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import common, import_weights as import_lib  # noqa: E402
 from medssl_jax import weights  # noqa: E402
 from medssl_jax.errors import MissingFileError, UserError  # noqa: E402
 from medssl_jax.models.contrastive import ContrastiveModel  # noqa: E402
@@ -125,7 +125,8 @@ def checkpoint(tmp_path_factory):
 def test_imported_simclr_computes_what_the_tf_model_does(checkpoint):
   x, ref_h, ref_z, _, prefix, root = checkpoint
   out = str(root / "imported")
-  assert import_lib.main(["--format", "simclr_tf", "--arch", "r50_1x_sk0", "--in", prefix, "--out", out]) == 0
+  assert common.call(import_lib.cli, ["medssl-jax import-weights", "--format", "simclr_tf", "--arch", "r50_1x_sk0",
+                                      "--in", prefix, "--out", out]) == 0
   params, batch_stats, _ = ckpt_lib.restore_weights(out)
   assert set(params) == {"encoder", "head"} and set(batch_stats) == {"encoder", "head"}
   s = weights.stored_config(out)["model"]

@@ -13,7 +13,7 @@ torchvision = pytest.importorskip("torchvision")
 
 import jax  # noqa: E402
 
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import common, import_weights as import_lib  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.resnet import ResNet  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
@@ -44,7 +44,8 @@ def test_imported_swav_trunk_computes_what_torchvision_does(reference, tmp_path,
   path = str(tmp_path / "swav_800ep_pretrain.pth.tar")
   torch.save({"epoch": 800, "state_dict": sd, "optimizer": {}} if wrapped else sd, path)
   out = str(tmp_path / "imported")
-  assert import_lib.main(["--format", "swav", "--arch", "resnet50", "--in", path, "--out", out]) == 0
+  assert common.call(import_lib.cli, ["medssl-jax import-weights", "--format", "swav", "--arch", "resnet50",
+                                      "--in", path, "--out", out]) == 0
   params, batch_stats, _ = ckpt_lib.restore_weights(out)
   assert set(params) == {"encoder"} and set(batch_stats) == {"encoder"}  # no head: it does not map
   if wrapped:

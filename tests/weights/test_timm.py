@@ -15,8 +15,8 @@ timm = pytest.importorskip("timm")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from medssl_jax import export_weights as export_lib  # noqa: E402
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import export_weights as export_lib  # noqa: E402
+from medssl_jax.commands import import_weights as import_lib  # noqa: E402
 from medssl_jax import weights  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.classifier import Classifier  # noqa: E402

@@ -1,5 +1,5 @@
 """Runs that start from an imported timm ViT (vit_tiny_patch16_224 built at 32 px): a fine-tuning
-run (eval.checkpoint) and continued SimCLR pretraining (train.init_checkpoint); a run at another
+run (train.init_checkpoint) and continued SimCLR pretraining (train.init_checkpoint); a run at another
 image size or input normalisation than the weights' is refused in one line."""
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ timm = pytest.importorskip("timm")
 
 import jax  # noqa: E402
 
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import import_weights as import_lib  # noqa: E402
 from medssl_jax import weights  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
@@ -42,8 +42,7 @@ def _run_config(mode, out):
   c.train.log_every = c.train.checkpoint_every = 1
   c.train.prefetch = 1
   c.optim.name, c.optim.lr_scaling, c.optim.base_lr, c.optim.warmup_steps = "sgd", "none", 0.01, 0
-  c.eval.init, c.eval.checkpoint, c.eval.val_split, c.eval.num_replicates = "pretrained", out, "", 20
-  c.train.init_checkpoint = out if mode == "pretrain" else ""
+  c.finetune.init, c.train.init_checkpoint, c.finetune.val_split, c.eval.num_replicates = "pretrained", out, "", 20
   return c
 
 
@@ -62,7 +61,7 @@ def test_finetune_run_starts_from_the_imported_vit(imported, tmp_path, monkeypat
 
 def test_continued_pretraining_starts_from_the_imported_vit(imported):
   from medssl_jax import methods
-  from medssl_jax import pretrain
+  from medssl_jax.runs import pretrain
   from medssl_jax.training.sharding import make_mesh
   config = _run_config("pretrain", imported)
   method = methods.get(config.method)

@@ -13,8 +13,9 @@ torchvision = pytest.importorskip("torchvision")
 
 import jax  # noqa: E402
 
-from medssl_jax import export_weights as export_lib  # noqa: E402
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import common  # noqa: E402
+from medssl_jax.commands import export_weights as export_lib  # noqa: E402
+from medssl_jax.commands import import_weights as import_lib  # noqa: E402
 from medssl_jax import weights  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.models.classifier import Classifier  # noqa: E402
@@ -77,8 +78,8 @@ def imported(tmp_path_factory):
   ref = _torch_model("resnet18", num_classes=10, seed=1)
   torch.save(ref.state_dict(), str(root / "resnet18.pth"))
   out = str(root / "imported")
-  assert import_lib.main(["--format", "torchvision", "--arch", "resnet18", "--in", str(root / "resnet18.pth"),
-                          "--out", out]) == 0
+  assert common.call(import_lib.cli, ["medssl-jax import-weights", "--format", "torchvision", "--arch", "resnet18",
+                                      "--in", str(root / "resnet18.pth"), "--out", out]) == 0
   return ref, out, root
 
 
@@ -98,7 +99,8 @@ def test_import_writes_a_checkpoint_and_its_settings(imported):
 def test_export_loads_strictly_into_torchvision_and_reimports_bit_exactly(imported, suffix):
   ref, out, root = imported
   path = str(root / f"exported{suffix}")
-  assert export_lib.main(["--checkpoint", out, "--format", "torchvision", "--out", path]) == 0
+  assert common.call(export_lib.cli, ["medssl-jax export-weights", "--checkpoint", out, "--format", "torchvision",
+                                      "--out", path]) == 0
   if suffix == ".pth":
     sd = torch.load(path, weights_only=True)
   else:
@@ -160,8 +162,7 @@ def test_mismatched_state_dicts_are_refused_naming_the_tensor(tmp_path):
 
 def test_without_torch_the_commands_name_the_extra(imported, monkeypatch, tmp_path):
   from medssl_jax import cli
-  assert cli.COMMANDS["import-weights"] == "medssl_jax.import_weights"
-  assert cli.COMMANDS["export-weights"] == "medssl_jax.export_weights"
+  assert cli.COMMANDS["import-weights"][0] == "import_weights" and cli.COMMANDS["export-weights"][0] == "export_weights"
   _, out, root = imported
   monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch -> ImportError
   with pytest.raises(UserError, match=r"pip install medssl-jax\[torch\]"):
@@ -208,3 +209,18 @@ def test_densenet121_imports_computes_what_torchvision_does_and_exports_back(tmp
   again = torchvision.models.densenet121(num_classes=5).eval()
   again.load_state_dict(torch.load(str(tmp_path / "out.pth"), weights_only=True), strict=True)
   np.testing.assert_array_equal(_torch_outputs(again, x, head="classifier")[1], ref_logits)
+
+
+def test_export_refuses_an_existing_file_in_one_line_unless_overwrite(imported, tmp_path, capsys):
+  _, out, _ = imported
+  path = tmp_path / "w.safetensors"
+  path.write_bytes(b"an older file")
+  argv = ["medssl-jax export-weights", "--checkpoint", out, "--format", "torchvision", "--out", str(path)]
+  assert common.call(export_lib.cli, argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"error: --out={path} already exists; pass --overwrite to replace it, or choose another file name"]
+  assert path.read_bytes() == b"an older file"  # untouched
+  assert common.call(export_lib.cli, argv + ["--overwrite"]) == 0
+  safetensors = pytest.importorskip("safetensors.numpy")
+  assert "conv1.weight" in safetensors.load_file(str(path))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no temporary file left

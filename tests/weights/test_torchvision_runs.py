@@ -1,5 +1,5 @@
 """Runs that start from an imported torchvision ResNet-18 (import-weights): a fine-tuning run
-(eval.checkpoint) and continued pretraining (train.init_checkpoint); a run under other model
+(train.init_checkpoint) and continued pretraining (train.init_checkpoint); a run under other model
 settings than the weights' is refused. Kept apart from test_torchvision.py for its CPU time."""
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ torchvision = pytest.importorskip("torchvision")
 
 import jax  # noqa: E402
 
-from medssl_jax import import_weights as import_lib  # noqa: E402
+from medssl_jax.commands import import_weights as import_lib  # noqa: E402
 from medssl_jax.errors import UserError  # noqa: E402
 from medssl_jax.training import checkpoint as ckpt_lib  # noqa: E402
 from tests.weights.refs import torchvision_model as _torch_model, torchvision_run_config as _run_config  # noqa: E402
@@ -51,7 +51,7 @@ def test_continued_pretraining_starts_from_the_imported_encoder(imported):
   """pretrain._init_from (train.init_checkpoint) on an encoder-only checkpoint: the encoder comes
   from the file, the projection head keeps its initialisation; other port settings are refused."""
   from medssl_jax import methods
-  from medssl_jax import pretrain
+  from medssl_jax.runs import pretrain
   from medssl_jax.training.sharding import make_mesh
   _, out, _ = imported
   config = _run_config("pretrain", out)

@@ -1,0 +1,48 @@
+"""What the configs' ImageNet variants set: runs that start from weights brought in by
+`medssl-jax import-weights` (derm_simclr / chexpert_simclr `:from_imagenet`, chexpert_moco
+`:from_imagenet`, derm_finetune / chexpert_finetune `:imagenet`).
+
+A variant names the imported directory in its options, `weights=DIR`, and the architecture of the
+file it came from, `arch=A` (the `--arch` given to import-weights). Without `weights=` the variant
+is refused: starting from random weights instead would silently be another experiment. The
+`model.*` settings are those the format implies (the same ones import-weights stored in
+DIR/config.json, which `weights.check_settings` enforces when the run loads DIR).
+"""
+from medssl_jax.errors import UserError
+
+
+def parse_options(options: str, config_name: str, allowed: tuple) -> dict:
+  """{'weights': DIR, 'arch': A, ...} of 'weights=DIR,arch=A' (comma-separated key=value)."""
+  out = {}
+  for item in filter(None, options.split(",")):
+    key, eq, value = item.partition("=")
+    if not eq or key not in allowed:
+      raise UserError(f"{config_name}: unknown variant option {item!r}; expected {', '.join(k + '=...' for k in allowed)}")
+    out[key] = value
+  if not out.get("weights"):
+    raise UserError(f"{config_name}: this variant starts from imported ImageNet weights: name their directory, "
+                    f"e.g. ':{'from_imagenet' if 'simclr' in config_name or 'moco' in config_name else 'imagenet'},"
+                    f"weights=/path/to/imported' (written by medssl-jax import-weights; docs/guide/weights.md)")
+  return out
+
+
+def simclr_tf_settings(arch: str) -> dict:
+  """Model settings of an imported google-research/simclr checkpoint `arch`, with the projection
+  head a run can continue: SimCLR v2 files (`r50_1x_sk0`, ...) hold a 3-layer head (the v2
+  reference's), SimCLR v1 files (`resnet50_4x`, ...) none, so the run keeps a fresh 2-layer head
+  (Azizi et al.: "two fully connected layers" to 128-d)."""
+  from medssl_jax.weights import simclr_tf  # imports flax: only for a variant that starts from imported weights
+  s = simclr_tf.model_settings(arch)
+  s["head_layers"] = 3 if arch.endswith("_sk0") else 2
+  s["head_dim"] = 128
+  return s
+
+
+def torchvision_settings(arch: str) -> dict:
+  from medssl_jax.weights import torchvision as tv  # imports flax: only for a variant with imported weights
+  return tv.model_settings(arch)
+
+
+def apply(config, settings: dict) -> None:
+  for k, v in settings.items():
+    setattr(config.model, k, v)

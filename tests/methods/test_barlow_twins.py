@@ -1,0 +1,111 @@
+"""Barlow Twins as a method: the step on 8 devices equals 1 device, its loss is the loss of the two views'
+projections, settings are refused in one line; configs/barlow_twins.py carries the paper's numbers and
+its :local variant runs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import barlow_twins as barlow_config
+from medssl_jax import main as main_lib
+from medssl_jax import methods
+from medssl_jax.losses import barlow_twins_loss
+from medssl_jax.training import optim
+from medssl_jax.training.sharding import make_mesh, to_global
+from tests.helpers import tiny_config
+
+
+def barlow_tiny(batch=16, steps=10):
+  c = tiny_config(batch_size=batch, steps=steps)
+  c.method = "barlow_twins"
+  c.model.head_layers, c.model.head_dim, c.barlow.projector_hidden = 3, 32, 32
+  c.optim.base_lr, c.optim.warmup_steps = 0.2, 0
+  return c
+
+
+def _steps(config, devices, n=2):
+  mesh = make_mesh(devices)
+  state = methods.create_state(config, mesh, jax.random.key(0))
+  init = jax.device_get(state)
+  step = methods.jit_train_step(config)
+  history = []
+  for i in range(n):
+    state, metrics = step(state, to_global(methods.synthetic_batch(config, np.random.default_rng(i)), mesh))
+    history.append(jax.device_get(metrics))
+  return init, jax.device_get(state), history
+
+
+def _leaves(t):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(t)]
+
+
+def test_eight_devices_equal_one_device():
+  config = barlow_tiny()
+  init, s8, m8 = _steps(config, jax.devices())
+  _, s1, m1 = _steps(config, jax.devices()[:1])
+  assert s8.extra is None and set(s8.params) == {"encoder", "head"}
+  for a, b in zip(m8, m1):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+  moved = [np.abs(x - y).max() > 0 for x, y in zip(_leaves(s8.params), _leaves(init.params))]
+  assert np.mean(moved) > 0.5
+  # Updates to 0.1% of the leaf's largest update, floored at a few ulps of the weights (test_moco_v2.py).
+  for p8, p1, p0 in zip(_leaves(s8.params), _leaves(s1.params), _leaves(init.params)):
+    u8, u1 = p8 - p0, p1 - p0
+    floor = 4 * np.finfo(np.float32).eps * max(np.abs(p0).max(), 1e-6)
+    np.testing.assert_allclose(u8, u1, rtol=1e-3, atol=max(1e-3 * np.abs(u1).max(), floor), err_msg="param updates")
+  for a, b in zip(_leaves(s8.batch_stats), _leaves(s1.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-4 * np.abs(b).max(), 1e-6), err_msg="BN statistics")
+
+
+def test_the_steps_loss_is_the_loss_of_the_two_projections():
+  config = barlow_tiny()
+  mesh = make_mesh()
+  state = methods.create_state(config, mesh, jax.random.key(0))
+  variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+  batch = methods.synthetic_batch(config, np.random.default_rng(0))
+  _, metrics = methods.jit_train_step(config)(state, to_global(batch, mesh))
+  model = methods.get("barlow_twins").build_model(config)
+  (_, z_a), upd = model.apply(variables, jnp.asarray(batch["view_a"]), train=True, mutable=["batch_stats"])
+  (_, z_b), _ = model.apply({"params": variables["params"], **upd}, jnp.asarray(batch["view_b"]), train=True,
+                            mutable=["batch_stats"])
+  want = barlow_twins_loss(z_a, z_b, lambd=config.barlow.lambd)
+  np.testing.assert_allclose(metrics["loss"], want, rtol=1e-4)
+  assert float(metrics["on_diagonal"]) > 0 and float(metrics["off_diagonal"]) > 0
+
+
+@pytest.mark.parametrize("key,value,match", [("lambd", -1.0, "barlow.lambd=-1.0 must be >= 0"),
+                                             ("projector_hidden", 0, "barlow.projector_hidden=0 must be a positive")])
+def test_settings_are_checked(key, value, match):
+  c = barlow_tiny()
+  c.barlow[key] = value
+  with pytest.raises(ValueError, match=match):
+    methods.get("barlow_twins").validate(c)
+  with pytest.raises(ValueError, match="train.batch_size=1: Barlow Twins standardises each feature"):
+    methods.get("barlow_twins").validate(barlow_tiny(batch=1))
+
+
+def test_config_has_the_papers_numbers():
+  c = barlow_config.get_config()
+  assert (c.method, c.barlow.lambd, c.model.head_layers, c.model.head_dim, c.barlow.projector_hidden) == \
+      ("barlow_twins", 5e-3, 3, 8192, 8192)
+  assert (c.optim.name, c.optim.base_lr, c.optim.lr_scaling, c.optim.weight_decay, c.train.batch_size) == \
+      ("lars", 0.2, "linear", 1.5e-6, 2048)
+  assert c.train.num_steps == 1000 * 625 and c.optim.warmup_steps == 10 * 625
+  for variant in ("", "local"):
+    c = barlow_config.get_config(variant)
+    methods.get("barlow_twins").validate(c)
+    optim.make_optimizer(c.optim, c.train.batch_size, c.train.num_steps)
+  with pytest.raises(ValueError, match="unknown variant"):
+    barlow_config.get_config("nope")
+
+
+def test_local_variant_runs_two_steps_on_synthetic_data(tmp_path):
+  c = barlow_config.get_config("local")
+  assert (c.data.source, c.data.image_size, c.data.channels, c.train.num_steps, c.probe.enabled) == \
+      ("npz", 28, 1, 500, True)
+  assert c.data.path.endswith("shared/data/pneumoniamnist.npz")
+  c.data.source, c.data.synthetic.image_size, c.data.synthetic.num_cases = "synthetic", 28, 64
+  c.train.batch_size, c.train.num_steps, c.optim.warmup_steps, c.probe.enabled = 16, 2, 0, False
+  c.train.prefetch = 1
+  r = main_lib.run(c, str(tmp_path / "local"))
+  assert r["completed"] and r["method"] == "barlow_twins" and np.isfinite(r["metrics"]["loss"])
