@@ -25,6 +25,7 @@ import time
 import numpy as np
 import pytest
 
+from medssl_jax import errors
 from tests import gcs_emulator
 
 pytest.importorskip("gcp_storage_emulator", reason="the `test` extra: pip install -e .[test]")
@@ -106,12 +107,13 @@ def test_pretrain_resume_and_linear_eval_with_gs_workdirs(gcs, tmp_path):
   env.pop("MEDSSL_DEBUG", None)
 
   def run(mode, workdir, *flags, sigterm_at=0):
+    # A preempted run exits with errors.RESUMABLE_EXIT (75: "run the same command again").
     args = [sys.executable, "-c", RUN, f"--config={inputs / 'cfg.py'}:{mode}", f"--workdir={workdir}", *flags]
     t = time.time()
     r = subprocess.run(args, cwd=cwd, env=dict(env, SIGTERM_AT=str(sigterm_at)), capture_output=True, text=True,
                        timeout=TIMEOUT)
     print(f"{mode} {workdir}: {time.time() - t:.1f} s")
-    assert r.returncode == 0, r.stderr[-5000:]
+    assert r.returncode == (errors.RESUMABLE_EXIT if sigterm_at else 0), r.stderr[-5000:]
     assert "LOCAL WRITE" not in r.stderr, [l for l in r.stderr.splitlines() if "LOCAL WRITE" in l]
     return r
 
