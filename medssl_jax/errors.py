@@ -14,6 +14,7 @@ still runs (a tf.data iterator destroyed during interpreter shutdown can wait fo
 thread that needs the GIL), and a watchdog ends the process if anything still holds it
 `EXIT_GRACE_SEC` later.
 """
+import errno
 import faulthandler
 import functools
 import gc
@@ -44,6 +45,11 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class NonFiniteLossError(UserError, FloatingPointError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DiskFullError(UserError, OSError):
+  """No room on the disk for what a run writes; what it wrote before is kept, and the same command
+  resumes once there is room."""
 
 
 class FlagError(UserError):
@@ -77,9 +83,20 @@ def _raised_by_project(e: BaseException) -> bool:
   return linecache.getline(path, tb.tb_lineno).lstrip().startswith("raise ")
 
 
+def disk_full(e: BaseException) -> OSError | None:
+  """The OSError "no space left on device" (or "disk quota exceeded") in `e`'s chain of causes."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return e
+    e = e.__cause__ or e.__context__
+  return None
+
+
 def is_user_error(e: BaseException) -> bool:
-  """A UserError, or a ValueError / FileNotFoundError raised by this project's own code."""
-  if isinstance(e, UserError):
+  """A UserError, a full disk, or a ValueError / FileNotFoundError raised by this project's own code."""
+  if isinstance(e, UserError) or disk_full(e) is not None:
     return True
   return type(e) in (ValueError, FileNotFoundError, NotADirectoryError) and _raised_by_project(e)
 
@@ -89,6 +106,11 @@ def exit_on_error(e: BaseException) -> None:
   user = is_user_error(e)
   if isinstance(e, KeyboardInterrupt):
     code, message = 130, "interrupted"
+  elif user and disk_full(e) is not None and not isinstance(e, UserError):
+    full = disk_full(e)
+    where = f" writing {full.filename}" if full.filename else ""
+    code, message = USER_ERROR_EXIT, (f"the disk is full ({full.strerror}{where}): free space there and run the "
+                                      f"same command again; a training run resumes from its newest complete checkpoint")
   elif user:
     code, message = USER_ERROR_EXIT, one_line(e)
   else:

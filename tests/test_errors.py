@@ -1,5 +1,6 @@
 """User errors: one line `error: ...` and a non-zero exit, no traceback; truncated images named;
 the SIGTERM handler of a loop restored only when the loop installed it."""
+import errno
 import os
 import signal
 import subprocess
@@ -96,6 +97,23 @@ def test_exit_on_error_prints_one_line_unless_debugging(capsys, monkeypatch):
   monkeypatch.setenv(errors.DEBUG_ENV, "1")
   code, err = _exit_code(errors.UserError("bad setting"), capsys, monkeypatch)
   assert code == 2 and "Traceback" in err and err.splitlines()[-1] == "error: bad setting"
+
+
+def test_a_full_disk_anywhere_in_the_chain_is_one_line_naming_the_fix(capsys, monkeypatch):
+  monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+  full = OSError(errno.ENOSPC, "No space left on device", "/data/run/results.json")
+  code, err = _exit_code(full, capsys, monkeypatch)
+  assert code == 2 and err == ("error: the disk is full (No space left on device writing /data/run/results.json): free "
+                               "space there and run the same command again; a training run resumes from its newest "
+                               "complete checkpoint\n")
+  try:  # raised while a library handled it (the chain's cause), no file name
+    raise RuntimeError("write failed") from OSError(errno.EDQUOT, "Disk quota exceeded")
+  except RuntimeError as e:
+    wrapped = e
+  code, err = _exit_code(wrapped, capsys, monkeypatch)
+  assert code == 2 and err.startswith("error: the disk is full (Disk quota exceeded): free space there")
+  code, err = _exit_code(OSError(errno.EIO, "Input/output error"), capsys, monkeypatch)  # another OSError: a bug
+  assert code == 1 and "Traceback" in err
 
 
 def _cli(tmp_path, *overrides, env=None):

@@ -4,7 +4,8 @@
 - log lines read `13:04:32 step 225/300 ...` (time of day, then the message; warnings and errors
   say so) instead of absl's `I1207 13:04:32.422555 140186709736320 loop.py:290] ...`;
 - INFO chatter of Orbax, CLU, TensorFlow and JAX's backend search (e.g. "Unable to initialize
-  backend 'tpu'" on a machine without one) is dropped; their warnings and errors stay;
+  backend 'tpu'" on a machine without one) is dropped, and so are Orbax's warnings about the read-only
+  managers this project opens on purpose; their other warnings and errors stay;
 - TensorFlow's C++ start-up notes (oneDNN, "All log messages before absl::InitializeLog()") are
   turned off through its environment variables, before TensorFlow is imported. TensorFlow runs only
   the tf.data pipeline's image ops here, which oneDNN's custom kernels do not concern.
@@ -20,9 +21,16 @@ from absl import logging
 NOISY = ("orbax", "/clu/", "tensorflow", "jax/_src/xla_bridge", "jax/_src/compiler", "etils")
 
 
+# Orbax warnings that describe options this project sets on purpose (the read-only manager that
+# reads a checkpoint's weights and verifies a resume): no user can act on them.
+EXPECTED_WARNINGS = ("CheckpointManagerOptions.read_only=True, setting ", "Given directory is read only=")
+
+
 class _QuietLibraries(pylogging.Filter):
   def filter(self, record):
     noisy = any(s in record.pathname for s in NOISY)
+    if noisy and record.levelno == pylogging.WARNING and record.getMessage().startswith(EXPECTED_WARNINGS):
+      return False
     return not noisy or record.levelno >= pylogging.WARNING
 
 

@@ -316,6 +316,9 @@ def _run(state, batches, train_step, stop, *, start_step, num_steps, images_per_
         waits.start()  # the last checkpoint, written after the last step, is not a step's time
     if save:
       ckpt.save(step, state)
+      # The event files then hold every logged step up to the checkpoint, even if the process is
+      # killed before it writes its results (a resumed run re-does only the steps after it).
+      writer.flush()
     if preempted:
       logging.warning("Received signal %d: saved a checkpoint at step %d; exiting.", stop.signum, step)
       return result(preempted=True)

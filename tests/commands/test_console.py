@@ -20,6 +20,12 @@ def test_library_info_is_dropped_and_their_warnings_kept():
   assert not quiet.filter(_record("/site-packages/orbax/checkpoint/x.py", logging.INFO))
   assert quiet.filter(_record("/site-packages/orbax/checkpoint/x.py", logging.WARNING))
   assert quiet.filter(_record("/work/medssl_jax/training/loop.py", logging.INFO))
+  # Orbax's warnings about the read-only managers we open on purpose: dropped; the same words from our code kept.
+  orbax = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  assert not quiet.filter(_record(orbax, logging.WARNING, "Given directory is read only=/w/checkpoints"))
+  assert not quiet.filter(_record(orbax, logging.WARNING, "CheckpointManagerOptions.read_only=True, setting create=False."))
+  assert quiet.filter(_record(orbax, logging.ERROR, "Given directory is read only=/w/checkpoints"))
+  assert quiet.filter(_record("/work/medssl_jax/x.py", logging.WARNING, "Given directory is read only=/w"))
 
 
 def test_short_lines():

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from medssl_jax import errors
 from medssl_jax import main as main_lib
 from medssl_jax.errors import UserError
 from medssl_jax.training import checkpoint as ckpt_lib
@@ -209,6 +210,30 @@ def test_a_resume_with_keep_1_never_deletes_the_checkpoints_it_did_not_write(tmp
   again.save(10, _state(10.0))
   again.close()
   assert _steps(d) == ["2", "4", "8", "10"]
+
+
+def test_a_save_the_disk_has_no_room_for_is_refused_before_writing_and_keeps_the_others(tmp_path, monkeypatch):
+  directory = tmp_path / "ck"
+  ck = ckpt_lib.Checkpointer(str(directory), keep=5)
+  ck.save(2, _state(2.0))
+  ck.wait()
+  need = (3 + 4 + 2 + 3) * 4 + ckpt_lib.CHECKPOINT_OVERHEAD_BYTES  # the state's float32 bytes + metadata room
+  real = os.statvfs
+
+  def statvfs(path, free):
+    disk = real(path)
+    return os.statvfs_result((disk.f_bsize, 1, disk.f_blocks, free, free) + tuple(disk)[5:])
+  monkeypatch.setattr(ckpt_lib.os, "statvfs", lambda p: statvfs(p, need - 1))
+  with pytest.raises(errors.DiskFullError) as e:
+    ck.save(4, _state(4.0))
+  assert str(e.value) == (f"the disk of {directory} has {(need - 1) / 2**20:.1f} MiB free and the checkpoint of step 4 "
+                          f"needs about {need / 2**20:.1f} MiB: free space there (or use a --workdir on a disk with room) "
+                          f"and run the same command again; it resumes from step 2, the newest checkpoint kept")
+  assert _steps(directory) == ["2"]  # nothing of step 4 written, step 2 kept
+  monkeypatch.setattr(ckpt_lib.os, "statvfs", lambda p: statvfs(p, need))  # just enough room
+  ck.save(4, _state(4.0))
+  ck.close()
+  assert _steps(directory) == ["2", "4"]
 
 
 def test_a_pretraining_run_resumes_through_a_damaged_latest_checkpoint(tmp_path, warnings_logged):

@@ -45,6 +45,9 @@ class _Writer:
   def write_scalars(self, step, scalars):
     self.scalars[step] = dict(scalars)
 
+  def flush(self):  # after each checkpoint
+    self.flushed_at = max(self.scalars, default=0)
+
 
 def _run(batches, step_fn, *, num_steps, log_every, on_log=None, ckpt=None, start_step=0):
   writer = _Writer()
