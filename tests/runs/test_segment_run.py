@@ -82,10 +82,16 @@ def test_learns_the_disc_and_writes_results(trained):
   assert os.path.getsize(png) > 1000 and Image.open(png).size[0] > 100
   saved = np.load(os.path.join(workdir, "predictions_test.npz"))
   assert saved["probs"].shape == (results["num_test_images"], SIZE, SIZE)
-  # The reported Dice is the mean per-image Dice of the saved predictions (independent NumPy).
-  pred, mask = saved["probs"].astype(np.float32) >= 0.5, saved["masks"].astype(bool)
-  dice = [2 * (p & m).sum() / (p.sum() + m.sum()) for p, m in zip(pred, mask)]
-  np.testing.assert_allclose(np.mean(dice), test["dice"]["value"], rtol=1e-6)
+  # The reported Dice is the mean per-image Dice of the predictions (independent NumPy). The file holds
+  # them as float16: a pixel within float16's rounding of the 0.5 threshold may fall either side, so
+  # the recomputation brackets the value (those pixels set the best and the worst way) and is tight.
+  probs, mask = saved["probs"].astype(np.float32), saved["masks"].astype(bool)
+  unsure = np.abs(probs - 0.5) <= 2.0 ** -11  # float16's spacing just above 0.5
+  sure = (probs >= 0.5) & ~unsure
+  best = [2 * (p & m).sum() / (p.sum() + m.sum()) for p, m in zip(sure | (unsure & mask), mask)]
+  worst = [2 * (p & m).sum() / (p.sum() + m.sum()) for p, m in zip(sure | (unsure & ~mask), mask)]
+  assert np.mean(worst) - 1e-6 <= test["dice"]["value"] <= np.mean(best) + 1e-6
+  assert np.mean(best) - np.mean(worst) < 0.01, unsure.sum()
 
 
 def test_preempted_run_resumes_to_the_same_result(data, trained, tmp_path, monkeypatch):
