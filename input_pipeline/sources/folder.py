@@ -40,7 +40,7 @@ import numpy as np
 
 from input_pipeline.sources import dicom
 from input_pipeline.sources.base import UNLABELLED, Source, check_no_leakage, patient_split, require_path, unknown_split
-from input_pipeline.sources.images import verify_images
+from input_pipeline.sources.images import check_no_duplicates_across_splits, verify_images
 from medssl_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -202,6 +202,9 @@ def load(data_cfg, split: str) -> Source:
   if data_cfg.verify_images:
     verify_images(paths[~is_dicom[rows]])
     verify_dicoms(paths[is_dicom[rows]])
+    # The same bytes under two names (hence possibly two cases) in two splits: leakage by copy.
+    check_no_duplicates_across_splits({s: [os.path.join(root, rel[i]) for i in np.flatnonzero(names == s)]
+                                       for s in SPLITS}, f" of image folder {root}")
   # The name ends every fine-tuning / linear-evaluation refusal of unlabelled images: it says what to do.
   name = (f"unlabelled image folder {root}:{split} (to fine-tune or linear-evaluate, label the images in a CSV "
           f"manifest: data.source='manifest')")

@@ -49,11 +49,17 @@ def check_no_duplicates_across_splits(paths_by_split: dict, where: str = "") -> 
   items = [(split, str(p)) for split, paths in paths_by_split.items() for p in paths if os.path.isfile(str(p))]
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
     digests = list(pool.map(lambda item: file_fingerprint(item[1]), items))
+  check_no_duplicate_digests([(split, path, digest) for (split, path), digest in zip(items, digests)], where)
+
+
+def check_no_duplicate_digests(items, where: str = "") -> None:
+  """UserError when a content digest is in two splits; `items`: (split, name, digest) per image, in the
+  order to report them (a name's first split seen is the one named first)."""
   first, clashes = {}, []
-  for (split, path), digest in zip(items, digests):
-    seen = first.setdefault(digest, (split, path))
+  for split, name, digest in items:
+    seen = first.setdefault(digest, (split, name))
     if seen[0] != split:
-      clashes.append(f"{seen[1]} (split {seen[0]!r}) and {path} (split {split!r})")
+      clashes.append(f"{seen[1]} (split {seen[0]!r}) and {name} (split {split!r})")
   if clashes:
     raise UserError(f"{len(clashes)} image file(s) have the same content in two splits{where}: "
                     + "; ".join(clashes[:5]) + ". An image must be in one split only; remove the copies")

@@ -5,7 +5,10 @@ Layout of `data.path` (one folder per split):
                                          files (shard names), counts (records per shard), source;
                                          original_size and stored_size ((N, 2) height, width per
                                          image), stored_as ('original', 'jpeg' or 'png' per image),
-                                         short_side, encoding, quality (the resize; see below)
+                                         short_side, encoding, quality (the resize; see below),
+                                         content_sha256 ((N, 32) uint8: sha256 of each source image's
+                                         bytes, or of an in-memory image's shape and pixels; reading
+                                         refuses the same content in two splits)
   <split>/images-00000-of-00008.array_record ...   one record per image, in the index's order
 
 A record is the image's encoded bytes. Written as they are (`short_side=0`, the default): an
@@ -28,6 +31,7 @@ guarantee as any source.
 """
 import collections
 import concurrent.futures
+import hashlib
 import io
 import os
 import threading
@@ -35,6 +39,7 @@ import threading
 import numpy as np
 
 from input_pipeline.sources.base import Source, check_no_leakage, require_path, unknown_split
+from input_pipeline.sources.images import check_no_duplicate_digests
 from medssl_jax.errors import UserError
 
 INDEX = "index.npz"
@@ -141,7 +146,9 @@ def write_split(source: Source, folder: str, images_per_shard: int = 1000, short
   def record(i: int):
     name = f"{source.image_ids[i]}" + (f" ({source.paths[i]})" if source.paths is not None else "")
     item = source.images[i] if source.images is not None else image_bytes(source, i)
-    return reencode.reencode(item, short_side, encoding, quality, name=name, lossless=encode_png)
+    digest = hashlib.sha256(item if isinstance(item, bytes) else
+                            repr(np.shape(item)).encode() + np.ascontiguousarray(item).tobytes()).digest()
+    return reencode.reencode(item, short_side, encoding, quality, name=name, lossless=encode_png), digest
 
   workers = workers or max(1, min(16, os.cpu_count() or 1))
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
@@ -149,9 +156,9 @@ def write_split(source: Source, folder: str, images_per_shard: int = 1000, short
     for k in range(num_shards):
       name = f"images-{k:05d}-of-{num_shards:05d}.array_record"
       writer = ArrayRecordWriter(os.path.join(staging, name), "group_size:1")
-      for r in _ordered(pool, record, range(bounds[k], bounds[k + 1]), ahead=4 * workers):
+      for r, digest in _ordered(pool, record, range(bounds[k], bounds[k + 1]), ahead=4 * workers):
         writer.write(r.data)
-        written.append((r.original_size, r.stored_size, r.stored_as))  # (not the bytes: one shard in memory)
+        written.append((r.original_size, r.stored_size, r.stored_as, digest))  # (not the bytes: one shard in memory)
       writer.close()
       publish(name)
       files.append(name)
@@ -165,6 +172,7 @@ def write_split(source: Source, folder: str, images_per_shard: int = 1000, short
                original_size=np.asarray([w[0] for w in written], np.int64).reshape(n, 2),
                stored_size=np.asarray([w[1] for w in written], np.int64).reshape(n, 2),
                stored_as=np.asarray([w[2] for w in written], dtype=str).reshape(n),
+               content_sha256=np.frombuffer(b"".join(w[3] for w in written), np.uint8).reshape(n, 32),
                short_side=np.int64(short_side), encoding=np.asarray(encoding if short_side else "original"),
                quality=np.int64(quality if short_side and encoding == "jpeg" else 0))
     os.replace(tmp, os.path.join(staging, INDEX))
@@ -191,9 +199,15 @@ def load(data_cfg, split: str) -> Source:
     raise UserError(f"{root} holds no prepared split (<split>/{INDEX}); write one with medssl-jax prepare-data")
   if split not in splits:
     raise unknown_split(f"prepared data {root}", split, splits)
-  check_no_leakage({s: _index(os.path.join(root, s))["case_ids"] for s in splits})
+  indexes = {s: _index(os.path.join(root, s)) for s in splits}
+  check_no_leakage({s: idx["case_ids"] for s, idx in indexes.items()})
+  # The same image content in two splits (two names, two cases): the digests of the source bytes,
+  # taken by prepare-data (indexes written before they were: not checked).
+  check_no_duplicate_digests([(s, f"{s}/{name}", digest.tobytes()) for s, idx in indexes.items()
+                              if "content_sha256" in idx for name, digest in zip(idx["image_ids"], idx["content_sha256"])],
+                             f" of prepared data {root}")
   folder = os.path.join(root, split)
-  idx = _index(folder)
+  idx = indexes[split]
   short_side = int(idx["short_side"]) if "short_side" in idx else 0  # (indexes written before the resize: 0)
   size = int(getattr(data_cfg, "image_size", 0) or 0)
   if short_side and size > short_side:

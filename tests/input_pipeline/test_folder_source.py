@@ -8,6 +8,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pydicom
@@ -26,9 +27,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CT, MR = get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")  # shipped with pydicom
 
 
-def _png(path, seed=0, size=(20, 24), mode="RGB"):
+def _png(path, seed=None, size=(20, 24), mode="RGB"):
+  """Random pixels, from `seed` or else from the path (distinct files: the loader refuses copies across splits)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(zlib.crc32(path.encode()) if seed is None else seed)
   shape = size + ((3,) if mode == "RGB" else ())
   x = rng.integers(0, 256, shape, dtype=np.uint8)
   Image.fromarray(x).save(path, format="JPEG" if path.lower().endswith((".jpg", ".jpeg")) else "PNG")
