@@ -7,7 +7,8 @@ intensity ops (brightness / contrast, gamma) touch the image only. Points that l
 mirror back in about the edge pixel centres (OpenCV's BORDER_REFLECT_101, albumentations'
 default border; `augment_np._fold` 'reflect'), folded after each op as a sequential pipeline would.
 
-Op order (forward): crop -> flip -> rotation -> distortion -> intensity. Defaults (`seg.*`,
+Op order (forward): crop -> flip -> vertical flip -> diagonal flip -> rotation -> distortion ->
+intensity -> colour jitter -> Gaussian noise. Defaults (`seg.*`,
 medssl_jax/settings.py) follow Hosseinzadeh Taher et al. 2021's code for X-ray segmentation
 (albumentations, inputs 224 px; the paper's App. names RandomBrightnessContrast, RandomGamma,
 OpticalDistortion, elastic transformation and grid distortion):
@@ -15,11 +16,16 @@ OpticalDistortion, elastic transformation and grid distortion):
   OneOf([ElasticTransform(alpha=120, sigma=120*0.05, alpha_affine=120*0.03), GridDistortion(),
          OpticalDistortion(distort_limit=2, shift_limit=0.5)], p=0.3),
   RandomSizedCrop(min_max_height=(156, 224), 224, 224, p=0.25);
-no flip and no rotation (both available here, off by default). Each op is written here from the
+no flip and no rotation (both available here, off by default). For the fundus task (DRIVE vessels)
+the paper names rotation, Gaussian noise, colour jitter and horizontal / vertical / diagonal flips,
+without magnitudes; `configs/fundus_segmentation.py` sets its readings of them (the vertical and
+diagonal flips, colour jitter and noise: off by default). Each op is written here from the
 op's published definition, not ported; these are the readings taken:
   * crop (p = seg.crop_prob): a square of side U{ceil(crop_min_side x S) .. S} pixels at a
     uniform integer offset, resized back to S (their RandomSizedCrop with w2h_ratio 1);
   * flip (p = seg.flip_prob): left-right;
+  * vertical flip (p = seg.vflip_prob): up-down; diagonal flip (p = seg.transpose_prob): the
+    transpose about the main diagonal;
   * rotation: angle U(-r, r) degrees about the centre (augment_np.rotate's convention);
   * elastic (Simard et al. 2003, as albumentations does it): a random affine map (three points
     around the centre moved by U(-alpha_affine, alpha_affine) pixels each), then a displacement
@@ -31,7 +37,12 @@ op's published definition, not ported; these are the readings taken:
     pixels): an output point p samples c + (p - c)(1 + k r^2 + k r^4), r^2 = ((x - cx)/W)^2 +
     ((y - cy)/H)^2;
   * brightness / contrast: x * (1 + U(-c, c)) + U(-b, b) (brightness relative to the maximum 1),
-    clipped to [0, 1]; gamma: x ** U(gamma_range).
+    clipped to [0, 1]; gamma: x ** U(gamma_range);
+  * colour jitter (p = seg.color_prob): SimCLR's, of strength seg.color_strength
+    (augment_np.color_jitter: brightness, contrast, saturation factors U(1 - 0.8s, 1 + 0.8s), hue
+    shift U(-0.2s, 0.2s), in a random order);
+  * Gaussian noise (p = seg.noise_prob): x + N(0, std^2) per pixel and channel, std ~
+    U(seg.noise_std_range), clipped to [0, 1].
 Pixel sizes (alpha_affine, sigma, optical shift) were set for 224 px: they are scaled by
 k = S / 224 and alpha by k^2, so that a distortion moves the same fraction of the image at any S
 (the smoothed noise's amplitude goes as alpha / sigma).
@@ -46,10 +57,12 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from input_pipeline import augment_np
 from input_pipeline.augment_np import _fold
 
 REFERENCE_SIZE = 224
-OPS = ("crop", "flip", "rotation", "distortion", "intensity")
+# Each op's random stream is its index here: new ops go at the end (the others' draws stay the same).
+OPS = ("crop", "flip", "rotation", "distortion", "intensity", "vflip", "transpose", "color", "noise")
 
 
 def op_rngs(seed: Sequence[int]) -> dict:
@@ -68,6 +81,15 @@ def crop_map(size: int, oy: int, ox: int, side: int):
 
 def flip_map(width: int):
   return lambda y, x: (y, (width - 1) - x)
+
+
+def vflip_map(height: int):
+  return lambda y, x: ((height - 1) - y, x)
+
+
+def transpose_map():
+  """The diagonal flip (about the main diagonal): output (y, x) samples input (x, y)."""
+  return lambda y, x: (x, y)
 
 
 def rotation_map(h: int, w: int, angle: float):
@@ -175,6 +197,12 @@ def geometric_maps(cfg, size: int, rngs: dict) -> list:
   r = rngs["flip"]
   if cfg.flip_prob > 0 and r.random() < cfg.flip_prob:
     maps.append(flip_map(size))
+  r = rngs["vflip"]
+  if cfg.vflip_prob > 0 and r.random() < cfg.vflip_prob:
+    maps.append(vflip_map(size))
+  r = rngs["transpose"]
+  if cfg.transpose_prob > 0 and r.random() < cfg.transpose_prob:
+    maps.append(transpose_map())
   if cfg.rotation_degrees > 0:
     angle = rngs["rotation"].uniform(-cfg.rotation_degrees, cfg.rotation_degrees) * math.pi / 180.0
     maps.append(rotation_map(size, size, angle))
@@ -205,6 +233,23 @@ def intensity(image: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
   return np.power(np.clip(image, 0.0, 1.0), gamma).astype(np.float32)
 
 
+def color(image: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
+  """SimCLR's colour jitter of strength seg.color_strength (augment_np.color_jitter) with probability
+  seg.color_prob; [0, 1] in and out."""
+  if cfg.color_prob <= 0 or cfg.color_strength <= 0 or rng.random() >= cfg.color_prob:
+    return image
+  return augment_np.color_jitter(image, rng, float(cfg.color_strength))
+
+
+def noise(image: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
+  """Additive Gaussian noise with probability seg.noise_prob: std ~ U(seg.noise_std_range) (intensities
+  in [0, 1]), one draw per pixel and channel, clipped to [0, 1]."""
+  if cfg.noise_prob <= 0 or rng.random() >= cfg.noise_prob:
+    return image
+  std = rng.uniform(*cfg.noise_std_range)
+  return np.clip(image + rng.normal(0.0, std, image.shape), 0.0, 1.0).astype(np.float32)
+
+
 def augment_pair(image: np.ndarray, mask: np.ndarray, seed, cfg, image_order: int = 1):
   """(image float32 (S, S, C) in [0, 1], mask uint8 (S, S)) of one draw. `image` is uint8 or
   float in [0, 1] (S, S, C), `mask` (S, S) binary; `cfg` has the `seg.*` settings.
@@ -220,4 +265,6 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, seed, cfg, image_order: in
     sy, sx = compose(maps, h, w)
     image, mask = sample(image, sy, sx, image_order), sample(mask, sy, sx, 0)
   image = intensity(image, cfg, rngs["intensity"])
+  image = color(image, cfg, rngs["color"])
+  image = noise(image, cfg, rngs["noise"])
   return image.astype(np.float32), np.asarray(mask, np.uint8)

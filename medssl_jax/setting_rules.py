@@ -168,6 +168,12 @@ RULES = {
     "seg.bce_weight": NON_NEGATIVE,
     "seg.decoder_width": POSITIVE,
     "seg.overlay_images": COUNT,
+    "seg.flip_prob": PROB,
+    "seg.vflip_prob": PROB,
+    "seg.transpose_prob": PROB,
+    "seg.color_prob": PROB,
+    "seg.color_strength": NON_NEGATIVE,
+    "seg.noise_prob": PROB,
 }
 
 

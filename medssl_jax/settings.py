@@ -397,6 +397,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seg.crop_prob = 0.25         # square crop of side U{crop_min_side..1} x side, resized back.
   c.seg.crop_min_side = 156 / 224
   c.seg.flip_prob = 0.0          # horizontal flip (their segmentation code: none).
+  c.seg.vflip_prob = 0.0         # vertical flip (fundus: configs/fundus_segmentation.py).
+  c.seg.transpose_prob = 0.0     # diagonal flip, the transpose (fundus).
+  c.seg.color_prob = 0.0         # SimCLR colour jitter of strength seg.color_strength (fundus).
+  c.seg.color_strength = 0.25
+  c.seg.noise_prob = 0.0         # additive Gaussian noise, std ~ U(seg.noise_std_range) in [0, 1] units (fundus).
+  c.seg.noise_std_range = (10 ** 0.5 / 255, 50 ** 0.5 / 255)  # variance 10-50 in 8-bit units (albumentations GaussNoise default)
   c.seg.rotation_degrees = 0.0   # uniform in [-r, r] (their segmentation code: none).
   c.seg.distort_prob = 0.3       # one of elastic / grid / optical distortion, equally likely.
   c.seg.elastic_alpha = 120.0    # at 224 px; x (size/224)^2.

@@ -23,6 +23,7 @@ VARIANTS = {"demo": [""], "derm_simclr": ["", "local", "from_imagenet,weights=/w
             "chexpert_moco": ["", "densenet121", "from_imagenet,weights=/w"], "shenzhen_transfer": ["", "fraction=0.0625", "fraction=0.25"],
             "truong_dvme": ["", "concat", "multilabel"],
             "lung_segmentation": ["", "small", "smoke", "smoke,root=/tmp/lungseg", "small,size=32"],
+            "fundus_segmentation": ["", "small", "smoke"], "ct_pe_classification": ["", "small"],
             "folder_simclr": ["", "linear", "local", "local_linear"], "byol": ["", "local"],
             "simsiam": ["", "local"], "barlow_twins": ["", "local"],
             "vicreg": ["", "local"]}
@@ -221,6 +222,17 @@ def test_imagenet_variants_start_from_imported_weights_under_their_settings():
                           (derm_finetune, "imagenet,arch=resnet50"), (chexpert_finetune, "imagenet,weight=/w")):
     with pytest.raises(UserError):
       module.get_config(variant)
+
+
+def test_ct_pe_classification_is_the_papers_ct_task():
+  from configs import ct_pe_classification
+  c = ct_pe_classification.get_config()
+  assert c.data.image_size == 576 and c.model.depth == 50  # App. B: CT inputs 576 px, ResNet-50
+  assert (c.optim.name, c.optim.base_lr) == ("adam", 4e-4)  # App. B: lr 4e-4 for PE
+  assert c.finetune.plateau_factor == 0.1 and c.finetune.early_stop_patience > 0  # ReduceLROnPlateau, early stop
+  assert c.finetune.val_split == "val" and c.finetune.select_metric == "auc"
+  assert c.aug.crop and c.aug.flip and c.aug.rotation_degrees > 0  # crop, horizontal flip, rotation
+  assert ct_pe_classification.get_config("small").data.image_size == 128
 
 
 def test_lung_segmentation_size_variant_and_decoder_widths():

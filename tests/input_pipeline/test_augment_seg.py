@@ -5,6 +5,7 @@ import numpy as np
 from scipy import ndimage
 
 from configs.base import get_base_config
+from input_pipeline import augment_np
 from input_pipeline import augment_seg as aug
 
 
@@ -129,3 +130,52 @@ def test_a_pair_is_a_pure_function_of_the_seed():
   c, _ = aug.augment_pair(img, mask, [5, 8], cfg)
   assert not np.array_equal(a, c)
   assert a.dtype == np.float32 and m.dtype == np.uint8 and a.shape == (24, 24, 3)
+
+
+def test_vertical_and_diagonal_flips_by_hand_move_image_and_mask_together():
+  img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10
+  mask = (np.arange(16).reshape(4, 4) % 3 == 0).astype(np.uint8)
+  for key, want in (("vflip_prob", lambda a: a[::-1]), ("transpose_prob", lambda a: np.swapaxes(a, 0, 1))):
+    out_img, out_mask = aug.augment_pair(img, mask, [0, 0], _cfg(**{key: 1.0}))
+    np.testing.assert_allclose(out_img, want(img) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(out_mask, want(mask))
+  # All three flips: a 180-degree turn, then the transpose (forward order: flip, vflip, transpose).
+  out_img, out_mask = aug.augment_pair(img, mask, [0, 0], _cfg(flip_prob=1.0, vflip_prob=1.0, transpose_prob=1.0))
+  np.testing.assert_array_equal(out_mask, np.swapaxes(mask[::-1, ::-1], 0, 1))
+
+
+def test_colour_jitter_and_noise_touch_the_image_only_with_the_stated_statistics():
+  img = np.full((64, 64, 3), 0.5, np.float32)
+  img[..., 0] = 0.3
+  mask = (np.random.default_rng(4).random((64, 64)) > 0.5).astype(np.uint8)
+  # Noise: the residual's std is the drawn std (within sampling error), its mean ~0; clipped to [0, 1].
+  cfg = _cfg(noise_prob=1.0, noise_std_range=(0.05, 0.05))
+  a, m = aug.augment_pair(img, mask, [1, 2], cfg)
+  np.testing.assert_array_equal(m, mask)
+  residual = a - img
+  assert abs(residual.std() - 0.05) < 0.003 and abs(residual.mean()) < 0.003
+  assert a.min() >= 0.0 and a.max() <= 1.0
+  # Colour jitter of strength s: the same draw as augment_np.color_jitter from the op's stream.
+  cfg = _cfg(color_prob=1.0, color_strength=0.25)
+  a, m = aug.augment_pair(img, mask, [1, 3], cfg)
+  np.testing.assert_array_equal(m, mask)
+  r = aug.op_rngs([1, 3])["color"]
+  r.random()  # the probability draw
+  np.testing.assert_array_equal(a, augment_np.color_jitter(img, r, 0.25))
+  assert not np.allclose(a, img)
+  # Off by default, and then no change at all.
+  a, _ = aug.augment_pair(img, mask, [1, 3], _cfg())
+  np.testing.assert_array_equal(a, img)
+
+
+def test_new_ops_leave_the_other_ops_draws_unchanged():
+  """The X-ray pipeline's draws are the same with the fundus ops added (each op has its own stream)."""
+  img = (_smooth_image(24, 5) * 255).astype(np.uint8)
+  mask = (img[..., 0] > 128).astype(np.uint8)
+  base = _cfg(crop_prob=1.0, distort_prob=1.0, intensity_prob=1.0)
+  a, m = aug.augment_pair(img, mask, [2, 9], base)
+  assert [name for name in aug.OPS[:5]] == ["crop", "flip", "rotation", "distortion", "intensity"]
+  b, n = aug.augment_pair(img, mask, [2, 9], _cfg(crop_prob=1.0, distort_prob=1.0, intensity_prob=1.0,
+                                                   noise_prob=1.0, noise_std_range=(0.0, 0.0)))
+  np.testing.assert_array_equal(m, n)
+  np.testing.assert_allclose(a, b, atol=1e-7)  # zero noise: the same image
