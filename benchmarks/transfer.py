@@ -43,9 +43,14 @@ and standard deviation, an independent two-sample t-test between models. What ru
   that encoder's architecture); `name=<dir>` (a workdir or checkpoint of this project, or one
   written by `medssl-jax import-weights`); `name=simclr:<pneumoniamnist|breastmnist>` (the SimCLR
   pretraining run that Study A shares, `common.pretrain_dir`, trained here when absent);
-  `name=adapt:<dir>` (the domain-adaptive arm: SimCLR pretraining continued from the checkpoint
-  `<dir>`, e.g. imported ImageNet weights, on the chest X-ray images of `--adapt_data`, labels
-  unused, for the scale's `adapt_steps`; then benchmarked like any other encoder). Each encoder
+  the domain-adaptive arms, which start from the checkpoint `<dir>` (e.g. imported ImageNet weights),
+  train on the chest X-rays of `--adapt_data` for the scale's `adapt_steps`, then are benchmarked
+  like any other encoder: `name=adapt_supervised:<dir>` (the paper's arm, ImageNet -> CheXpert /
+  ChestX-ray14 in its Table 2: supervised fine-tuning of all layers on the adapt data's labels, Adam
+  at the classification lr, constant) and `name=adapt_ssl:<dir>` (SimCLR pretraining continued on
+  the same images, labels unused; `adapt:<dir>` is its earlier spelling). The report names each
+  encoder's kind. With the default adapt data (PneumoniaMNIST's train split) the supervised arm has
+  seen the pneumoniamnist task's training labels: its row on that task is not a transfer. Each encoder
   brings its own `model.*` settings and channel count (read from its config.json), so an imported
   ResNet-50 is fine-tuned as a ResNet-50 with ImageNet input normalisation on 3-channel images.
 * **Tasks** (`--tasks`): `pneumoniamnist`, `breastmnist` (classification, the npz files in
@@ -112,8 +117,8 @@ MODEL_KEYS = ("arch", "depth", "width", "stem", "downsample_padding", "bottlenec
 @dataclasses.dataclass
 class Encoder:
   name: str
-  kind: str        # 'random' | 'checkpoint' | 'simclr' | 'adapt'
-  source: str = ""  # random: the encoder whose architecture it takes; checkpoint/adapt: a dir; simclr: a data set
+  kind: str        # 'random' | 'checkpoint' | 'simclr' | 'adapt_ssl' | 'adapt_supervised'
+  source: str = ""  # random: the encoder whose architecture it takes; checkpoint/adapt_*: a dir; simclr: a data set
   path: str = ""    # the checkpoint the runs load (resolved)
   model: dict = dataclasses.field(default_factory=dict)
   channels: int = common.CHANNELS
@@ -131,9 +136,10 @@ def parse_encoders(spec: str) -> list:
   for item in [x.strip() for x in spec.split(",") if x.strip()]:
     name, _, value = item.partition("=") if "=" in item else (item, "", item)
     kind, _, arg = value.partition(":")
+    kind = "adapt_ssl" if kind == "adapt" else kind  # the SSL arm's earlier spelling
     if value == "random":
       out.append(Encoder(name, "random"))
-    elif kind in ("random", "simclr", "adapt") and arg:
+    elif kind in ("random", "simclr", "adapt_ssl", "adapt_supervised") and arg:
       if kind == "simclr" and arg not in FILES:
         raise SystemExit(f"--encoders: {item!r}: simclr:<data set> takes one of {sorted(FILES)}")
       out.append(Encoder(name, kind, arg))
@@ -285,6 +291,32 @@ def adapt_config(enc: Encoder, data_path: str, s: dict, ts: dict):
   return c
 
 
+def adapt_supervised_config(enc: Encoder, data_path: str, s: dict, ts: dict):
+  """Supervised fine-tuning of every layer from `enc.source` on the labels of the adapt data (the
+  paper's domain-adaptive step); its encoder is then benchmarked."""
+  model, channels = encoder_settings(enc.source)
+  c = chexpert_finetune.get_config("local")
+  with c.unlocked():
+    c.mode, c.finetune.init = "finetune", "pretrained"
+    c.data.path, c.data.image_size, c.data.channels = data_path, common.IMAGE_SIZE, channels
+    for k, v in model.items():
+      c.model[k] = v
+    c.model.dtype = "float32"
+    c.train.init_checkpoint = os.path.abspath(enc.source)
+    c.finetune.val_split, c.finetune.eval_every = "", 0  # a fixed length: no selection, no stopping
+    c.finetune.label_fraction, c.finetune.num_epochs = 1.0, 0.0
+    c.optim.name, c.optim.lr_scaling, c.optim.weight_decay, c.optim.warmup_steps = "adam", "none", 0.0, 0
+    c.optim.base_lr, c.optim.schedule = CLASSIFICATION_LR, "constant"
+    c.train.batch_size = ts["finetune_batch"]
+    c.eval.num_replicates = s["num_replicates"]
+    common.set_steps(c, ts["adapt_steps"])
+  return c
+
+
+ADAPT_CONFIGS = {"adapt_ssl": adapt_config, "adapt_supervised": adapt_supervised_config}
+ADAPT_WORDS = {"adapt_ssl": "SimCLR continued", "adapt_supervised": "supervised fine-tuning on the labels"}
+
+
 def resolve_encoders(encoders: list, a, s: dict, ts: dict, root: str, manifest: dict, run: bool) -> list:
   """Fills each encoder's checkpoint and model settings, training the simclr / adapt ones if needed.
   Returns the encoders that can be benchmarked now (all of them unless run=False left one out)."""
@@ -294,10 +326,10 @@ def resolve_encoders(encoders: list, a, s: dict, ts: dict, root: str, manifest: 
       e.path = os.path.abspath(common.pretrain_dir(a.workdir, a.scale, e.source))
       print(f"[{STUDY}] encoder {e.name}: SimCLR pretraining on {e.source}")
       done = common.run_once(label_efficiency.pretrain_config(os.path.join(a.data_dir, FILES[e.source]), s), e.path, run=run)
-    elif e.kind == "adapt":
+    elif e.kind in ADAPT_CONFIGS:
       e.path = os.path.abspath(os.path.join(root, "encoders", e.name))
-      print(f"[{STUDY}] encoder {e.name}: SimCLR continued from {e.source} on {a.adapt_data}")
-      done = common.run_once(adapt_config(e, a.adapt_data, s, ts), e.path, run=run)
+      print(f"[{STUDY}] encoder {e.name}: {ADAPT_WORDS[e.kind]} from {e.source} on {a.adapt_data}")
+      done = common.run_once(ADAPT_CONFIGS[e.kind](e, a.adapt_data, s, ts), e.path, run=run)
     elif e.kind == "checkpoint":
       e.path, done = os.path.abspath(e.source), True
     else:
@@ -376,8 +408,8 @@ def main(argv=None) -> int:
   p.add_argument("--tasks", default="", help="comma-separated tasks (default: the scale's)")
   p.add_argument("--runs", type=int, default=0, help="runs per (encoder, task) (default: the scale's, 10 beyond smoke)")
   p.add_argument("--reference", default="", help="encoder the others are t-tested against (default: the first)")
-  p.add_argument("--adapt_data", default="", help="npz of chest X-rays for adapt: encoders (default: "
-                 "<data_dir>/pneumoniamnist.npz, train split, labels unused)")
+  p.add_argument("--adapt_data", default="", help="npz of chest X-rays for the adapt_ssl: / adapt_supervised: "
+                 "encoders (default: <data_dir>/pneumoniamnist.npz, train split)")
   p.add_argument("--out", default=os.path.join("benchmarks", "results"), help="folder of the report")
   p.add_argument("--report_only", action="store_true", help="run nothing: the report from the study.json")
   a = p.parse_args(argv)

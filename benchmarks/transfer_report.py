@@ -187,16 +187,17 @@ def _limits_of(path: str) -> str:
 
 
 def pretraining_stages(e: dict) -> list:
-  """[(data path, split), ...] of the pretraining runs behind an encoder, first stage first: its own
-  config.json, then that of its `train.init_checkpoint` (a continued pretraining, e.g. the adapt arm),
-  and so on. [] when the checkpoint records none (random init, imported weights)."""
+  """[(data path, split, labels used), ...] of the training runs behind an encoder, first stage first:
+  its own config.json, then that of its `train.init_checkpoint` (a continued pretraining, e.g. the
+  adapt_ssl arm, or a supervised fine-tuning, the adapt_supervised arm), and so on. [] when the
+  checkpoint records none (random init, imported weights)."""
   stages, folder, seen = [], e.get("checkpoint") or "", set()
   while folder and os.path.isfile(os.path.join(folder, "config.json")) and folder not in seen:
     seen.add(folder)
     c = report_lib.load_json(os.path.join(folder, "config.json"))
-    if c.get("mode") != "pretrain" or not c.get("data", {}).get("path"):
+    if c.get("mode") not in ("pretrain", "finetune") or not c.get("data", {}).get("path"):
       break
-    stages.insert(0, (c["data"]["path"], c["data"].get("train_split", "train")))
+    stages.insert(0, (c["data"]["path"], c["data"].get("train_split", "train"), c["mode"] == "finetune"))
     folder = c.get("train", {}).get("init_checkpoint") or ""
   return stages
 
@@ -206,15 +207,18 @@ def encoder_limits(e: dict, task_paths: dict) -> str:
   stages = pretraining_stages(e)
   if not stages:
     return ""
-  paths = [p for p, _ in stages]
-  where = "; then on ".join(f"`{p}`, split `{sp}`" for p, sp in stages)
+  paths = [p for p, _, _ in stages]
+  labelled = {os.path.abspath(p) for p, _, with_labels in stages if with_labels}
+  where = "; then on ".join(f"`{p}`, split `{sp}`" + (" with its labels (supervised)" if with_labels else "")
+                            for p, sp, with_labels in stages)
   how = f"{len(stages)} stages, from the checkpoints' config.json" if len(stages) > 1 else "its config.json"
-  line = f"  - Encoder {e['name']}: pretrained on {where} (labels unused; {how})"
+  line = f"  - Encoder {e['name']}: pretrained on {where} ({'labels used where marked' if labelled else 'labels unused'}; {how})"
   same = [t for t, p in task_paths.items() if any(os.path.abspath(p) == os.path.abspath(x) for x in paths)]
   shared = [t for t, p in task_paths.items() if "covid_cxr_lungseg" in p and any("covid_cxr_multi" in x for x in paths)]
   if same:
-    line += (f"; the same file as task(s) {', '.join(same)}: the pretraining saw their training images "
-             "(not their test split)")
+    saw = ("training images and labels" if any(os.path.abspath(task_paths[t]) in labelled for t in same)
+           else "training images")
+    line += f"; the same file as task(s) {', '.join(same)}: the pretraining saw their {saw} (not their test split)"
   if shared:
     line += f"; covid_cxr_multi shares images with task(s) {', '.join(shared)}, test images included"
   extra = next((_limits_of(x) for x in paths if "covid_cxr_multi" in x), "")

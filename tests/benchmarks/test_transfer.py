@@ -17,10 +17,12 @@ from medssl_jax.training import workdir as workdir_lib
 
 
 def test_parse_encoders_and_tasks():
-  encs = transfer.parse_encoders("random,simclr=simclr:pneumoniamnist,r50=random:in,in=weights/x,ad=adapt:weights/x")
+  encs = transfer.parse_encoders("random,simclr=simclr:pneumoniamnist,r50=random:in,in=weights/x,ad=adapt:weights/x,"
+                                 "ssl=adapt_ssl:weights/x,sup=adapt_supervised:weights/x")
   assert [(e.name, e.kind, e.source) for e in encs] == [
       ("random", "random", ""), ("simclr", "simclr", "pneumoniamnist"), ("r50", "random", "in"),
-      ("in", "checkpoint", "weights/x"), ("ad", "adapt", "weights/x")]
+      ("in", "checkpoint", "weights/x"), ("ad", "adapt_ssl", "weights/x"), ("ssl", "adapt_ssl", "weights/x"),
+      ("sup", "adapt_supervised", "weights/x")]  # adapt: is adapt_ssl's earlier spelling
   with pytest.raises(SystemExit, match="each name once"):
     transfer.parse_encoders("random,random")
   with pytest.raises(SystemExit, match="names no encoder"):
@@ -98,16 +100,43 @@ def test_adapt_arm_continues_simclr_from_the_checkpoint_with_its_settings(tmp_pa
   assert c.train.num_steps == transfer.SCALES["smoke"]["adapt_steps"] and c.data.path == "/x/pneumoniamnist.npz"
 
 
+def test_supervised_adapt_arm_fine_tunes_every_layer_on_the_labels_for_the_adapt_steps(tmp_path):
+  ck = tmp_path / "imported"
+  (ck / "checkpoints").mkdir(parents=True)
+  loop.write_json(str(ck / "config.json"), {"model": {"arch": "resnet", "depth": 50, "width": 1.0, "stem": "imagenet",
+                                                      "input_norm": "imagenet"}, "data": {"channels": 3}})
+  enc = transfer.parse_encoders(f"in_cxr=adapt_supervised:{ck}")[0]
+  ts = transfer.SCALES["small"]
+  c = transfer.adapt_supervised_config(enc, "/x/pneumoniamnist.npz", common.SCALES["small"], ts)
+  assert (c.mode, c.finetune.init, c.finetune.task, c.train.init_checkpoint) == ("finetune", "pretrained", "multiclass",
+                                                                                 str(ck))
+  assert (c.model.depth, c.model.input_norm, c.data.channels, c.data.path) == (50, "imagenet", 3, "/x/pneumoniamnist.npz")
+  assert (c.optim.name, c.optim.base_lr, c.optim.schedule) == ("adam", transfer.CLASSIFICATION_LR, "constant")
+  assert c.train.num_steps == ts["adapt_steps"] and c.finetune.val_split == "" and c.finetune.label_fraction == 1.0
+  assert transfer.ADAPT_CONFIGS["adapt_ssl"] is transfer.adapt_config
+
+
+def md_of(out):
+  return (out / "transfer_smoke.md").read_text()
+
+
 def test_smoke_scale_end_to_end(shared_data, tmp_path):
   """2 encoders (random init; SimCLR pretrained here on BreastMNIST's training images) x BreastMNIST x 1
   run, real data, then the report. One run per encoder keeps the test short (3 runs, not 5): the
   per-run seeds and the mean / std / t-test over runs are checked on the runner with a stand-in run
   and on fake result files above."""
   wd, out = str(tmp_path / "wd"), tmp_path / "out"
+  # ... and the supervised domain-adaptive arm, from the SimCLR encoder (resolved before it), on PneumoniaMNIST's labels
+  simclr_dir = common.pretrain_dir(wd, "smoke", "breastmnist")
   assert transfer.main(["--scale=smoke", f"--workdir={wd}", f"--data_dir={shared_data}", f"--out={out}",
-                        "--encoders=random,simclr=simclr:breastmnist", "--runs=1"]) == 0
+                        f"--encoders=random,simclr=simclr:breastmnist,sup=adapt_supervised:{simclr_dir}",
+                        "--runs=1"]) == 0
   m = json.load(open(os.path.join(wd, "smoke", "transfer", "study.json")))
-  assert len(m["runs"]) == 2 and not m.get("missing")
+  assert len(m["runs"]) == 3 and not m.get("missing")
+  sup = json.load(open(os.path.join(wd, "smoke", "transfer", "encoders", "sup", "results.json")))
+  assert sup["completed"] and sup["mode"] == "finetune" and sup["final_step"] == transfer.SCALES["smoke"]["adapt_steps"]
+  assert (f"Encoder sup: pretrained on `{shared_data / 'breastmnist.npz'}`, split `train`; then on "
+          f"`{shared_data / 'pneumoniamnist.npz'}`, split `train` with its labels (supervised)") in md_of(out)
   md = (out / "transfer_smoke.md").read_text()
   for run in m["runs"]:
     r = json.load(open(os.path.join(run["workdir"], "results.json")))
@@ -124,7 +153,7 @@ def test_smoke_scale_end_to_end(shared_data, tmp_path):
     # the table's cell is the result file's value; one run: no std, no t-test
     test = "reference" if run["encoder"] == "random" else "n/a"
     assert f"| breastmnist | {run['encoder']} | 1 | auc | {r['test']['auc']['value']:.4f} ± nan | {test} |" in md
-  assert md.count("| breastmnist | ") == 2
+  assert md.count("| breastmnist | ") == 3
   # the SimCLR encoder was pretrained on the task's own file (train split): the report says so
   assert (f"Encoder simclr: pretrained on `{shared_data / 'breastmnist.npz'}`, split `train` (labels unused; its "
           "config.json); the same file as task(s) breastmnist") in md

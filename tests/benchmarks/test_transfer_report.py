@@ -142,6 +142,15 @@ def test_combined_report_has_the_transfer_section_read_from_the_result_files(tmp
   assert ("Encoder imagenet: pretrained on `/x/breastmnist.npz`, split `train`; then on `/x/pneumoniamnist.npz`, "
           "split `train` (labels unused; 2 stages, from the checkpoints' config.json); the same file as task(s) "
           "breastmnist") in md
+  # a supervised domain-adaptive stage (adapt_supervised) is named as such, labels and all
+  ck3 = root / "encoders" / "supervised"
+  ck3.mkdir(parents=True)
+  (ck3 / "config.json").write_text(json.dumps({"mode": "finetune", "train": {"init_checkpoint": "/w/imagenet"},
+                                               "data": {"path": "/x/breastmnist.npz", "train_split": "train"}}))
+  line = transfer_report.encoder_limits({"name": "sup", "checkpoint": str(ck3)}, {"breastmnist": "/x/breastmnist.npz"})
+  assert line == ("  - Encoder sup: pretrained on `/x/breastmnist.npz`, split `train` with its labels (supervised) "
+                  "(labels used where marked; its config.json); the same file as task(s) breastmnist: the "
+                  "pretraining saw their training images and labels (not their test split)")
   # one rendering: the combined report's section is the study's own report, line for line
   assert transfer_report.write_report(path, str(tmp_path / "own")) == 0
   own = (tmp_path / "own" / "transfer_smoke.md").read_text()
