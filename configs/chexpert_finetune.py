@@ -37,7 +37,9 @@ Variants:
 - `:imagenet,weights=DIR[,arch=A]`: Azizi's supervised ImageNet baseline: fine-tuning from
   supervised ImageNet weights imported with `import-weights --format torchvision --arch A`
   (default resnet50) into DIR (`train.init_checkpoint=DIR`, torchvision's model settings; torchvision's
-  ResNet-50 stands in for the paper's TF models, a reading). MoCo-CXR's ImageNet baseline is
+  ResNet-50 stands in for the paper's TF models, a reading); the paper's strongest supervised
+  model, BiT-M ResNet-101x3 (Sec. 5.3), is `arch=BiT-M-R101x3` with weights imported by
+  `import-weights --format bit` (model.arch='bit'). MoCo-CXR's ImageNet baseline is
   `:mococxr` with `--config.train.init_checkpoint=DIR` of an imported resnet18 and the settings
   import-weights prints.
 - `:local`: PneumoniaMNIST (../shared/data, 28 px, 2 classes, multi-class) with the App. A.2 ops.
@@ -129,7 +131,7 @@ def get_config(variant: str = ""):
     c.eval.num_replicates = 500  # PROTOCOLS.md (MoCo-CXR Sec. 3.4): 500 bootstrap replicates, 95% intervals
   elif name == "imagenet":
     opts = presets.parse_options(options, "chexpert_finetune", ("weights", "arch"))
-    presets.apply(c, presets.torchvision_settings(opts.get("arch", "resnet50")))
+    presets.apply(c, presets.imagenet_settings(opts.get("arch", "resnet50")))
     c.finetune.init, c.train.init_checkpoint = "pretrained", opts["weights"]
   elif variant == "local":
     c.data.source = "npz"

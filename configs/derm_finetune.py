@@ -64,7 +64,7 @@ def get_config(variant: str = ""):
     c.finetune.init = "random"
   elif variant.partition(",")[0] == "imagenet":
     opts = presets.parse_options(variant.partition(",")[2], "derm_finetune", ("weights", "arch"))
-    presets.apply(c, presets.torchvision_settings(opts.get("arch", "resnet50")))
+    presets.apply(c, presets.imagenet_settings(opts.get("arch", "resnet50")))
     c.finetune.init, c.train.init_checkpoint = "pretrained", opts["weights"]
   elif variant not in ("", "linear"):
     raise ValueError(f"derm_finetune: unknown variant {variant!r}")

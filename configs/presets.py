@@ -43,6 +43,15 @@ def torchvision_settings(arch: str) -> dict:
   return tv.model_settings(arch)
 
 
+def imagenet_settings(arch: str) -> dict:
+  """The model settings of supervised ImageNet weights `arch`: a BiT name (`BiT-M-R101x3`, `R50x1`:
+  imported with --format bit, model.arch='bit') or a torchvision model name."""
+  from medssl_jax.weights import bit  # imports flax: only for a variant with imported weights
+  if bit.ARCH.match(arch):
+    return bit.model_settings(arch)
+  return torchvision_settings(arch)
+
+
 def apply(config, settings: dict) -> None:
   for k, v in settings.items():
     setattr(config.model, k, v)

@@ -92,14 +92,14 @@ RULES = {
     "aug.additive_brightness": NON_NEGATIVE,
     "aug.std_contrast": NON_NEGATIVE,
     # model
-    "model.arch": OneOf(("resnet", "densenet", "vit")),
+    "model.arch": OneOf(("resnet", "densenet", "vit", "bit")),
     "model.width": POSITIVE,
     "model.bottleneck_width": POSITIVE,
     "model.head_dim": POSITIVE_INT,
     "model.head_layers": POSITIVE_INT,
     "model.bn_momentum": Range(0.0, 1.0, hi_open=True),
     "model.dtype": OneOf(("float32", "bfloat16")),
-    "model.input_norm": OneOf(("none", "imagenet", "inception")),  # 'inception': ViTs only (models/vit.py)
+    "model.input_norm": OneOf(("none", "imagenet", "inception")),  # 'inception': ViTs and BiT (models/vit.py, bit.py)
     "model.downsample_padding": OneOf(("same", "symmetric", "tf_fixed")),
     "model.stem": OneOf(("imagenet", "small")),
     # optimiser

@@ -244,10 +244,11 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.arch = "resnet"      # encoder: 'resnet' (ResNet v1), 'vit' (below) or 'densenet' (DenseNet-BC, torchvision layout:
-                               # depth 121/169/201, width 1 and the 'imagenet' stem only).
-  c.model.depth = 50           # resnet: 18, 34, 50, 101, 152; densenet: 121, 169, 201.
-  c.model.width = 1.0          # width multiplier (1x, 2x, 4x; < 1 for tests and CPU demos).
+  c.model.arch = "resnet"      # encoder: 'resnet' (ResNet v1), 'vit' (below), 'densenet' (DenseNet-BC, torchvision layout:
+                               # depth 121/169/201, width 1 and the 'imagenet' stem only) or 'bit' (BiT's ResNet v2 with
+                               # Group Norm + Weight Standardisation, models/bit.py; stem and bn_momentum do not apply).
+  c.model.depth = 50           # resnet: 18, 34, 50, 101, 152; densenet: 121, 169, 201; bit: 50, 101, 152.
+  c.model.width = 1.0          # width multiplier (1x, 2x, 4x; < 1 for tests and CPU demos; bit: a multiple of 0.5).
   c.model.stem = "imagenet"    # 'imagenet' (7x7/2 conv + max pool) or 'small' (3x3/1, no pool).
   c.model.head_layers = 2      # projection head depth (Azizi et al.: 2; SimCLR code: 3).
   c.model.head_dim = 128
@@ -260,7 +261,7 @@ def get_base_config() -> ml_collections.ConfigDict:
                                        # | 'tf_fixed' (SimCLR's TF ResNet: convs as 'symmetric', max pool SAME)
   c.model.bottleneck_width = 1.0       # inner width of bottleneck blocks (torchvision wide_resnet*_2: 2.0)
   c.model.input_norm = "none"          # 'none' ([0, 1] images as they are) | 'imagenet' (ImageNet mean/std)
-                                       # | 'inception' ((x - 0.5) / 0.5; model.arch='vit' only: timm's ViTs)
+                                       # | 'inception' ((x - 0.5) / 0.5; model.arch='vit' (timm's ViTs) and 'bit')
   # model.arch='vit' (models/vit.py; depth, width, stem and bn_momentum do not apply): the size, and
   # how many class tokens make the features (those of the last k blocks, concatenated: k x width;
   # 1 = the usual class token; DVME uses 4 with DINO's ViT-S/16: 1536-d).

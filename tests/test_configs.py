@@ -218,6 +218,11 @@ def test_imagenet_variants_start_from_imported_weights_under_their_settings():
   assert (f.finetune.init, f.train.init_checkpoint, f.model.depth, f.model.downsample_padding, f.model.input_norm) == \
       ("pretrained", "/w", 50, "symmetric", "imagenet")
   assert derm_finetune.get_config("imagenet,weights=/w,arch=resnet101").model.depth == 101
+  # Azizi's strongest supervised baseline, BiT-M ResNet-101x3 (Sec. 5.3), from import-weights --format bit
+  b = chexpert_finetune.get_config("imagenet,weights=/w,arch=BiT-M-R101x3")
+  assert (b.model.arch, b.model.depth, b.model.width, b.model.input_norm) == ("bit", 101, 3.0, "inception")
+  from medssl_jax.models.contrastive import check_arch
+  check_arch(b.model)
   for module, variant in ((derm_simclr, "from_imagenet"), (chexpert_moco, "from_imagenet"),
                           (derm_finetune, "imagenet,arch=resnet50"), (chexpert_finetune, "imagenet,weight=/w")):
     with pytest.raises(UserError):

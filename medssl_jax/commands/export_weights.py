@@ -39,6 +39,9 @@ def export_weights(checkpoint: str, fmt: str, out: str, allow_padding_change: bo
     raise UserError(f"--out={out}: expected a .pth (torch state_dict) or .safetensors file name")
   if os.path.exists(out) and not overwrite:
     raise UserError(f"--out={out} already exists; pass --overwrite to replace it, or choose another file name")
+  if (weights.stored_config(checkpoint) or {}).get("model", {}).get("arch") == "bit":
+    raise UserError(f"{checkpoint} is a BiT encoder (model.arch='bit'): export-weights writes torchvision / timm "
+                    f"ResNet, DenseNet and ViT layouts only; its weights stay usable here (train.init_checkpoint)")
   if fmt == "timm":
     from medssl_jax.weights import timm as timm_lib
     return timm_lib.export(checkpoint, out, allow_padding_change)

@@ -13,7 +13,8 @@ medssl_jax/weights/timm.py and dino.py; a ViT's data.image_size is stored in DIR
 moco_v2 (facebookresearch/moco and MoCo-CXR checkpoints: query encoder + MLP head), swav (the
 official ResNet-50 layout: trunk) and simclr_tf (google-research/simclr TF1 checkpoints, v1 and
 v2: trunk + projection head; --in is the checkpoint prefix or its directory, --arch e.g.
-r50_1x_sk0 or resnet50_4x) are in medssl_jax/weights/moco_v2.py, swav.py and simclr_tf.py.
+r50_1x_sk0 or resnet50_4x) are in medssl_jax/weights/moco_v2.py, swav.py and simclr_tf.py. bit (the
+released BiT-S / BiT-M `.npz` files, --arch e.g. BiT-M-R101x3: model.arch='bit') is in weights/bit.py.
 """
 import os
 
@@ -33,6 +34,8 @@ LOADERS = {"moco_v2": "medssl_jax.weights.moco_v2", "swav": "medssl_jax.weights.
 # timm (ResNets, ViT-Ti/S/B) and the official DINO backbones (ViT-S/B 16 and 8, ResNet-50); their
 # modules also have `data_settings(params)`: a ViT's data.image_size, read off its position embeddings.
 LOADERS.update({"timm": "medssl_jax.weights.timm", "dino": "medssl_jax.weights.dino"})
+# The released BiT checkpoints (.npz; no torch needed): model.arch='bit'.
+LOADERS["bit"] = "medssl_jax.weights.bit"
 FORMATS += tuple(LOADERS)
 
 
@@ -61,8 +64,8 @@ def import_weights(fmt: str, arch: str, in_path: str, out_dir: str) -> dict:
 def _define_flags() -> None:
   flags.DEFINE_enum("format", None, FORMATS, "Layout of the weights file.")
   flags.DEFINE_string("arch", None, "e.g. resnet50 (torchvision's model name; also for moco_v2, swav); "
-                      "simclr_tf: r50_1x_sk0, resnet50_4x, ...")
-  flags.DEFINE_string("in", None, ".pth state_dict or .safetensors file (simclr_tf: TF checkpoint prefix or directory).")
+                      "simclr_tf: r50_1x_sk0, resnet50_4x, ...; bit: BiT-M-R101x3, ...")
+  flags.DEFINE_string("in", None, ".pth state_dict or .safetensors file (simclr_tf: TF checkpoint prefix or directory; bit: .npz).")
   flags.DEFINE_string("out", None, "New checkpoint directory.")
   flags.mark_flags_as_required(["format", "arch", "in", "out"])
 

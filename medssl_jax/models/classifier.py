@@ -38,7 +38,7 @@ class Classifier(nn.Module):
   frozen_encoder: bool = False
   feature_norm: str = "none"
   head_init: str = "auto"
-  arch: str = "resnet"      # 'resnet' | 'densenet' | 'vit' (model.arch; see models/contrastive.py)
+  arch: str = "resnet"      # 'resnet' | 'densenet' | 'vit' | 'bit' (model.arch; see models/contrastive.py)
   resnet_kw: tuple = ()     # ((name, value), ...) of models/contrastive.py RESNET_DEFAULTS settings
   vit_kw: tuple = ()        # ((name, value), ...) of models/contrastive.py vit_settings
 

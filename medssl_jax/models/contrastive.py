@@ -9,7 +9,9 @@ last `model.vit_tokens` blocks concatenated, k x width: 1 is the usual class tok
 is DVME's 1536-d DINO embedding). A ViT ignores `model.depth`, `model.width`, `model.stem` and
 `model.bn_momentum` (its size is the variant's); of the port settings it has `model.input_norm`
 only (plus 'inception', [-1, 1] inputs). Its position embeddings are made for `data.image_size`
-(a multiple of the patch size). In every case the sub-module is named 'encoder', so encoder
+(a multiple of the patch size). Or 'bit' (models/bit.py: BiT's pre-activation ResNet v2 with Group Norm
+and Weight Standardisation, `model.depth` 50/101/152, `model.width` its width factor, `model.input_norm`
+'none' or 'inception'; no batch norm, no stem choice). In every case the sub-module is named 'encoder', so encoder
 weights load by name into `Classifier` (and ResNet parameter paths are what they always were).
 """
 from typing import Any
@@ -18,6 +20,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from medssl_jax.errors import UserError
+from medssl_jax.models import bit as bit_lib
+from medssl_jax.models.bit import DEPTHS as BIT_DEPTHS
+from medssl_jax.models.bit import BiT
 from medssl_jax.models.densenet import BLOCKS as DENSENET_BLOCKS
 from medssl_jax.models.densenet import DenseNet
 from medssl_jax.models.heads import ProjectionHead
@@ -27,7 +32,7 @@ from medssl_jax.models.vit import PRESETS as VIT_PRESETS
 from medssl_jax.models.vit import feature_dim as _vit_dim
 from medssl_jax.models.vit import vit as _make_vit
 
-ARCHS = ("resnet", "densenet", "vit")
+ARCHS = ("resnet", "densenet", "vit", "bit")
 
 
 def check_arch(model_cfg) -> None:
@@ -50,6 +55,20 @@ def check_arch(model_cfg) -> None:
       raise UserError(f"model.input_norm={model_cfg.input_norm!r}: expected 'none' or 'imagenet' for a DenseNet")
   if arch == "vit":
     vit_settings(model_cfg)
+  if arch == "bit":
+    if model_cfg.depth not in BIT_DEPTHS:
+      raise UserError(f"model.depth={model_cfg.depth} is not a BiT depth (model.arch='bit'); expected one of "
+                      f"{sorted(BIT_DEPTHS)}")
+    if not bit_lib.valid_width(model_cfg.width):
+      raise UserError(f"model.width={model_cfg.width} for model.arch='bit': expected a multiple of 0.5 (the released "
+                      f"BiT widths are 1, 2, 3 and 4), so that every layer's channels divide into Group Norm's 32 groups")
+    settings = resnet_settings(model_cfg)
+    if settings["input_norm"] not in bit_lib.INPUT_NORMS:
+      raise UserError(f"model.input_norm={model_cfg.input_norm!r}: expected one of {sorted(bit_lib.INPUT_NORMS)} "
+                      f"for BiT ('inception': [-1, 1] inputs, as the released weights were trained)")
+    changed = {k: v for k, v in settings.items() if k != "input_norm" and v != RESNET_DEFAULTS[k]}
+    if changed:
+      raise UserError(f"model.arch='bit' does not have the ResNet settings {changed}; leave them at their defaults")
 
 
 def vit_settings(model_cfg) -> dict:
@@ -95,6 +114,8 @@ def make_encoder(arch: str, depth: int, width: float, stem: str, dtype: Any, bn_
     kw = dict(vit_kw)
     return _make_vit(kw.get("variant", "S/16"), return_last_k_cls=kw.get("tokens", 1), dtype=dtype,
                      input_norm=kw.get("input_norm", "none"), batch_stats_placeholder=True)
+  if arch == "bit":
+    return BiT(depth=depth, width=width, dtype=dtype, input_norm=dict(resnet_kw).get("input_norm", "none"))
   if arch == "densenet":
     return DenseNet(depth=depth, dtype=dtype, bn_momentum=bn_momentum, bn_axis_name=bn_axis_name,
                     input_norm=dict(resnet_kw).get("input_norm", "none"))
@@ -115,7 +136,7 @@ class ContrastiveModel(nn.Module):
   bn_momentum: float = 0.9
   bn_axis_name: str | None = None
   head_batch_norm: bool = True   # False: MoCo v2's MLP head (biases, no batch norm)
-  arch: str = "resnet"           # 'resnet' | 'densenet' | 'vit' (model.arch)
+  arch: str = "resnet"           # 'resnet' | 'densenet' | 'vit' | 'bit' (model.arch)
   resnet_kw: tuple = ()          # ((name, value), ...) of RESNET_DEFAULTS settings
   vit_kw: tuple = ()             # ((name, value), ...) of vit_settings (model.arch='vit')
 
