@@ -30,6 +30,12 @@ METHOD_DEFAULTS = {
     # VICReg (medssl_jax/methods/vicreg.py; Bardes et al. 2022 Sec. 4.1): invariance / variance / covariance weights
     # 25 / 25 / 1, projector 8192 hidden (3 layers, output model.head_dim, 8192).
     "vicreg": {"sim_weight": 25.0, "var_weight": 25.0, "cov_weight": 1.0, "projector_hidden": 8192},
+    # DINO (medssl_jax/methods/dino.py; Caron et al. 2021 Sec. 3.1 and App.): 65,536 prototypes, head hidden 2048
+    # (bottleneck: model.head_dim, 256 in the paper), student temperature 0.1, teacher 0.04 (the paper warms it
+    # up to 0.07 for some runs), center momentum 0.9, teacher EMA 0.996 -> 1 (cosine).
+    "dino": {"out_dim": 65536, "head_hidden": 2048, "student_temp": 0.1, "teacher_temp": 0.04,
+             "warmup_teacher_temp": 0.04, "warmup_teacher_temp_steps": 0, "center_momentum": 0.9,
+             "momentum": 0.996, "freeze_last_layer_steps": 0},
 }
 
 # Keys that were renamed, old -> new (CHANGELOG.md lists them). A config file or a command line
