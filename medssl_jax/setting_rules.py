@@ -141,6 +141,15 @@ RULES = {
     # linear probe after pretraining
     "probe.max_train_examples": POSITIVE_INT,
     "probe.batch_size": POSITIVE_INT,
+    # monitor of pretraining (runs/monitor.py; which metric keep_best names is checked there)
+    "monitor.every": COUNT,
+    "monitor.knn_k": POSITIVE_INT,
+    "monitor.knn_temperature": POSITIVE,
+    "monitor.probe_steps": POSITIVE_INT,
+    "monitor.probe_lr": POSITIVE,
+    "monitor.max_train_examples": Range(2, integer=True),
+    "monitor.max_eval_examples": POSITIVE_INT,
+    "monitor.batch_size": POSITIVE_INT,
     # methods
     "simclr.temperature": POSITIVE,
     "moco.temperature": POSITIVE,

@@ -361,6 +361,25 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.probe.max_train_examples = 4000
   c.probe.batch_size = 256
 
+  # ---- watching a pretraining run (medssl_jax/runs/monitor.py): every `every` steps, features of
+  # labelled images from the current encoder, scored by a kNN classifier (k, cosine, temperature:
+  # the DINO / InstDisc protocol) and by a linear head fitted on them with its own optimiser;
+  # TensorBoard monitor/knn_top1 ..., the workdir's monitor.json; `select-best --pretrain_dir`.
+  c.monitor = ml_collections.ConfigDict()
+  c.monitor.every = 0                   # steps between evaluations; 0 = off.
+  c.monitor.train_split = ""            # labelled images of the kNN bank and the probe's fit ('' = data.train_split).
+  c.monitor.eval_split = "val"          # the split scored.
+  c.monitor.knn = True
+  c.monitor.knn_k = 20
+  c.monitor.knn_temperature = 0.07
+  c.monitor.probe = True
+  c.monitor.probe_steps = 200           # full-batch Adam steps of the linear head, from zero each time.
+  c.monitor.probe_lr = 1e-2
+  c.monitor.max_train_examples = 2000   # a seeded subset of the train split, the same at every evaluation.
+  c.monitor.max_eval_examples = 1000
+  c.monitor.batch_size = 256
+  c.monitor.keep_best = ""              # a metric ('knn/top1', 'probe/auc', ...): its best state in checkpoints_best/.
+
   # ---- DVME on cached features (mode 'dvme', medssl_jax/runs/dvme.py; Truong et al. 2021) -------
   c.dvme = ml_collections.ConfigDict()
   c.dvme.features = ""           # 'name=path_{split}.npz,...': files of `medssl-jax features`, one per encoder.

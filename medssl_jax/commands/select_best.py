@@ -14,6 +14,13 @@ DIR/selection.md: the validation metric of every trial, the chosen overrides, an
 the k repeats (workdirs DIR/repeat_<seed>, `--config.seed=<seed>`) its test metrics with 95%
 bootstrap intervals, plus their mean and standard deviation. Azizi et al. repeat 5 times (Derm)
 or 10 times (CXR).
+
+  medssl-jax select-best --pretrain_dir=WORKDIR --metric=knn/top1
+
+picks a pretraining checkpoint instead: the step of a run's monitor.json (`monitor.every`, the kNN
+and linear-probe scores of runs/monitor.py) with the best --metric, and prints where its weights
+are for `train.init_checkpoint` (checkpoints_best/ with `monitor.keep_best=<metric>`, or the
+workdir when the step is its newest checkpoint); WORKDIR/selection.json records the choice.
 """
 import json
 import os
@@ -107,16 +114,66 @@ def summarise(sweep_dir: str, rows, best, seeds, metric: str) -> dict:
 
 def _define_flags() -> None:
   flags.DEFINE_string("sweep_dir", None, "The --workdir_root of the sweep (holds sweep.json).")
-  flags.DEFINE_string("metric", "top1", "Validation metric that picks the setting (and test metric reported).")
+  flags.DEFINE_string("pretrain_dir", None, "Instead of a sweep: a pretraining workdir whose monitor.json "
+                      "(monitor.every > 0) picks the pretraining checkpoint, e.g. --metric=knn/top1.")
+  flags.DEFINE_string("metric", "top1", "Validation metric that picks the setting (and test metric reported); "
+                      "with --pretrain_dir a monitor metric (knn/top1, knn/auc, probe/top1, probe/auc, "
+                      "knn/mean_auc, probe/mean_auc).")
   flags.DEFINE_bool("lower_is_better", False, "Pick the lowest value of --metric instead of the highest.")
   flags.DEFINE_integer("repeats", 5, "Re-trainings of the chosen setting (seeds 1..repeats).")
   flags.DEFINE_enum("mode", "local", ("local", "print"),
                     "local: run the repeats one after another; print: print their commands.")
-  flags.mark_flags_as_required(["sweep_dir"])
+
+
+def select_pretraining(workdir: str, metric: str, higher_is_better: bool = True) -> dict:
+  """The pretraining step with the best monitor `metric` (the earliest on a tie) and where its
+  weights are: checkpoints_best/ (monitor.keep_best), or the workdir when it is its newest checkpoint.
+  Writes <workdir>/selection.json; a UserError when that step's weights were not kept."""
+  path = os.path.join(workdir, "monitor.json")
+  if not _exists(path):
+    raise UserError(f"{path} not found: pretrain with --config.monitor.every=N (N > 0) so that the run scores its "
+                    f"checkpoints, then select")
+  history = [{k: float("nan") if v is None else v for k, v in h.items()} for h in _load(path)]
+  names = sorted({k for h in history for k in h if k != "step"})
+  if metric not in names:
+    raise UserError(f"--metric={metric!r}: {path} has {names}")
+  sign = 1.0 if higher_is_better else -1.0
+  scored = [(sign * h[metric], -h["step"]) for h in history if np.isfinite(h[metric])]
+  if not scored:
+    raise UserError(f"{path}: no finite {metric} to select by")
+  step = -max(scored)[1]
+  value = next(h[metric] for h in history if h["step"] == step)
+  kept = {}
+  for folder in ("checkpoints_best", "checkpoints"):
+    root = epath.Path(workdir) / folder
+    kept[folder] = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+  if step in kept["checkpoints_best"]:
+    checkpoint = os.path.join(workdir, "checkpoints_best")
+  elif kept["checkpoints"] and step == kept["checkpoints"][-1]:
+    checkpoint = workdir
+  else:
+    checkpoint = None
+  out = {"metric": metric, "step": int(step), "value": value, "checkpoint": checkpoint,
+         "history": [{"step": h["step"], metric: h[metric]} for h in history]}
+  lines = [f"| step | {metric} |", "|---:|---:|"]
+  lines += [f"| {h['step']}{' (chosen)' if h['step'] == step else ''} | {h[metric]:.4f} |" for h in history]
+  print("\n".join(lines))
+  print(f"Chosen: step {step}, {metric} = {value:.4f}")
+  if checkpoint is None:
+    raise UserError(f"step {step} of {workdir} is not kept (checkpoints/ holds {kept['checkpoints']}, checkpoints_best/ "
+                    f"{kept['checkpoints_best']}): re-run the pretraining with --config.monitor.keep_best={metric}")
+  jsonio.write_text(epath.Path(workdir) / "selection.json", json.dumps(out, indent=2))
+  print(f"Its weights: --config.train.init_checkpoint={checkpoint}")
+  return out
 
 
 def main(argv) -> int:
   del argv  # common.run refuses positional arguments
+  if bool(FLAGS.sweep_dir) == bool(FLAGS.pretrain_dir):
+    raise UserError("give one of --sweep_dir (a sweep's settings) or --pretrain_dir (a pretraining run's checkpoints)")
+  if FLAGS.pretrain_dir:
+    select_pretraining(FLAGS.pretrain_dir, FLAGS.metric, not FLAGS.lower_is_better)
+    return 0
   sweep_dir, metric = FLAGS.sweep_dir, FLAGS.metric
   sweep_file = os.path.join(sweep_dir, "sweep.json")
   if not _exists(sweep_file):

@@ -8,7 +8,9 @@ Workdir layout:
   events.out.*     TensorBoard scalars (CLU metric writers), written by process 0 only
   results.json     final step, metrics, wall time, throughput, the input-wait fraction (the share of
                    the steady-state wall time the loop waited for its next batch), the aug.on_device
-                   it ran with (and the linear probe, if on)
+                   it ran with (and the linear probe, if on; the monitor's history, if on)
+  monitor.json     with monitor.every > 0: kNN and linear-probe metrics every monitor.every steps
+                   (runs/monitor.py); checkpoints_best/ with monitor.keep_best
 
 `aug.on_device='auto'` (the default) is decided once, here, from `jax.default_backend()`: on for a
 GPU or TPU, off on the CPU (`resolve_on_device`); the run's config.json holds the decision.
@@ -31,6 +33,7 @@ from medssl_jax.training import optim
 from medssl_jax.training import profiling
 from medssl_jax.training import workdir as workdir_lib
 from medssl_jax.runs import linear_probe
+from medssl_jax.runs import monitor as monitor_lib
 from medssl_jax.training.sharding import check_global_batch, make_mesh, prefetch_to_mesh
 from medssl_jax import weights
 from input_pipeline import augment_device
@@ -91,6 +94,7 @@ def pretrain(config, workdir: str) -> dict:
   t_start = time.time()
   method = methods.get(config.method)
   method.validate(config)  # before anything is written
+  monitor_lib.check_settings(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # gs:// too
   workdir_lib.save_config(workdir, config)  # refuses to resume a run made with other settings
   mesh = make_mesh()
@@ -110,22 +114,34 @@ def pretrain(config, workdir: str) -> dict:
     state = _init_from(state, config.train.init_checkpoint, method, config, workdir)
   start_step = int(state.step)
 
+  writer = loop.make_writer(workdir)
+  if start_step == 0:
+    writer.write_hparams(loop.flatten(config.to_dict()))
+  monitor = None
+  if int(config.monitor.every):
+    monitor = monitor_lib.PretrainMonitor(config, mesh, pipeline, sources, writer=writer, workdir=workdir,
+                                          start_step=start_step, num_steps=num_steps)
+    if start_step == 0:
+      monitor(0, state)  # the weights the run starts from: the baseline of the curve
   batches = pipeline.pretrain_iterator(
       source, data_cfg=config.data, aug_cfg=config.aug, pairing=config.pairing,
       global_batch=config.train.batch_size, seed=config.seed, start_step=start_step,
       process_index=jax.process_index(), process_count=jax.process_count())
-  writer = loop.make_writer(workdir)
-  if start_step == 0:
-    writer.write_hparams(loop.flatten(config.to_dict()))
   logging.info("Pretraining (%s, %s pairs) for %d steps from step %d: global batch %d on %d devices",
                config.method, config.pairing, num_steps, start_step, config.train.batch_size, mesh.devices.size)
-  out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch),
-                 methods.jit_train_step(config, method), start_step=start_step, num_steps=num_steps,
-                 images_per_step=method.images_per_step(config),
-                 lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
-                 writer=writer, ckpt=ckpt, log_every=config.train.log_every,
-                 checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
-                 profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")))
+  try:
+    out = loop.run(state, prefetch_to_mesh(batches, mesh, config.train.prefetch),
+                   methods.jit_train_step(config, method), start_step=start_step, num_steps=num_steps,
+                   images_per_step=method.images_per_step(config),
+                   lr_fn=optim.learning_rate_schedule(config.optim, config.train.batch_size, num_steps),
+                   writer=writer, ckpt=ckpt, log_every=config.train.log_every,
+                   checkpoint_every=config.train.checkpoint_every, num_devices=mesh.devices.size,
+                   profiler=profiling.StepProfiler(config.train.profile_steps, os.path.join(workdir, "profile")),
+                   on_log=monitor, hook_every=monitor.every if monitor is not None else 0)
+  except BaseException:
+    if monitor is not None:
+      loop.close_quietly(monitor.close, "the monitor's checkpointer")
+    raise
   ckpt.close()
 
   results = {"mode": "pretrain", "method": config.method, "pairing": config.pairing, "final_step": out.step, "num_steps": num_steps,
@@ -138,6 +154,9 @@ def pretrain(config, workdir: str) -> dict:
              "devices": mesh.devices.size, "platform": jax.devices()[0].platform,
              "host_pipeline": backends.short_name(pipeline), "workdir": ckpt_lib._abs(workdir),
              "init_checkpoint": ckpt_lib.read_init_record(workdir)}
+  if monitor is not None:
+    monitor.close()
+    results.update(monitor.summary())
   results.update(workdir_lib.loss_history(workdir, start_step, out.loss_history))
   results.update(workdir_lib.wall_time(workdir, start_step, time.time() - t_start))
   if out.step >= num_steps and config.probe.enabled:
