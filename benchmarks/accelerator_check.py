@@ -33,6 +33,8 @@ It prints one table (the last lines of the output) and writes every number, the 
 library versions to `--out` (JSON). Pairs/s counts positive pairs (2 views each) per second.
 """
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -68,6 +70,10 @@ def parse_args(argv=None):
   p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   p.add_argument("--also_moco", action="store_true",
                  help="Also time the MoCo v2 step (queue, momentum encoder, shuffled BN) at the largest batch that ran.")
+  p.add_argument("--methods", default="",
+                 help="Also time these methods' steps (comma-separated registry names, or 'all': every method with a "
+                      "configs/<name>.py) at the largest batch that ran, each with its own config's heads, loss and "
+                      "optimiser on the same encoder as the SimCLR rows (--depth, --width, --dtype, --image_size).")
   p.add_argument("--torch_compile", default="auto", choices=("auto", "off"))
   p.add_argument("--device_augment", action="store_true",
                  help="Also time the SimCLR step with aug.on_device (uint8 views in, flip/colour/grayscale/blur in the "
@@ -114,6 +120,33 @@ def _timed_row(c, args) -> dict:
           "step_ms": 1000 * r["seconds"] / r["steps"], "loss_finite": r["loss_finite"]}
 
 
+# Methods timed by --methods=all: those with their own config (configs/<name>.py); SimCLR and MoCo v2
+# have their rows already.
+OTHER_METHODS = ("byol", "simsiam", "barlow_twins", "vicreg", "dino", "swav")
+
+
+def _method_names(spec: str) -> list:
+  if not spec:
+    return []
+  if spec == "all":
+    return [n for n in OTHER_METHODS if importlib.util.find_spec(f"configs.{n}") is not None]
+  names = [n for n in spec.split(",") if n]
+  unknown = [n for n in names if n not in OTHER_METHODS]
+  if unknown:
+    raise SystemExit(f"error: --methods: unknown {unknown}; expected names from {list(OTHER_METHODS)} or 'all'")
+  return names
+
+
+def _method_config(args, name: str, batch: int):
+  """configs/<name>.py's recipe (heads, loss, optimiser) on the SimCLR rows' encoder, size and batch."""
+  c = importlib.import_module(f"configs.{name}").get_config("")
+  with c.unlocked():
+    c.model.arch, c.model.depth, c.model.width, c.model.stem = "resnet", args.depth, args.width, "imagenet"
+    c.model.dtype, c.data.image_size, c.data.channels = args.dtype, args.image_size, 3
+    c.train.batch_size = batch
+  return c
+
+
 def jax_part(args) -> dict:
 
   rows = []
@@ -137,6 +170,14 @@ def jax_part(args) -> dict:
     moco[-1].pop("oom", None)
     if "pairs_per_sec" in moco[-1]:
       moco[-1].update(queue_size=c.moco.queue_size, bn_groups=c.moco.bn_groups)
+  method_rows = []
+  for name in _method_names(args.methods) if ran else []:
+    method_rows.append({"method": name, **_timed_row(_method_config(args, name, max(ran)), args)})
+    method_rows[-1].pop("oom", None)
+    if "pairs_per_sec" in method_rows[-1]:
+      print(f"jax {name} batch {max(ran)}: {method_rows[-1]['pairs_per_sec']:.0f} pairs/s", file=sys.stderr, flush=True)
+    print(json.dumps({"rows": rows, "moco_rows": moco, "method_rows": method_rows, "jax": jax.__version__,
+                      "device": jax.devices()[0].device_kind}), flush=True)
   if args.device_augment and ran:
     c = _jax_config(args, max(ran))
     with c.unlocked():
@@ -146,7 +187,7 @@ def jax_part(args) -> dict:
     if "pairs_per_sec" in device_aug[-1]:
       print(f"jax on-device augmentation batch {max(ran)}: {device_aug[-1]['pairs_per_sec']:.0f} pairs/s",
             file=sys.stderr, flush=True)
-  return {"rows": rows, "moco_rows": moco, "device_aug_rows": device_aug, "jax": jax.__version__,
+  return {"rows": rows, "moco_rows": moco, "method_rows": method_rows, "device_aug_rows": device_aug, "jax": jax.__version__,
           "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
           "device_count": jax.device_count()}
 
@@ -446,13 +487,14 @@ def table(res: dict) -> str:
            f"card: {res.get('gpu') or res['jax'].get('device', '?')}; jax {res['jax'].get('jax', '?')}; "
            f"torch {res['torch'].get('torch', 'n/a')}; host cores {res['host'].get('host_cores', '?')}",
            "", "| what | batch (pairs) | pairs/s | step ms | compile+warm-up s |", "| --- | --- | --- | --- | --- |"]
-  for label, key in (("JAX (ours)", "rows"), ("JAX MoCo v2 (ours)", "moco_rows"),
+  for label, key in (("JAX (ours)", "rows"), ("JAX MoCo v2 (ours)", "moco_rows"), ("JAX {method} (ours)", "method_rows"),
                      ("JAX (ours), aug.on_device", "device_aug_rows")):
     for r in res["jax"].get(key, []):
+      what = label.format(method=r.get("method", ""))
       if "error" in r:
-        lines.append(f"| {label} | {r['batch']} | failed: {r['error'][:80]} | | |")
+        lines.append(f"| {what} | {r['batch']} | failed: {r['error'][:80]} | | |")
       else:
-        lines.append(f"| {label} | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
+        lines.append(f"| {what} | {r['batch']} | {r['pairs_per_sec']:.0f} | {r['step_ms']:.1f} | "
                      f"{r['compile_s']:.1f} |")
   if "error" in res["jax"]:
     lines.append(f"| JAX (ours) | | failed: {res['jax']['error']} | | |")

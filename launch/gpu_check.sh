@@ -7,6 +7,7 @@
 # share of the loop's time spent waiting for input. Prints one table; --out=FILE keeps every number.
 #   bash launch/gpu_check.sh [--batch_sizes=512] [--images=DIR] [--out=gpu_check.json]
 #   bash launch/gpu_check.sh --part=e2e --e2e_dry_run    # prints the end-to-end commands only (any machine)
+#   bash launch/gpu_check.sh --part=jax --methods=all    # every method's step beside SimCLR's (a few minutes more)
 # Defaults sized for its 5-minute budget on one GPU: the step at batch 512 only (128 and 256 gave no
 # gain, benchmarks/README.md), the end-to-end runs at batch 256, 40 steps from the files (input-bound)
 # and 100 from the records, sharing one XLA cache. Later arguments override these defaults.

@@ -24,7 +24,7 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   out = tmp_path / "check.json"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   p = subprocess.run([sys.executable, "-m", "benchmarks.accelerator_check", "--depth=18", "--width=0.125",
-                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--also_moco", "--device_augment", "--torch_batch=4", "--torch_compile=off",
+                      "--image_size=16", "--batch_sizes=4", "--steps=1", "--also_moco", "--methods=simsiam", "--device_augment", "--torch_batch=4", "--torch_compile=off",
                       f"--images={images}", "--host_pipelines=numpy,grain", "--host_batches=1", "--host_batch=2", f"--out={out}"],
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-2000:]
@@ -34,6 +34,9 @@ def test_cpu_dry_run_prints_the_table_and_writes_json(tmp_path):
   assert jax_rows[0]["pairs_per_sec"] > 0 and jax_rows[0]["loss_finite"]
   moco = res["jax"]["moco_rows"]
   assert len(moco) == 1 and moco[0]["pairs_per_sec"] > 0 and moco[0]["loss_finite"], moco
+  methods = res["jax"]["method_rows"]
+  assert [r["method"] for r in methods] == ["simsiam"] and methods[0]["pairs_per_sec"] > 0 and methods[0]["loss_finite"]
+  assert f"| JAX simsiam (ours) | 4 | {methods[0]['pairs_per_sec']:.0f} |" in p.stdout
   device_aug = res["jax"]["device_aug_rows"]
   assert len(device_aug) == 1 and device_aug[0]["pairs_per_sec"] > 0 and device_aug[0]["loss_finite"], device_aug
   assert f"| JAX (ours), aug.on_device | 4 | {device_aug[0]['pairs_per_sec']:.0f} |" in p.stdout
@@ -131,3 +134,18 @@ def test_end_to_end_part_runs_on_the_cpu_from_files_and_records(tmp_path):
     assert r["aug_on_device"] is False and r["host_pipeline"] == "numpy"  # 'auto' on the CPU
   text = ac.e2e_table(e2e)
   assert f"| original files (aug.on_device False) | numpy | 2 | {rows[0]['pairs_per_sec']:.0f} (" in text
+
+
+def test_every_method_is_timed_with_its_own_recipe_on_the_simclr_rows_encoder():
+  from benchmarks import accelerator_check as ac
+  args = ac.parse_args(["--depth=50", "--width=1", "--image_size=224", "--dtype=bfloat16"])
+  names = ac._method_names("all")
+  assert {"byol", "simsiam", "barlow_twins", "vicreg", "dino"} <= set(names)
+  for name in names:
+    c = ac._method_config(args, name, 512)
+    assert c.method == name
+    assert (c.model.arch, c.model.depth, c.model.width, c.model.dtype) == ("resnet", 50, 1.0, "bfloat16")
+    assert (c.data.image_size, c.data.channels, c.train.batch_size) == (224, 3, 512)
+  assert ac._method_config(args, "barlow_twins", 512).barlow.projector_hidden == 8192  # the paper's head kept
+  with pytest.raises(SystemExit, match="unknown"):
+    ac._method_names("byol,nope")
