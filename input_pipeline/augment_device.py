@@ -201,12 +201,30 @@ def augment_batch(plan: view_plan.ViewPlan, batch: dict, seed: int, step,
   return out
 
 
+def augment_local_views(plan: view_plan.ViewPlan, local_views, seed: int, step):
+  """uint8 (N, L, s, s, C) local views (aug.local_crops) -> augmented float32 ones; local view j
+  draws from view slot 2 + j (the global views have slots 0 and 1)."""
+  if local_views.dtype != jnp.uint8:
+    raise ValueError(f"aug.on_device expects uint8 local views from the host, got {local_views.dtype}")
+  x = local_views.astype(jnp.float32) / 255.0
+  views = []
+  for j in range(local_views.shape[1]):
+    keys = view_keys(seed, step, local_views.shape[0], len(VIEW_KEYS) + j)
+    views.append(jax.vmap(lambda img, key: augment_view(plan, img, key))(x[:, j], keys))
+  return jnp.stack(views, axis=1)
+
+
 def wrap_step(train_step: Callable, config) -> Callable:
   """`train_step` preceded by the device augmentation of its batch, keyed by the state's step."""
   plan = view_plan.ViewPlan.from_config(config.aug, config.data.image_size, config.data.channels)
+  local = (view_plan.ViewPlan.from_config(view_plan.LocalAug(config.aug), config.aug.local_crop_size,
+                                          config.data.channels) if view_plan.num_local_crops(config.aug) else None)
   seed = int(config.seed)
 
   def step(state, batch):
-    return train_step(state, augment_batch(plan, batch, seed, state.step))
+    out = augment_batch(plan, batch, seed, state.step)
+    if local is not None and "local_views" in batch:
+      out["local_views"] = augment_local_views(local, batch["local_views"], seed, state.step)
+    return train_step(state, out)
 
   return step

@@ -23,6 +23,7 @@ from PIL import Image
 
 from input_pipeline import augment_np
 from input_pipeline import indexing
+from input_pipeline import view_plan
 from medssl_jax.errors import UserError
 
 
@@ -158,7 +159,8 @@ def _workers() -> int:
 
 def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: int, seed: int,
                       start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
-  """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe)."""
+  """Process-local batches {view_a, view_b, case_index, image_a, image_b} (+ distinct for MICLe, + local_views
+  (N, L, s, s, C) with aug.local_crops = L)."""
   table, sizes, case_index, what = indexing.pretrain_units(source, pairing, data_cfg.max_bag_size, seed)
   local = indexing.check_split(global_batch, process_count, len(table), what)
   stream = indexing.pair_stream(table, sizes, case_index, global_batch=global_batch, seed=seed,
@@ -169,8 +171,12 @@ def pretrain_iterator(source, *, data_cfg, aug_cfg, pairing: str, global_batch: 
 def pair_maker(source, data_cfg, aug_cfg, pairing: str) -> Callable:
   """fn(example of `indexing.pair_stream`) -> the batch row {view_a, view_b, ...} of that pair."""
   load = _loader(source)
-  view = augment_np.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels),
-                                 on_device=bool(getattr(aug_cfg, "on_device", False)))
+  on_device = bool(getattr(aug_cfg, "on_device", False))
+  view = augment_np.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels), on_device=on_device)
+  num_local = view_plan.num_local_crops(aug_cfg)
+  if num_local:
+    local_view = augment_np.make_view_fn(view_plan.LocalAug(aug_cfg), int(aug_cfg.local_crop_size),
+                                         int(data_cfg.channels), on_device=on_device)
 
   def make_pair(example):
     ia, ib, case, sa, sb = example
@@ -178,6 +184,10 @@ def pair_maker(source, data_cfg, aug_cfg, pairing: str) -> Callable:
     image_b = image_a if ib == ia else load(ib)  # both views of one image: decoded once (views never write to it)
     out = {"view_a": view(image_a, sa), "view_b": view(image_b, sb), "case_index": np.int32(case),
            "image_a": np.int32(ia), "image_b": np.int32(ib)}
+    if num_local:  # view_plan.local_seed: from image a (even j) or b (odd j)
+      out["local_views"] = np.stack([
+          local_view(image_b if j % 2 else image_a,
+                     view_plan.local_seed(np.asarray(sb if j % 2 else sa, np.int64), j)) for j in range(num_local)])
     if pairing == "case":
       out["distinct"] = np.bool_(ia != ib)
     return out

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from input_pipeline import augment
 from input_pipeline import indexing
+from input_pipeline import view_plan
 from medssl_jax.errors import UserError
 
 tf.config.set_visible_devices([], "GPU")  # the host pipeline never takes accelerator memory
@@ -55,8 +56,12 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, pairing: str, global_bat
 
   spec = (tf.TensorSpec([], tf.int64),) * 3 + (tf.TensorSpec([2], tf.int64),) * 2
   load = _loader(source)
-  view = augment.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels),
-                              on_device=bool(getattr(aug_cfg, "on_device", False)))
+  on_device = bool(getattr(aug_cfg, "on_device", False))
+  view = augment.make_view_fn(aug_cfg, int(data_cfg.image_size), int(data_cfg.channels), on_device=on_device)
+  num_local = view_plan.num_local_crops(aug_cfg)
+  if num_local:
+    local_view = augment.make_view_fn(view_plan.LocalAug(aug_cfg), int(aug_cfg.local_crop_size),
+                                      int(data_cfg.channels), on_device=on_device)
 
   def make_pair(ia, ib, case, sa, sb):
     image_a = load(ia)
@@ -65,6 +70,10 @@ def make_pretrain_dataset(source, *, data_cfg, aug_cfg, pairing: str, global_bat
     image_b = tf.cond(tf.equal(ia, ib), lambda: image_a, lambda: load(ib))
     out = {"view_a": view(image_a, sa), "view_b": view(image_b, sb), "case_index": tf.cast(case, tf.int32),
            "image_a": tf.cast(ia, tf.int32), "image_b": tf.cast(ib, tf.int32)}
+    if num_local:  # the NumPy pipeline's local views: the same images and seeds (view_plan.local_seed)
+      out["local_views"] = tf.stack([
+          local_view(image_b if j % 2 else image_a, view_plan.local_seed(sb if j % 2 else sa, j))
+          for j in range(num_local)])
     if pairing == "case":  # reported as the fraction of pairs from two different images
       out["distinct"] = tf.not_equal(ia, ib)
     return out

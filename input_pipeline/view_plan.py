@@ -94,6 +94,40 @@ class ViewPlan:
                                std_contrast=0.0, blur_prob=0.0)
 
 
+# ---- multi-crop: the local views (aug.local_crops) ------------------------------------------------
+# Local view j of an example is cropped from the pair's image a (j even) or b (j odd) with the seed
+# `local_seed` of that view's seed: an integer formula of the same int64 operators in both host
+# pipelines, so tf.data and NumPy give local views of the same seeds, and the draws of one local view
+# do not depend on how many others there are.
+LOCAL_SEED_STRIDE = 2**32
+
+
+def local_seed(seed, j: int):
+  """The length-2 seed of local view j of the global view with `seed` (NumPy array or tf tensor)."""
+  return seed + [0, (j + 1) * LOCAL_SEED_STRIDE]
+
+
+class LocalAug:
+  """`aug` seen by a local view: its crop area range is (aug.local_crop_area_min, max); the rest
+  (aspect range, flip, colour, blur...) is the global views'."""
+
+  def __init__(self, aug):
+    self._aug = aug
+
+  def __getattr__(self, name):
+    if name == "crop_area_min":
+      return self._aug.local_crop_area_min
+    if name == "crop_area_max":
+      return self._aug.local_crop_area_max
+    if name == "crop_mode":
+      return "inception"
+    return getattr(self._aug, name)
+
+
+def num_local_crops(aug) -> int:
+  return int(getattr(aug, "local_crops", 0) or 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Ops:
   """One pipeline's op library. `key` is whatever its random draws take (a TF seed, a NumPy

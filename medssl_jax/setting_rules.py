@@ -84,6 +84,10 @@ RULES = {
     "aug.crop_aspect_max": POSITIVE,
     "aug.fixed_crop_fraction": FRACTION,
     "aug.eval_crop_fraction": FRACTION,
+    "aug.local_crops": COUNT,
+    "aug.local_crop_size": POSITIVE_INT,
+    "aug.local_crop_area_min": FRACTION,
+    "aug.local_crop_area_max": FRACTION,
     "aug.color_prob": PROB,
     "aug.grayscale_prob": PROB,
     "aug.blur_prob": PROB,
@@ -200,6 +204,8 @@ _MISSING = object()
 # Relations between keys: (keys, holds(values), what it takes).
 RELATIONS = (
     (("aug.crop_area_min", "aug.crop_area_max"), lambda lo, hi: lo <= hi, "aug.crop_area_min <= aug.crop_area_max"),
+    (("aug.local_crop_area_min", "aug.local_crop_area_max"), lambda lo, hi: lo <= hi,
+     "aug.local_crop_area_min <= aug.local_crop_area_max"),
     (("aug.crop_aspect_min", "aug.crop_aspect_max"), lambda lo, hi: lo <= hi,
      "aug.crop_aspect_min <= aug.crop_aspect_max"),
     (("data.val_fraction", "data.test_fraction"), lambda v, t: v + t < 1.0,

@@ -231,6 +231,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.aug.crop_area_min = 0.08
   c.aug.crop_area_max = 1.0
   c.aug.crop_aspect_min = 3.0 / 4.0
+  # Multi-crop (Caron et al. 2020, SwAV Sec. 3.2; DINO): `local_crops` extra small views per example
+  # (batch['local_views'] (N, L, S, S, C)), random resized crops of area U(local_crop_area_min, max)
+  # at local_crop_size px, with the same ops as the two global views; with pairing='case' they come
+  # alternately from the pair's two images. For the methods that use them (DINO); 0 = off. The papers:
+  # 6 x 96 px, area (0.05, 0.14) [DINO's code: (0.05, 0.4)], the global views' area then (0.14, 1).
+  c.aug.local_crops = 0
+  c.aug.local_crop_size = 96
+  c.aug.local_crop_area_min = 0.05
+  c.aug.local_crop_area_max = 0.14
   c.aug.crop_aspect_max = 4.0 / 3.0
   c.aug.flip = True
   c.aug.color_strength = 1.0   # s: brightness/contrast/saturation 0.8*s, hue 0.2*s.

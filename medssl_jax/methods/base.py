@@ -17,7 +17,8 @@ A method provides, in JAX terms:
   e.g. a momentum encoder and a queue; a pytree, saved and restored with every checkpoint;
 - `train_step(config)`: a pure function `(state, batch) -> (state, metrics)` on global arrays,
   jitted by the caller with the state donated; `batch` holds 'view_a' and 'view_b' (N, S, S, C)
-  float32 in [0, 1] and, for case pairing, 'distinct'. Metrics must include 'loss'. (With
+  float32 in [0, 1] and, for case pairing, 'distinct'; with aug.local_crops = L > 0 (multi-crop, for
+  a method with `supports_local_crops`) also 'local_views' (N, L, s, s, C). Metrics must include 'loss'. (With
   `aug.on_device` the host sends uint8 views and `jit_train_step` augments them before the
   method's step sees them: a method never handles that mode.)
 
@@ -46,6 +47,9 @@ class Method:
   name: str = ""
   config_group: str | None = None
   views_per_example: int = 2
+  # Whether the step uses batch['local_views'] (multi-crop, aug.local_crops > 0); a method that does
+  # not is refused such a config rather than silently training on the two global views only.
+  supports_local_crops: bool = False
 
   def default_config(self) -> dict | None:
     """The method's own settings with their defaults, or None."""
@@ -55,6 +59,15 @@ class Method:
     if config.pairing not in PAIRINGS:
       raise UserError(f"pairing={config.pairing!r}: expected one of {PAIRINGS} ('views': two augmentations "
                       f"of one image; 'case': two images of one patient case, as in MICLe)")
+    local = num_local_crops(config)
+    if local and not self.supports_local_crops:
+      raise UserError(f"aug.local_crops={local}: method {self.name!r} does not use local views (multi-crop); set "
+                      f"aug.local_crops=0, or use a method that does (dino)")
+    if local and not bool(config.aug.crop):
+      raise UserError(f"aug.local_crops={local} needs aug.crop=True (local views are random resized crops)")
+    if local and int(config.aug.local_crop_size) > int(config.data.image_size):
+      raise UserError(f"aug.local_crop_size={config.aug.local_crop_size} is above data.image_size="
+                      f"{config.data.image_size}: local views are the small ones (the papers: 96 beside 224)")
 
   def build_model(self, config):
     return from_config(config.model)
@@ -67,7 +80,12 @@ class Method:
     raise NotImplementedError(f"method {self.name!r} has no train_step")
 
   def images_per_step(self, config) -> int:
-    return self.views_per_example * int(config.train.batch_size)
+    return (self.views_per_example + num_local_crops(config)) * int(config.train.batch_size)
+
+
+def num_local_crops(config) -> int:
+  """aug.local_crops (0 where a config predates multi-crop)."""
+  return int(config.aug.get("local_crops", 0) or 0)
 
 
 def interleave_views(view_a, view_b):
@@ -132,6 +150,10 @@ def synthetic_batch(config, rng: np.random.Generator, batch_size: int | None = N
   for timing the step and for tests."""
   b = config.train.batch_size if batch_size is None else batch_size
   s, c = config.data.image_size, config.data.channels
+  shapes = {"view_a": (b, s, s, c), "view_b": (b, s, s, c)}
+  if num_local_crops(config):
+    ls = int(config.aug.local_crop_size)
+    shapes["local_views"] = (b, num_local_crops(config), ls, ls, c)
   if bool(config.aug.get("on_device", False)):
-    return {k: rng.integers(0, 256, (b, s, s, c), np.uint8) for k in ("view_a", "view_b")}
-  return {"view_a": rng.random((b, s, s, c), np.float32), "view_b": rng.random((b, s, s, c), np.float32)}
+    return {k: rng.integers(0, 256, shape, np.uint8) for k, shape in shapes.items()}
+  return {k: rng.random(shape, np.float32) for k, shape in shapes.items()}

@@ -19,8 +19,12 @@ statistics when the encoder has BN, no gradient); the student's outputs, the los
 step; the teacher EMA from the UPDATED student; the center update. Everything runs on global arrays
 under `jax.jit`, so a step on 8 devices equals the step on 1.
 
-Not here: multi-crop (the paper's extra small local views for the student) and the schedules of
-weight decay; the library's optimisers stand in (configs/dino.py says which).
+Multi-crop (`aug.local_crops` = L > 0): the student also sees the batch's L small local views
+('local_views', from every host pipeline and with aug.on_device), in one forward pass; the teacher
+sees the two global views only; the loss is `losses.dino_multicrop_loss`. The encoder must accept
+the local size: a ResNet does, our ViT does not (its position embeddings are not interpolated:
+refused). Not here: the schedule of weight decay; the library's optimisers stand in
+(configs/dino.py says which).
 
 State: `state.extra` = {'teacher_params', 'teacher_batch_stats', 'center'}: checkpointed, so a
 resumed run continues exactly.
@@ -32,7 +36,7 @@ import jax.numpy as jnp
 
 from medssl_jax import settings
 from medssl_jax.errors import UserError
-from medssl_jax.losses import dino_loss, update_center
+from medssl_jax.losses import dino_loss, dino_multicrop_loss, update_center
 from medssl_jax.methods import base
 from medssl_jax.methods import momentum
 from medssl_jax.methods.registry import register
@@ -63,7 +67,19 @@ def train_step(state, batch: dict, *, base_momentum: float, num_steps: int, stud
 
   def loss_fn(params):
     s_a, s_b, stats = base.project_views(state, params, batch)
-    return dino_loss(s_a, s_b, t_a, t_b, extra["center"], student_temp, tau_t), stats
+    if "local_views" not in batch:
+      return dino_loss(s_a, s_b, t_a, t_b, extra["center"], student_temp, tau_t), stats
+    # Multi-crop: the student's local views, all L of them in one forward pass (their own BN statistics,
+    # as the reference forwards the crops of one resolution together); the teacher sees the globals only.
+    local = batch["local_views"]
+    n, num_local = local.shape[:2]
+    (_, s_l), upd = state.apply_fn({"params": params, "batch_stats": stats},
+                                   local.reshape((n * num_local,) + local.shape[2:]), train=True,
+                                   mutable=["batch_stats"])
+    s_l = s_l.reshape((n, num_local) + s_l.shape[1:])
+    loss = dino_multicrop_loss((s_a, s_b), [s_l[:, j] for j in range(num_local)], (t_a, t_b), extra["center"],
+                               student_temp, tau_t)
+    return loss, upd["batch_stats"]
 
   (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   frozen = state.step < freeze_last_layer_steps
@@ -89,6 +105,7 @@ def train_step(state, batch: dict, *, base_momentum: float, num_steps: int, stud
 class DINO(base.Method):
   name = "dino"
   config_group = "dino"
+  supports_local_crops = True
 
   def default_config(self) -> dict:
     return dict(settings.METHOD_DEFAULTS[self.config_group])
@@ -105,6 +122,10 @@ class DINO(base.Method):
     for key in ("out_dim", "head_hidden"):
       if int(d[key]) < 1:
         raise UserError(f"dino.{key}={d[key]} must be a positive width")
+    if base.num_local_crops(config) and config.model.arch == "vit":
+      raise UserError(f"aug.local_crops={config.aug.local_crops} with model.arch='vit': local views of "
+                      f"{config.aug.local_crop_size} px need interpolated position embeddings, which this ViT does not "
+                      f"have; use model.arch='resnet', or aug.local_crops=0")
     for key in ("warmup_teacher_temp_steps", "freeze_last_layer_steps"):
       if int(d[key]) < 0:
         raise UserError(f"dino.{key}={d[key]} must be >= 0 (steps)")

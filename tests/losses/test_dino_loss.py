@@ -59,3 +59,30 @@ def test_center_is_the_ema_of_the_teachers_batch_mean_over_both_views():
   np.testing.assert_allclose(update_center(c, t_a, t_b, 0.9), want, rtol=1e-6)
   with pytest.raises(ValueError, match="four \\(batch, K\\) arrays"):
     dino_loss(t_a, t_b[:2], t_a, t_b, c, 0.1, 0.04)
+
+
+def reference_multicrop(students, teachers, c, tau_s, tau_t):
+  """Float64: the reference's loop, over teacher global views g and student views v != g, each term a batch mean."""
+  total, terms = 0.0, 0
+  for g, t in enumerate(teachers):
+    for v, s in enumerate(students):
+      if v == g:
+        continue
+      h = [-np.sum(_softmax((np.float64(t[i]) - c) / tau_t) * np.log(_softmax(np.float64(s[i]) / tau_s)))
+           for i in range(len(t))]
+      total += np.mean(h)
+      terms += 1
+  return total / terms
+
+
+def test_multicrop_matches_the_numpy_restatement_and_is_the_two_view_loss_without_locals():
+  from medssl_jax.losses import dino_multicrop_loss
+  rng = np.random.default_rng(3)
+  s_a, s_b, t_a, t_b, c = _inputs(n=4, k=6, seed=3)
+  locals_ = [rng.normal(size=(4, 6)).astype(np.float32) for _ in range(3)]
+  got = dino_multicrop_loss((s_a, s_b), locals_, (t_a, t_b), c, 0.1, 0.04)
+  np.testing.assert_allclose(got, reference_multicrop([s_a, s_b] + locals_, [t_a, t_b], c, 0.1, 0.04), rtol=1e-5)
+  np.testing.assert_allclose(dino_multicrop_loss((s_a, s_b), [], (t_a, t_b), c, 0.1, 0.04),
+                             dino_loss(s_a, s_b, t_a, t_b, c, 0.1, 0.04), rtol=1e-6)
+  # 2 x (2 + 3) - 2 = 8 terms: a local view is predicted from both teacher views.
+  assert abs(float(got) - float(dino_multicrop_loss((s_a, s_b), locals_[:1], (t_a, t_b), c, 0.1, 0.04))) > 1e-4
