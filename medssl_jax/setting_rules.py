@@ -112,6 +112,8 @@ RULES = {
     "optim.lr_scaling": OneOf(("linear", "sqrt", "none")),
     "optim.base_lr": POSITIVE,
     "optim.weight_decay": NON_NEGATIVE,
+    "optim.weight_decay_schedule": OneOf(("constant", "cosine")),
+    "optim.weight_decay_end": NON_NEGATIVE,
     "optim.momentum": Range(0.0, 1.0, hi_open=True),
     "optim.warmup_steps": COUNT,
     "optim.decay_factor": Range(0.0, 1.0, lo_open=True),

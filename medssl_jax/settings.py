@@ -289,6 +289,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.base_lr = 0.3
   c.optim.lr_scaling = "linear"  # 'linear': base*batch/256; 'sqrt': base*sqrt(batch).
   c.optim.weight_decay = 1e-6
+  # 'cosine': the weight decay goes from optim.weight_decay at step 0 to optim.weight_decay_end at the
+  # last step along a half cosine (DINO, Caron et al. 2021: 0.04 -> 0.4); 'sgd' and 'adam' only.
+  c.optim.weight_decay_schedule = "constant"
+  c.optim.weight_decay_end = 0.0
   c.optim.momentum = 0.9
   c.optim.trust_coefficient = 0.001
   c.optim.warmup_steps = 0

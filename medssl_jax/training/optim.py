@@ -15,7 +15,10 @@ SimCLR reference and the Azizi et al. runs built on it pair with its rule (`SIMC
 import math
 
 import jax
+import jax.numpy as jnp
 import optax
+
+from medssl_jax.errors import UserError
 
 # Range (lowest, highest) of the LARS base learning rates used with each scaling rule by:
 # - 'linear' (x batch/256): SimCLR (Chen et al. 2020) paper and run.py default 0.3, its README's
@@ -76,16 +79,41 @@ def decay_mask(params):
   return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
+def weight_decay_schedule(optim_cfg, num_steps: int):
+  """The weight decay at each step: optim.weight_decay, or with optim.weight_decay_schedule='cosine'
+  a half cosine from it (step 0) to optim.weight_decay_end (the last step, num_steps - 1)."""
+  start = float(optim_cfg.weight_decay)
+  if optim_cfg.get("weight_decay_schedule", "constant") == "constant":
+    return optax.constant_schedule(start)
+  end = float(optim_cfg.weight_decay_end)
+  last = max(int(num_steps) - 1, 1)
+  return lambda count: end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(count, last) / last))
+
+
+def _decayed_weights(optim_cfg, num_steps: int) -> optax.GradientTransformation:
+  """updates + wd(step) * params on the decayed weights (`decay_mask`); a constant wd is optax's own."""
+  if optim_cfg.get("weight_decay_schedule", "constant") == "constant":
+    return optax.add_decayed_weights(optim_cfg.weight_decay, mask=decay_mask)
+  return optax.inject_hyperparams(optax.add_decayed_weights, static_args=("mask",))(
+      weight_decay=weight_decay_schedule(optim_cfg, num_steps), mask=decay_mask)
+
+
 def make_optimizer(optim_cfg, batch_size: int, num_steps: int) -> optax.GradientTransformation:
   check_lr_pairing(optim_cfg.name, optim_cfg.base_lr, optim_cfg.lr_scaling)
   schedule = learning_rate_schedule(optim_cfg, batch_size, num_steps)
   if optim_cfg.name == "lars":
+    if optim_cfg.get("weight_decay_schedule", "constant") != "constant":
+      raise UserError("optim.weight_decay_schedule='cosine' is for optim.name='sgd' or 'adam' (LARS decays inside "
+                       "its trust ratio); set optim.weight_decay_schedule='constant' with LARS")
     return optax.lars(schedule, weight_decay=optim_cfg.weight_decay, weight_decay_mask=decay_mask,
                       trust_coefficient=optim_cfg.trust_coefficient, trust_ratio_mask=decay_mask,
                       momentum=optim_cfg.momentum)
   if optim_cfg.name == "sgd":
-    return optax.chain(optax.add_decayed_weights(optim_cfg.weight_decay, mask=decay_mask),
-                       optax.sgd(schedule, momentum=optim_cfg.momentum))
+    return optax.chain(_decayed_weights(optim_cfg, num_steps), optax.sgd(schedule, momentum=optim_cfg.momentum))
   if optim_cfg.name == "adam":
-    return optax.adamw(schedule, weight_decay=optim_cfg.weight_decay, mask=decay_mask)
+    if optim_cfg.get("weight_decay_schedule", "constant") == "constant":
+      return optax.adamw(schedule, weight_decay=optim_cfg.weight_decay, mask=decay_mask)
+    # optax.adamw's chain (Adam's update, the decoupled weight decay, times the lr) with the decay scheduled
+    return optax.chain(optax.scale_by_adam(), _decayed_weights(optim_cfg, num_steps),
+                       optax.scale_by_learning_rate(schedule))
   raise ValueError(f"optim.name={optim_cfg.name!r}: expected 'lars', 'sgd' or 'adam'")

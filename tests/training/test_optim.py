@@ -90,3 +90,45 @@ def test_lars_base_lr_must_suit_its_scaling_rule():
   optim.make_optimizer(_cfg(name="adam", base_lr=3e-5, lr_scaling="linear"), 128, 10)
   # The pair fixed here: 0.075 x sqrt(128) = 0.85 where 0.5 x sqrt(128) was 5.66.
   np.testing.assert_allclose(optim.scaled_learning_rate(0.075, 128, "sqrt"), 0.8485, rtol=1e-4)
+
+
+def test_the_cosine_weight_decay_schedule_by_hand():
+  cfg = _cfg(weight_decay=0.04, weight_decay_schedule="cosine", weight_decay_end=0.4)
+  wd = optim.weight_decay_schedule(cfg, num_steps=11)  # steps 0..10
+  for step, want in ((0, 0.04), (5, 0.22), (10, 0.4), (20, 0.4)):
+    np.testing.assert_allclose(float(wd(step)), want, rtol=1e-6)
+  np.testing.assert_allclose(float(wd(2)), 0.4 + (0.04 - 0.4) * 0.5 * (1 + np.cos(np.pi * 0.2)), rtol=1e-6)
+  assert float(optim.weight_decay_schedule(_cfg(weight_decay=0.04), 11)(7)) == pytest.approx(0.04)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_scheduled_weight_decay_decays_the_kernels_by_the_steps_value(name):
+  cfg = _cfg(name=name, base_lr=0.5, lr_scaling="none", schedule="constant", warmup_steps=0, momentum=0.0,
+             weight_decay=0.04, weight_decay_schedule="cosine", weight_decay_end=0.4)
+  tx = optim.make_optimizer(cfg, batch_size=256, num_steps=11)
+  params = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.array([1.0])}
+  zero = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(1)}
+  state = tx.init(params)
+  wd = optim.weight_decay_schedule(cfg, 11)
+  for step in range(3):  # zero gradients: Adam's and SGD's own updates are 0, leaving -lr * wd(step) * w
+    updates, state = tx.update(zero, state, params)
+    np.testing.assert_allclose(updates["kernel"], -0.5 * float(wd(step)) * 3.0, rtol=1e-5)
+    np.testing.assert_allclose(updates["bias"], 0.0)
+
+
+def test_a_flat_cosine_decay_is_adamw_and_lars_refuses_a_schedule():
+  from medssl_jax.errors import UserError
+  rng = np.random.default_rng(0)
+  params = {"kernel": jnp.asarray(rng.normal(size=(3, 3)), jnp.float32), "bias": jnp.zeros(3)}
+  base = dict(name="adam", base_lr=0.1, lr_scaling="none", warmup_steps=2, weight_decay=0.05)
+  flat = optim.make_optimizer(_cfg(**base, weight_decay_schedule="cosine", weight_decay_end=0.05), 256, 10)
+  adamw = optim.make_optimizer(_cfg(**base), 256, 10)
+  s_flat, s_adamw = flat.init(params), adamw.init(params)
+  for _ in range(3):
+    grads = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+    u_flat, s_flat = flat.update(grads, s_flat, params)
+    u_adamw, s_adamw = adamw.update(grads, s_adamw, params)
+    for k in params:
+      np.testing.assert_allclose(u_flat[k], u_adamw[k], rtol=1e-5, atol=1e-7)
+  with pytest.raises(UserError, match="LARS"):
+    optim.make_optimizer(_cfg(weight_decay_schedule="cosine", weight_decay_end=0.1), 256, 10)
