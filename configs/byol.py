@@ -23,17 +23,15 @@ steps, crops, warm-up and logging of configs/chexpert_simclr.py:local (ResNet-18
 batch 128, 500 steps, rotation up to 45 degrees, no blur), projector and predictor 512 hidden,
 128 out (the encoder's features are 128-d), linear probe at the end. BYOL's rule 0.2 x 128/256 =
 0.1 and tau_base 0.996 are kept, untuned for 500 steps.
+The part every SSL method's :local shares is configs/presets.py local_pneumoniamnist.
 """
-import os
-
+from configs import presets
 from configs.base import finalize, get_base_config
 
 BASE_LR, WEIGHT_DECAY, BATCH, TAU_BASE = 0.2, 1.5e-6, 4096, 0.996   # Sec. 3.3
 HIDDEN, PROJECTION = 4096, 256                                       # Sec. 3.3
 IMAGENET_TRAIN_IMAGES, EPOCHS, WARMUP_EPOCHS = 1_281_167, 1000, 10
 LOCAL_HIDDEN, LOCAL_PROJECTION, LOCAL_WARMUP_STEPS = 512, 128, 50
-
-_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
 
 def get_config(variant: str = ""):
@@ -53,18 +51,9 @@ def get_config(variant: str = ""):
   c.train.batch_size, c.train.num_steps = BATCH, EPOCHS * steps_per_epoch
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   if variant == "local":
-    c.data.source = "npz"
-    c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
-    c.data.image_size, c.data.channels = 28, 1
-    c.model.depth, c.model.width, c.model.stem, c.model.dtype = 18, 0.25, "small", "float32"
+    presets.local_pneumoniamnist(c, warmup_steps=LOCAL_WARMUP_STEPS)
     c.model.head_dim = LOCAL_PROJECTION
     c.byol.projector_hidden = c.byol.predictor_hidden = LOCAL_HIDDEN
-    c.aug.crop_area_min = 0.2
-    c.aug.grayscale_prob, c.aug.blur_prob, c.aug.rotation_degrees = 0.0, 0.0, 45.0
-    c.optim.warmup_steps = LOCAL_WARMUP_STEPS
-    c.train.batch_size, c.train.num_steps = 128, 500
-    c.train.log_every, c.train.checkpoint_every = 25, 250
-    c.probe.enabled = True
   elif variant:
     raise ValueError(f"byol: unknown variant {variant!r} (use '' or 'local')")
   return finalize(c)

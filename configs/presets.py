@@ -7,8 +7,36 @@ file it came from, `arch=A` (the `--arch` given to import-weights). Without `wei
 is refused: starting from random weights instead would silently be another experiment. The
 `model.*` settings are those the format implies (the same ones import-weights stored in
 DIR/config.json, which `weights.check_settings` enforces when the run loads DIR).
+
+Also what the SSL method configs' `:local` variants share (byol, simsiam, barlow_twins, vicreg,
+dino): `local_pneumoniamnist`.
 """
+import os
+
 from medssl_jax.errors import UserError
+
+_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+LOCAL_WARMUP_STEPS = 50  # 10% of :local's 500 steps (as configs/chexpert_simclr.py:local)
+
+
+def local_pneumoniamnist(config, warmup_steps: int = LOCAL_WARMUP_STEPS) -> None:
+  """The common part of an SSL method config's `:local` variant: PneumoniaMNIST
+  (../shared/data/pneumoniamnist.npz, 28 px, grey) with the model, batch, steps, crops, warm-up and
+  logging of configs/chexpert_simclr.py:local (ResNet-18 0.25x small stem, float32; crop area 0.2-1;
+  no grayscale, no blur, rotation up to 45 degrees; batch 128, 500 steps, logs every 25, checkpoints
+  every 250), `warmup_steps` of warm-up, linear probe at the end. The caller then sets what is its
+  own (head and projector widths, ...)."""
+  c = config
+  c.data.source = "npz"
+  c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
+  c.data.image_size, c.data.channels = 28, 1
+  c.model.arch, c.model.depth, c.model.width, c.model.stem, c.model.dtype = "resnet", 18, 0.25, "small", "float32"
+  c.aug.crop_area_min = 0.2
+  c.aug.grayscale_prob, c.aug.blur_prob, c.aug.rotation_degrees = 0.0, 0.0, 45.0
+  c.optim.warmup_steps = warmup_steps
+  c.train.batch_size, c.train.num_steps = 128, 500
+  c.train.log_every, c.train.checkpoint_every = 25, 250
+  c.probe.enabled = True
 
 
 def parse_options(options: str, config_name: str, allowed: tuple) -> dict:

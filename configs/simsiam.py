@@ -19,17 +19,16 @@ steps, crops and logging of configs/chexpert_simclr.py:local (ResNet-18 0.25x sm
 128, 500 steps, rotation up to 45 degrees, no blur), projector 512 wide and out, predictor
 bottleneck 128 (the paper's 1/4), linear probe at the end. The paper's rule 0.05 x 128/256 = 0.025
 is kept, untuned for 500 steps.
+The part every SSL method's :local shares is configs/presets.py local_pneumoniamnist (here with
+warm-up 0, the paper's none).
 """
-import os
-
+from configs import presets
 from configs.base import finalize, get_base_config
 
 BASE_LR, WEIGHT_DECAY, MOMENTUM, BATCH = 0.05, 1e-4, 0.9, 512     # Sec. 3
 PROJECTOR, PREDICTOR_HIDDEN, PROJECTOR_LAYERS = 2048, 512, 3       # Sec. 3
 IMAGENET_TRAIN_IMAGES, EPOCHS = 1_281_167, 100
 LOCAL_PROJECTOR, LOCAL_PREDICTOR_HIDDEN = 512, 128
-
-_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
 
 def get_config(variant: str = ""):
@@ -48,17 +47,9 @@ def get_config(variant: str = ""):
   c.train.batch_size, c.train.num_steps = BATCH, EPOCHS * (IMAGENET_TRAIN_IMAGES // BATCH)
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   if variant == "local":
-    c.data.source = "npz"
-    c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
-    c.data.image_size, c.data.channels = 28, 1
-    c.model.depth, c.model.width, c.model.stem, c.model.dtype = 18, 0.25, "small", "float32"
+    presets.local_pneumoniamnist(c, warmup_steps=0)
     c.model.head_dim = c.simsiam.projector_hidden = LOCAL_PROJECTOR
     c.simsiam.predictor_hidden = LOCAL_PREDICTOR_HIDDEN
-    c.aug.crop_area_min = 0.2
-    c.aug.grayscale_prob, c.aug.blur_prob, c.aug.rotation_degrees = 0.0, 0.0, 45.0
-    c.train.batch_size, c.train.num_steps = 128, 500
-    c.train.log_every, c.train.checkpoint_every = 25, 250
-    c.probe.enabled = True
   elif variant:
     raise ValueError(f"simsiam: unknown variant {variant!r} (use '' or 'local')")
   return finalize(c)

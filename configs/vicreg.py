@@ -17,9 +17,9 @@ ours at 0. Augmentation as BYOL's (mapped in configs/byol.py: blur 0.5 on both v
 steps, crops, warm-up and logging of configs/chexpert_simclr.py:local (ResNet-18 0.25x small stem,
 batch 128, 500 steps, rotation up to 45 degrees, no blur), expander 512 wide and out, linear probe
 at the end. The paper's 0.2 x 128/256 = 0.1 and weights 25 / 25 / 1 are kept, untuned for 500 steps.
+The part every SSL method's :local shares is configs/presets.py local_pneumoniamnist.
 """
-import os
-
+from configs import presets
 from configs.base import finalize, get_base_config
 
 BASE_LR, WEIGHT_DECAY, BATCH = 0.2, 1e-6, 2048                       # Sec. 4.1
@@ -27,8 +27,6 @@ SIM_WEIGHT, VAR_WEIGHT, COV_WEIGHT = 25.0, 25.0, 1.0                 # Sec. 4.1
 PROJECTOR, PROJECTOR_LAYERS = 8192, 3                                # Sec. 4.1
 IMAGENET_TRAIN_IMAGES, EPOCHS, WARMUP_EPOCHS = 1_281_167, 1000, 10
 LOCAL_PROJECTOR, LOCAL_WARMUP_STEPS = 512, 50
-
-_SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
 
 def get_config(variant: str = ""):
@@ -49,17 +47,8 @@ def get_config(variant: str = ""):
   c.train.batch_size, c.train.num_steps = BATCH, EPOCHS * steps_per_epoch
   c.train.log_every, c.train.checkpoint_every = 100, 5000
   if variant == "local":
-    c.data.source = "npz"
-    c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
-    c.data.image_size, c.data.channels = 28, 1
-    c.model.depth, c.model.width, c.model.stem, c.model.dtype = 18, 0.25, "small", "float32"
+    presets.local_pneumoniamnist(c, warmup_steps=LOCAL_WARMUP_STEPS)
     c.model.head_dim = c.vicreg.projector_hidden = LOCAL_PROJECTOR
-    c.aug.crop_area_min = 0.2
-    c.aug.grayscale_prob, c.aug.blur_prob, c.aug.rotation_degrees = 0.0, 0.0, 45.0
-    c.optim.warmup_steps = LOCAL_WARMUP_STEPS
-    c.train.batch_size, c.train.num_steps = 128, 500
-    c.train.log_every, c.train.checkpoint_every = 25, 250
-    c.probe.enabled = True
   elif variant:
     raise ValueError(f"vicreg: unknown variant {variant!r} (use '' or 'local')")
   return finalize(c)

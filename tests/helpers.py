@@ -162,3 +162,62 @@ def scalar_values(workdir, tag):
           value = v.simple_value if v.HasField("simple_value") else float(tensor_util.make_ndarray(v.tensor))
           out.append((event.step, value))
   return sorted(out)
+
+
+def leaves(tree):
+  """The leaves of `tree` as numpy arrays, in tree order."""
+  import jax
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def method_steps(config, devices, n=2):
+  """`config`'s method state created on a mesh of `devices` (key 0), then `n` jitted steps, step i on
+  methods.synthetic_batch(config, np.random.default_rng(i)). Returns (states, history): host copies of
+  the state before the first step and after each step (n + 1 states: states[0] the initial one,
+  states[-1] the final one) and each step's metrics (n dicts)."""
+  import jax
+  from medssl_jax import methods
+  from medssl_jax.training.sharding import make_mesh, to_global
+  mesh = make_mesh(devices)
+  state = methods.create_state(config, mesh, jax.random.key(0))
+  step = methods.jit_train_step(config)
+  history, states = [], [jax.device_get(state)]
+  for i in range(n):
+    state, metrics = step(state, to_global(methods.synthetic_batch(config, np.random.default_rng(i)), mesh))
+    history.append(jax.device_get(metrics))
+    states.append(jax.device_get(state))
+  return states, history
+
+
+def assert_updates_close(after_a, after_b, before, what="param updates"):
+  """The updates after_a - before and after_b - before agree to 0.1% of the leaf's largest update,
+  floored at a few ulps of the weights (test_moco_v2.py)."""
+  la, lb, l0 = leaves(after_a), leaves(after_b), leaves(before)
+  assert len(la) == len(lb) == len(l0) > 0, what
+  for a, b, p0 in zip(la, lb, l0):
+    u_a, u_b = a - p0, b - p0
+    floor = 4 * np.finfo(np.float32).eps * max(np.abs(p0).max(), 1e-6)
+    np.testing.assert_allclose(u_a, u_b, rtol=1e-3, atol=max(1e-3 * np.abs(u_b).max(), floor), err_msg=what)
+
+
+def assert_sharded_equals_unsharded(config, *, n=2, min_moved=0.5, bn_floor=1e-6):
+  """`n` steps of `config` on all (8) devices equal those on 1 device: the losses to 1e-5, the parameter
+  updates as `assert_updates_close` (after more than `min_moved` of the parameter leaves moved), and,
+  unless `bn_floor` is None, the BN statistics to 1e-4 relative, atol max(1e-4 x the leaf's largest
+  value, bn_floor). Returns (states_8, states_1, history_8, history_1) of `method_steps`, for the
+  method's own checks (its target, center, ...)."""
+  import jax
+  s8, m8 = method_steps(config, jax.devices(), n)
+  s1, m1 = method_steps(config, jax.devices()[:1], n)
+  assert len(m8) == len(m1) == n
+  for a, b in zip(m8, m1):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+  moved = [np.abs(x - y).max() > 0 for x, y in zip(leaves(s8[-1].params), leaves(s8[0].params))]
+  assert np.mean(moved) > min_moved
+  assert_updates_close(s8[-1].params, s1[-1].params, s8[0].params, "param updates")
+  if bn_floor is not None:
+    la, lb = leaves(s8[-1].batch_stats), leaves(s1[-1].batch_stats)
+    assert len(la) == len(lb) > 0, "BN statistics"
+    for a, b in zip(la, lb):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-4 * np.abs(b).max(), bn_floor), err_msg="BN statistics")
+  return s8, s1, m8, m1

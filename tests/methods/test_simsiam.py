@@ -11,8 +11,7 @@ from medssl_jax import main as main_lib
 from medssl_jax import methods
 from medssl_jax.losses import simsiam_loss
 from medssl_jax.training import optim
-from medssl_jax.training.sharding import make_mesh, to_global
-from tests.helpers import tiny_config
+from tests.helpers import assert_sharded_equals_unsharded, leaves, tiny_config
 
 
 def simsiam_tiny(batch=16, steps=10):
@@ -25,40 +24,12 @@ def simsiam_tiny(batch=16, steps=10):
   return c
 
 
-def _steps(config, devices, n=2):
-  mesh = make_mesh(devices)
-  state = methods.create_state(config, mesh, jax.random.key(0))
-  init = jax.device_get(state)
-  step = methods.jit_train_step(config)
-  history = []
-  for i in range(n):
-    state, metrics = step(state, to_global(methods.synthetic_batch(config, np.random.default_rng(i)), mesh))
-    history.append(jax.device_get(metrics))
-  return init, jax.device_get(state), history
-
-
-def _leaves(t):
-  return [np.asarray(x) for x in jax.tree_util.tree_leaves(t)]
-
-
 def test_eight_devices_equal_one_device():
-  config = simsiam_tiny()
-  init, s8, m8 = _steps(config, jax.devices())
-  _, s1, m1 = _steps(config, jax.devices()[:1])
-  assert s8.extra is None and set(s8.params) == {"encoder", "head", "predictor"}
-  for a, b in zip(m8, m1):
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
-  moved = [np.abs(x - y).max() > 0 for x, y in zip(_leaves(s8.params), _leaves(init.params))]
-  assert np.mean(moved) > 0.5
-  # Updates to 0.1% of the leaf's largest update, floored at a few ulps of the weights (test_moco_v2.py).
-  for p8, p1, p0 in zip(_leaves(s8.params), _leaves(s1.params), _leaves(init.params)):
-    u8, u1 = p8 - p0, p1 - p0
-    floor = 4 * np.finfo(np.float32).eps * max(np.abs(p0).max(), 1e-6)
-    np.testing.assert_allclose(u8, u1, rtol=1e-3, atol=max(1e-3 * np.abs(u1).max(), floor), err_msg="param updates")
   # BN statistics to 1e-4, with an absolute floor of 1e-6: the predictor's first BN sees the projector's
   # affine-free BN output, whose batch mean is 0 in exact arithmetic, so its running mean is rounding noise.
-  for a, b in zip(_leaves(s8.batch_stats), _leaves(s1.batch_stats)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-4 * np.abs(b).max(), 1e-6), err_msg="BN statistics")
+  states_8, _, _, _ = assert_sharded_equals_unsharded(simsiam_tiny(), bn_floor=1e-6)
+  s8 = states_8[-1]
+  assert s8.extra is None and set(s8.params) == {"encoder", "head", "predictor"}
 
 
 def test_gradient_holds_the_other_views_projection_fixed():
@@ -89,9 +60,9 @@ def test_gradient_holds_the_other_views_projection_fixed():
     return simsiam_loss(p_a, p_b, za, zb)
 
   g, g_fixed, g_through = (jax.grad(f)(params) for f in (method_loss, fixed_targets, through_targets))
-  for a, b in zip(_leaves(g), _leaves(g_fixed)):
+  for a, b in zip(leaves(g), leaves(g_fixed)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  assert max(np.abs(a - b).max() for a, b in zip(_leaves(g), _leaves(g_through))) > 1e-4  # the test can fail
+  assert max(np.abs(a - b).max() for a, b in zip(leaves(g), leaves(g_through))) > 1e-4  # the test can fail
 
 
 def test_settings_are_checked():
