@@ -141,6 +141,8 @@ def _method_config(args, name: str, batch: int):
   """configs/<name>.py's recipe (heads, loss, optimiser) on the SimCLR rows' encoder, size and batch."""
   c = importlib.import_module(f"configs.{name}").get_config("")
   with c.unlocked():
+    if int(c.aug.get("local_crops", 0)):  # multi-crop recipes (SwAV): local views scaled with the image
+      c.aug.local_crop_size = max(1, round(c.aug.local_crop_size * args.image_size / c.data.image_size))
     c.model.arch, c.model.depth, c.model.width, c.model.stem = "resnet", args.depth, args.width, "imagenet"
     c.model.dtype, c.data.image_size, c.data.channels = args.dtype, args.image_size, 3
     c.train.batch_size = batch

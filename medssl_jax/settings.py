@@ -36,6 +36,12 @@ METHOD_DEFAULTS = {
     "dino": {"out_dim": 65536, "head_hidden": 2048, "student_temp": 0.1, "teacher_temp": 0.04,
              "warmup_teacher_temp": 0.04, "warmup_teacher_temp_steps": 0, "center_momentum": 0.9,
              "momentum": 0.996, "freeze_last_layer_steps": 0},
+    # SwAV (medssl_jax/methods/swav.py; Caron et al. 2020 Sec. 4 and App. A.1): 3000 prototypes, projector 2048
+    # hidden (2 layers, output model.head_dim, 128 in the paper), temperature 0.1, Sinkhorn-Knopp epsilon 0.05 and
+    # 3 iterations; no queue (0) and no frozen prototypes unless a config sets them (the paper: a 3840-row queue
+    # for batches of 256, prototypes frozen for the first epoch).
+    "swav": {"num_prototypes": 3000, "projector_hidden": 2048, "temperature": 0.1, "epsilon": 0.05,
+             "sinkhorn_iterations": 3, "freeze_prototypes_steps": 0, "queue_length": 0, "queue_start_step": 0},
 }
 
 # Keys that were renamed, old -> new (CHANGELOG.md lists them). A config file or a command line
@@ -234,7 +240,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Multi-crop (Caron et al. 2020, SwAV Sec. 3.2; DINO): `local_crops` extra small views per example
   # (batch['local_views'] (N, L, S, S, C)), random resized crops of area U(local_crop_area_min, max)
   # at local_crop_size px, with the same ops as the two global views; with pairing='case' they come
-  # alternately from the pair's two images. For the methods that use them (DINO); 0 = off. The papers:
+  # alternately from the pair's two images. For the methods that use them (DINO, SwAV); 0 = off. The papers:
   # 6 x 96 px, area (0.05, 0.14) [DINO's code: (0.05, 0.4)], the global views' area then (0.14, 1).
   c.aug.local_crops = 0
   c.aug.local_crop_size = 96

@@ -26,7 +26,7 @@ VARIANTS = {"demo": [""], "derm_simclr": ["", "local", "from_imagenet,weights=/w
             "fundus_segmentation": ["", "small", "smoke"], "ct_pe_classification": ["", "small"],
             "folder_simclr": ["", "linear", "local", "local_linear"], "byol": ["", "local"],
             "simsiam": ["", "local"], "barlow_twins": ["", "local"],
-            "vicreg": ["", "local"], "dino": ["", "local"]}
+            "vicreg": ["", "local"], "dino": ["", "local"], "swav": ["", "local"]}
 
 
 def _config(name, variant):
@@ -270,6 +270,7 @@ def test_builtin_method_blocks_are_the_methods_defaults():
   """settings.METHOD_DEFAULTS (what every config carries) is what each built-in method declares."""
   base = settings.get_base_config()
   groups = {m.config_group: m for m in map(methods.get, methods.names()) if m.config_group}
-  assert set(groups) == set(settings.METHOD_DEFAULTS) == {"moco", "simclr", "byol", "simsiam", "barlow", "vicreg", "dino"}
+  assert set(groups) == set(settings.METHOD_DEFAULTS) == {"moco", "simclr", "byol", "simsiam", "barlow", "vicreg", "dino",
+                                                                   "swav"}
   for group, method in groups.items():
     assert base[group].to_dict() == method.default_config() == settings.METHOD_DEFAULTS[group]

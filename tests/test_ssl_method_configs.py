@@ -1,6 +1,6 @@
-"""`medssl-jax train --config=configs/<method>.py:local` loads for BYOL, SimSiam, Barlow Twins, VICReg and DINO
-(the command's own config loading, printed with --print_config: nothing trains), names its method and the
-real PneumoniaMNIST file, and the method accepts the config; each method trains on MICLe's case pairs."""
+"""`medssl-jax train --config=configs/<method>.py:local` loads for BYOL, SimSiam, Barlow Twins, VICReg, DINO and
+SwAV (the command's own config loading, printed with --print_config: nothing trains), names its method and
+the real PneumoniaMNIST file, and the method accepts the config; each method trains on MICLe's case pairs."""
 import os
 import subprocess
 import sys
@@ -12,7 +12,8 @@ from medssl_jax import methods
 from tests.helpers import pretrain_run_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"byol": "byol", "simsiam": "simsiam", "barlow_twins": "barlow_twins", "vicreg": "vicreg", "dino": "dino"}
+CONFIGS = {"byol": "byol", "simsiam": "simsiam", "barlow_twins": "barlow_twins", "vicreg": "vicreg", "dino": "dino",
+           "swav": "swav"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -31,8 +32,9 @@ def test_train_command_loads_the_local_variant(name):
 
 WIDTHS = {"byol": {"projector_hidden": 32, "predictor_hidden": 16}, "simsiam": {"projector_hidden": 32, "predictor_hidden": 8},
           "barlow_twins": {"projector_hidden": 32}, "vicreg": {"projector_hidden": 32},
-          "dino": {"out_dim": 32, "head_hidden": 16}}
-GROUPS = {"byol": "byol", "simsiam": "simsiam", "barlow_twins": "barlow", "vicreg": "vicreg", "dino": "dino"}
+          "dino": {"out_dim": 32, "head_hidden": 16}, "swav": {"num_prototypes": 32, "projector_hidden": 16}}
+GROUPS = {"byol": "byol", "simsiam": "simsiam", "barlow_twins": "barlow", "vicreg": "vicreg", "dino": "dino",
+          "swav": "swav"}
 
 
 @pytest.mark.parametrize("method", sorted(WIDTHS))

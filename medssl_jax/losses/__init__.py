@@ -7,4 +7,5 @@ from medssl_jax.losses.dino import dino_loss, dino_multicrop_loss, update_center
 from medssl_jax.losses.info_nce import info_nce, info_nce_with_accuracy
 from medssl_jax.losses.nt_xent import nt_xent, nt_xent_with_accuracy
 from medssl_jax.losses.simsiam import negative_cosine, simsiam_loss
+from medssl_jax.losses.swav import sinkhorn_codes, swapped_cross_entropy, swav_loss
 from medssl_jax.losses.vicreg import covariance_term, variance_term, vicreg_loss, vicreg_terms

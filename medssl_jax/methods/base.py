@@ -62,9 +62,13 @@ class Method:
     local = num_local_crops(config)
     if local and not self.supports_local_crops:
       raise UserError(f"aug.local_crops={local}: method {self.name!r} does not use local views (multi-crop); set "
-                      f"aug.local_crops=0, or use a method that does (dino)")
+                      f"aug.local_crops=0, or use a method that does (dino, swav)")
     if local and not bool(config.aug.crop):
       raise UserError(f"aug.local_crops={local} needs aug.crop=True (local views are random resized crops)")
+    if local and config.model.get("arch", "resnet") == "vit":
+      raise UserError(f"aug.local_crops={local} with model.arch='vit': local views of {config.aug.local_crop_size} px "
+                      f"need interpolated position embeddings, which this ViT does not have; use "
+                      f"model.arch='resnet', or aug.local_crops=0")
     if local and int(config.aug.local_crop_size) > int(config.data.image_size):
       raise UserError(f"aug.local_crop_size={config.aug.local_crop_size} is above data.image_size="
                       f"{config.data.image_size}: local views are the small ones (the papers: 96 beside 224)")

@@ -23,8 +23,7 @@ Multi-crop (`aug.local_crops` = L > 0): the student also sees the batch's L smal
 ('local_views', from every host pipeline and with aug.on_device), in one forward pass; the teacher
 sees the two global views only; the loss is `losses.dino_multicrop_loss`. The encoder must accept
 the local size: a ResNet does, our ViT does not (its position embeddings are not interpolated:
-refused). Not here: the schedule of weight decay; the library's optimisers stand in
-(configs/dino.py says which).
+refused). The weight decay schedule is the optimiser's (optim.weight_decay_schedule; configs/dino.py).
 
 State: `state.extra` = {'teacher_params', 'teacher_batch_stats', 'center'}: checkpointed, so a
 resumed run continues exactly.
@@ -122,10 +121,6 @@ class DINO(base.Method):
     for key in ("out_dim", "head_hidden"):
       if int(d[key]) < 1:
         raise UserError(f"dino.{key}={d[key]} must be a positive width")
-    if base.num_local_crops(config) and config.model.arch == "vit":
-      raise UserError(f"aug.local_crops={config.aug.local_crops} with model.arch='vit': local views of "
-                      f"{config.aug.local_crop_size} px need interpolated position embeddings, which this ViT does not "
-                      f"have; use model.arch='resnet', or aug.local_crops=0")
     for key in ("warmup_teacher_temp_steps", "freeze_last_layer_steps"):
       if int(d[key]) < 0:
         raise UserError(f"dino.{key}={d[key]} must be >= 0 (steps)")

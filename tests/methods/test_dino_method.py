@@ -13,8 +13,9 @@ from medssl_jax import setting_rules
 from medssl_jax.losses import update_center
 from medssl_jax.methods import dino as dino_method
 from medssl_jax.methods import momentum
-from medssl_jax.training.sharding import make_mesh, to_global
-from tests.helpers import pretrain_run_config, restore_full_state, tiny_config
+from medssl_jax.training.sharding import make_mesh
+from tests.helpers import (assert_sharded_equals_unsharded, leaves, method_steps, pretrain_run_config,
+                           restore_full_state, tiny_config)
 
 
 def dino_tiny(batch=16, steps=10, **dino):
@@ -27,47 +28,19 @@ def dino_tiny(batch=16, steps=10, **dino):
   return c
 
 
-def _steps(config, devices, n=2):
-  mesh = make_mesh(devices)
-  state = methods.create_state(config, mesh, jax.random.key(0))
-  init = jax.device_get(state)
-  step = methods.jit_train_step(config)
-  history, states = [], [init]
-  for i in range(n):
-    batch = methods.synthetic_batch(config, np.random.default_rng(i))
-    state, metrics = step(state, to_global(batch, mesh))
-    history.append(jax.device_get(metrics))
-    states.append(jax.device_get(state))
-  return states, history
-
-
-def _leaves(t):
-  return [np.asarray(x) for x in jax.tree_util.tree_leaves(t)]
-
-
 def test_eight_devices_equal_one_device():
-  config = dino_tiny()
-  s8, m8 = _steps(config, jax.devices())
-  s1, m1 = _steps(config, jax.devices()[:1])
-  for a, b in zip(m8, m1):
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
-  moved = [np.abs(x - y).max() > 0 for x, y in zip(_leaves(s8[-1].params), _leaves(s8[0].params))]
-  assert np.mean(moved) > 0.5
-  for p8, p1, p0 in zip(_leaves(s8[-1].params), _leaves(s1[-1].params), _leaves(s8[0].params)):
-    u8, u1 = p8 - p0, p1 - p0
-    floor = 4 * np.finfo(np.float32).eps * max(np.abs(p0).max(), 1e-6)
-    np.testing.assert_allclose(u8, u1, rtol=1e-3, atol=max(1e-3 * np.abs(u1).max(), floor), err_msg="param updates")
+  s8, s1, _, _ = assert_sharded_equals_unsharded(dino_tiny(), bn_floor=None)
   np.testing.assert_allclose(s8[-1].extra["center"], s1[-1].extra["center"], rtol=1e-4, atol=1e-6)
 
 
 def test_teacher_is_the_ema_of_the_updated_student_and_the_center_the_teachers_mean():
   config = dino_tiny(momentum=0.9, steps=4)
-  states, _ = _steps(config, jax.devices(), n=2)
+  states, _ = method_steps(config, jax.devices(), n=2)
   for k in (1, 2):
     before, after = states[k - 1], states[k]
     tau = float(momentum.cosine_momentum(k - 1, 0.9, 4))
     want = jax.tree_util.tree_map(lambda t, s: tau * t + (1 - tau) * s, before.extra["teacher_params"], after.params)
-    for a, b in zip(_leaves(after.extra["teacher_params"]), _leaves(want)):
+    for a, b in zip(leaves(after.extra["teacher_params"]), leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   # The center after one step: 0.9 * 0 + 0.1 * the teacher's mean logits over both views of batch 0.
   mesh = make_mesh(jax.devices()[:1])
@@ -83,7 +56,7 @@ def test_teacher_is_the_ema_of_the_updated_student_and_the_center_the_teachers_m
 
 def test_prototypes_are_frozen_for_the_first_steps_and_the_temperature_warms_up():
   config = dino_tiny(freeze_last_layer_steps=1, steps=4)
-  states, metrics = _steps(config, jax.devices(), n=2)
+  states, metrics = method_steps(config, jax.devices(), n=2)
   last = lambda s: np.asarray(s.params["head"]["last"])  # noqa: E731
   np.testing.assert_array_equal(last(states[1]), last(states[0]))  # step 0: frozen
   assert np.abs(last(states[2]) - last(states[1])).max() > 0       # step 1: trained
@@ -113,6 +86,7 @@ def test_configs_resolve_with_the_papers_numbers():
   assert (c.dino.student_temp, c.dino.warmup_teacher_temp, c.dino.teacher_temp) == (0.1, 0.04, 0.07)
   assert (c.dino.center_momentum, c.dino.momentum, c.model.vit_variant) == (0.9, 0.996, "S/16")
   assert c.dino.warmup_teacher_temp_steps == 30 * (1_281_167 // 1024) and c.optim.name == "adam"
+  assert (c.optim.weight_decay, c.optim.weight_decay_schedule, c.optim.weight_decay_end) == (0.04, "cosine", 0.4)
   local = dino_config.get_config("local")
   setting_rules.check(local)
   assert local.data.source == "npz" and local.probe.enabled
