@@ -31,7 +31,7 @@ LAYERS = [
 ]
 # Runs are peers: a run module imports the shared pieces of runs/, never another run.
 RUN_SHARED = {"medssl_jax.runs", "medssl_jax.runs.supervised", "medssl_jax.runs.feature_cache",
-              "medssl_jax.runs.linear_probe"}
+              "medssl_jax.runs.linear_probe", "medssl_jax.runs.monitor"}
 # The data layer may raise the library's errors and use nothing else of it.
 DATA_MAY_IMPORT = {"medssl_jax", "medssl_jax.errors"}
 
