@@ -8,7 +8,9 @@ variance / covariance), gamma 1, eps 1e-4; LARS with lr 0.2 x batch/256, weight 
 warm-up, cosine decay; biases and BN parameters excluded from LARS adaptation and weight decay.
 
 Not matched: the paper's cosine schedule ends at a small final rate (its code: 1/1000 of the peak),
-ours at 0. Augmentation as BYOL's (mapped in configs/byol.py: blur 0.5 on both views, no solarisation).
+ours at 0. The variance weight follows Eq. 6 (mu = 25 on the sum of the two views' terms); the
+authors' code, which made the paper's numbers, and lightly weight their mean, i.e. our
+--config.vicreg.var_weight=12.5 (tests/losses/test_losses_vs_lightly.py). Augmentation as BYOL's (mapped in configs/byol.py: blur 0.5 on both views, no solarisation).
 
   medssl-jax train --config=configs/vicreg.py --workdir=gs://bucket/vicreg \
       --config.data.source=manifest --config.data.path=/data/train.csv
