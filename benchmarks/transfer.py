@@ -50,7 +50,7 @@ and standard deviation, an independent two-sample t-test between models. What ru
   at the classification lr, constant) and `name=adapt_ssl:<dir>` (SimCLR pretraining continued on
   the same images, labels unused; `adapt:<dir>` is its earlier spelling). The report names each
   encoder's kind. With the default adapt data (PneumoniaMNIST's train split) the supervised arm has
-  seen the pneumoniamnist task's training labels: its row on that task is not a transfer. Each encoder
+  seen the pneumoniamnist task's training labels: a run with both is refused (leave the task out). Each encoder
   brings its own `model.*` settings and channel count (read from its config.json), so an imported
   ResNet-50 is fine-tuned as a ResNet-50 with ImageNet input normalisation on 3-channel images.
 * **Tasks** (`--tasks`): `pneumoniamnist`, `breastmnist` (classification, the npz files in
@@ -152,6 +152,18 @@ def parse_encoders(spec: str) -> list:
     if e.kind == "random" and e.source and e.source not in names:
       raise SystemExit(f"--encoders: {e.name}=random:{e.source} names no encoder of the list {names}")
   return out
+
+
+def check_supervised_adapt_data(encoders: list, tasks: list, adapt_data: str, data_dir: str) -> None:
+  """Refuses a supervised domain-adaptive encoder whose adapt data is a task's own file: it has been
+  trained on that task's training labels, so its row there would not be a transfer."""
+  sup = [e.name for e in encoders if e.kind == "adapt_supervised"]
+  same = [t.name for t in tasks if t.kind == "medmnist"
+          and os.path.realpath(os.path.join(data_dir, FILES[t.source])) == os.path.realpath(adapt_data)]
+  if sup and same:
+    raise UserError(f"encoder(s) {', '.join(sup)} (adapt_supervised) train on the labels of {adapt_data}, the file of "
+                    f"task(s) {', '.join(same)}: not a transfer there; leave those tasks out (--tasks) or set "
+                    f"--adapt_data to other chest X-rays")
 
 
 def parse_tasks(spec) -> list:
@@ -421,6 +433,7 @@ def main(argv=None) -> int:
     ts["runs"] = a.runs
   a.adapt_data = a.adapt_data or os.path.join(a.data_dir, FILES["pneumoniamnist"])
   encoders, tasks = parse_encoders(a.encoders), parse_tasks(a.tasks or ts["tasks"])
+  check_supervised_adapt_data(encoders, tasks, a.adapt_data, a.data_dir)
   reference = a.reference or encoders[0].name
   if reference not in [e.name for e in encoders]:
     raise SystemExit(f"--reference={reference!r} is not one of the encoders {[e.name for e in encoders]}")

@@ -24,8 +24,9 @@ def local_pneumoniamnist(config, warmup_steps: int = LOCAL_WARMUP_STEPS) -> None
   (../shared/data/pneumoniamnist.npz, 28 px, grey) with the model, batch, steps, crops, warm-up and
   logging of configs/chexpert_simclr.py:local (ResNet-18 0.25x small stem, float32; crop area 0.2-1;
   no grayscale, no blur, rotation up to 45 degrees; batch 128, 500 steps, logs every 25, checkpoints
-  every 250), `warmup_steps` of warm-up, linear probe at the end. The caller then sets what is its
-  own (head and projector widths, ...)."""
+  every 250), `warmup_steps` of warm-up, the kNN and linear-head monitor every 100 steps on the 'val'
+  split (TensorBoard knn/*, probe/*), linear probe at the end. The caller then sets what is its own
+  (head and projector widths, ...)."""
   c = config
   c.data.source = "npz"
   c.data.path = os.path.normpath(os.path.join(_SHARED, "pneumoniamnist.npz"))
@@ -36,6 +37,7 @@ def local_pneumoniamnist(config, warmup_steps: int = LOCAL_WARMUP_STEPS) -> None
   c.optim.warmup_steps = warmup_steps
   c.train.batch_size, c.train.num_steps = 128, 500
   c.train.log_every, c.train.checkpoint_every = 25, 250
+  c.monitor.every = 100
   c.probe.enabled = True
 
 

@@ -21,9 +21,11 @@ adapts and decays all); the reference's mixed precision is our bfloat16.
 `:local`: PneumoniaMNIST (../shared/data/pneumoniamnist.npz, 28 px, grey) with the model, batch,
 steps, warm-up and logging of configs/chexpert_simclr.py:local (ResNet-18 0.25x small stem, batch
 128, 500 steps, rotation up to 45 degrees, no blur; configs/presets.py local_pneumoniamnist), 2 x
-28 px (area 0.14-1) + 4 x 12 px local views, projector 512 -> 128, 300 prototypes, the prototypes
-frozen for the first epoch (36 steps), a queue of 1,024 rows (8 batches: batch 128 is small) from
-step 100, linear probe at the end. LARS at 0.3 x 128/256, untuned for 500 steps.
+28 px (area 0.14-1) + 4 x 12 px local views, projector 512 -> 128, 100 prototypes (the paper's
+ratio of rows to prototypes, 4096 to 3000, about 1.4: here 128 a batch), the prototypes frozen for
+the first epoch (36 steps), a queue of 1,024 rows (8 batches: batch 128 is small) from the end of
+that epoch, the monitor every 100 steps, linear probe at the end. LARS at 0.3 x 128/256, untuned
+for 500 steps.
 """
 from configs import presets
 from configs.base import finalize, get_base_config
@@ -60,9 +62,9 @@ def get_config(variant: str = ""):
     presets.local_pneumoniamnist(c)
     c.aug.crop_area_min = GLOBAL_AREA[0]
     c.aug.local_crops, c.aug.local_crop_size = 4, 12
-    c.model.head_dim, s.projector_hidden, s.num_prototypes = 128, 512, 300
+    c.model.head_dim, s.projector_hidden, s.num_prototypes = 128, 512, 100
     s.freeze_prototypes_steps = PNEUMONIAMNIST_TRAIN // c.train.batch_size
-    s.queue_length, s.queue_start_step = 8 * c.train.batch_size, 100
+    s.queue_length, s.queue_start_step = 8 * c.train.batch_size, s.freeze_prototypes_steps
   elif variant:
     raise ValueError(f"swav: unknown variant {variant!r} (use '' or 'local')")
   return finalize(c)

@@ -26,6 +26,7 @@ def test_train_command_loads_the_local_variant(name):
   printed = dict(line.split(" = ", 1) for line in r.stdout.splitlines())
   assert printed["method"] == f'"{CONFIGS[name]}"' and printed["train.num_steps"] == "2"
   assert printed["data.path"].endswith('shared/data/pneumoniamnist.npz"') and printed["probe.enabled"] == "true"
+  assert printed["monitor.every"] == "100"  # kNN and linear-head monitor in TensorBoard while it trains
   module = __import__(f"configs.{name}", fromlist=["get_config"])
   methods.get(CONFIGS[name]).validate(module.get_config("local"))
 

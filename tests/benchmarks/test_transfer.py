@@ -12,6 +12,7 @@ from benchmarks import common
 from benchmarks import transfer
 from configs import chexpert_finetune
 from medssl_jax import main as main_lib
+from medssl_jax.errors import UserError
 from medssl_jax.training import loop
 from medssl_jax.training import workdir as workdir_lib
 
@@ -190,3 +191,20 @@ def test_a_user_error_inside_a_run_is_one_error_line(tmp_path):
   assert p.returncode == 2, p.stderr[-2000:]
   assert "error: segmentation manifest CSV /nonexistent/pairs.csv does not exist" in p.stderr
   assert "Traceback" not in p.stderr
+
+
+def test_a_supervised_adapt_arm_on_a_tasks_own_file_is_refused(tmp_path):
+  """adapt_supervised trains on the adapt data's labels: with the task's own file as adapt data its row
+  would not be a transfer, so the command refuses before any run, in one line."""
+  encoders = transfer.parse_encoders("sup=adapt_supervised:weights/x,random")
+  tasks = transfer.parse_tasks("pneumoniamnist,breastmnist")
+  with pytest.raises(UserError, match=r"encoder\(s\) sup \(adapt_supervised\) train on the labels of .*task\(s\) "
+                     r"pneumoniamnist: not a transfer"):
+    transfer.check_supervised_adapt_data(encoders, tasks, str(tmp_path / "pneumoniamnist.npz"), str(tmp_path))
+  transfer.check_supervised_adapt_data(encoders, tasks[1:], str(tmp_path / "pneumoniamnist.npz"), str(tmp_path))
+  ssl = transfer.parse_encoders("ssl=adapt_ssl:weights/x")  # labels unused: allowed
+  transfer.check_supervised_adapt_data(ssl, tasks, str(tmp_path / "pneumoniamnist.npz"), str(tmp_path))
+  p = subprocess.run([sys.executable, "-m", "benchmarks.transfer", "--scale=smoke", f"--workdir={tmp_path}",
+                      "--encoders=sup=adapt_supervised:weights/x", "--tasks=pneumoniamnist"],
+                     cwd=common.REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 2 and "error: encoder(s) sup (adapt_supervised)" in p.stderr and "Traceback" not in p.stderr
