@@ -13,21 +13,21 @@ normalisation, bottleneck width): the weights would load but compute something e
 Reading and writing `.pth` needs torch, `.safetensors` the safetensors package: both come with
 `pip install medssl-jax[torch]`.
 """
+import collections
+import importlib
 import json
 import os
 
+from etils import epath
+import flax
 import numpy as np
 
 from medssl_jax import jsonio
 from medssl_jax.errors import MissingFileError, UserError
-import importlib
-import collections
-import flax
+from medssl_jax.models.contrastive import RESNET_DEFAULTS
 from medssl_jax.settings import get_base_config
 from medssl_jax.training import checkpoint as ckpt_lib
 from medssl_jax.training import loop
-from etils import epath
-from medssl_jax.models.contrastive import RESNET_DEFAULTS
 
 EXTRA = "pip install medssl-jax[torch]"
 
