@@ -7,11 +7,13 @@ Per data set: SimCLR pretraining (configs/chexpert_simclr.py:local) and MoCo v2 
 batch and steps; then linear evaluation and fine-tuning at each label fraction (several draws
 below 100%) from the SimCLR encoder, from the MoCo v2 encoder and from random initialisation
 (arms 'simclr', 'moco_v2', 'random'; the same evaluation config, only the checkpoint differs);
-then random-init fine-tuning with the MedMNIST v2 recipe (the scale's 'recipe' list) to compare our pipeline with the published ResNet-18 (28) rows. Finished runs (completed results.json) are skipped on a re-run.
+`--arms=byol,barlow_twins,dino` (any of EXTRA_ARMS) adds arms pretrained with configs/<method>.py:local,
+on the same data, encoder, batch and steps, each keeping its own projector / head; then random-init fine-tuning with the MedMNIST v2 recipe (the scale's 'recipe' list) to compare our pipeline with the published ResNet-18 (28) rows. Finished runs (completed results.json) are skipped on a re-run.
 Writes <workdir>/<scale>/label_efficiency/study.json, which lists every run for the report
 (benchmarks/label_efficiency_report.py, a section of `benchmarks.report`).
 """
 import argparse
+import importlib
 import math
 import os
 import time
@@ -31,14 +33,30 @@ MODES = ("linear_eval", "finetune")
 # ('<mode>_pretrained_...') so runs finished before the MoCo arm existed are found and skipped.
 ARMS = (("simclr", "pretrained", "simclr"), ("random", "random", None), ("moco_v2", "pretrained", "moco_v2"))
 RUN_LABEL = {"simclr": "pretrained", "random": "random", "moco_v2": "moco_v2"}
+# Arms --arms can add: a method with configs/<method>.py:local (issue 30's method zoo); an arm's name,
+# method and run label are the method's name.
+EXTRA_ARMS = ("byol", "simsiam", "barlow_twins", "vicreg", "dino", "swav")
 # MoCo v2 queue: configs/moco_v2.py:local's 1,024 keys, capped at a quarter of the training images
 # (MoCo-CXR's 24,576 keys are 11% of CheXpert's), a multiple of the batch, at least one batch.
 MOCO_QUEUE_FRACTION = 0.25
 
 
+def method_pretrain_dir(workdir: str, scale: str, method: str, dataset: str) -> str:
+  """The pretraining run of a data set by a method other than SimCLR (Study A only)."""
+  return os.path.join(workdir, scale, f"pretrain_{method}_{dataset}")
+
+
 def moco_pretrain_dir(workdir: str, scale: str, dataset: str) -> str:
   """The MoCo v2 pretraining run of a data set (Study A only)."""
-  return os.path.join(workdir, scale, f"pretrain_moco_v2_{dataset}")
+  return method_pretrain_dir(workdir, scale, "moco_v2", dataset)
+
+
+def parse_arms(spec: str) -> tuple:
+  names = tuple(x for x in spec.split(",") if x)
+  unknown = [n for n in names if n not in EXTRA_ARMS]
+  if unknown or len(set(names)) != len(names):
+    raise SystemExit(f"--arms={spec!r}: expected distinct names from {list(EXTRA_ARMS)}")
+  return names
 
 
 def moco_queue(num_train: int, batch: int, local_queue: int) -> int:
@@ -46,12 +64,16 @@ def moco_queue(num_train: int, batch: int, local_queue: int) -> int:
   return max(batch, min(local_queue, cap))
 
 
-def _at_scale(c, data_path: str, s: dict, seed: int):
-  """A pretraining config at the scale's model, batch and steps, on `data_path`."""
+def _at_scale(c, data_path: str, s: dict, seed: int, keep_head: bool = False):
+  """A pretraining config at the scale's model, batch and steps, on `data_path` (`keep_head`: the
+  config's own projector depth and width, the rest of the model the scale's)."""
   with c.unlocked():
     c.seed = seed
     c.data.path = data_path
+    head = (c.model.head_layers, c.model.head_dim)
     common.set_architecture(c, s["width"])
+    if keep_head:
+      c.model.head_layers, c.model.head_dim = head
     c.train.batch_size = s["batch"]
     common.set_steps(c, s["pretrain_steps"])
     c.probe.enabled = False
@@ -68,6 +90,15 @@ def moco_pretrain_config(data_path: str, s: dict, seed: int = 0):
   n = len(sources.load_source(c.data, c.data.train_split).labels)
   with c.unlocked():
     c.moco.queue_size = moco_queue(n, c.train.batch_size, moco_v2.LOCAL_QUEUE)
+  return c
+
+
+def extra_pretrain_config(method: str, data_path: str, s: dict, seed: int = 0):
+  """configs/<method>.py:local with the encoder, data, batch and steps of `pretrain_config`; the method's
+  own heads; no monitor (the study evaluates the encoder afterwards)."""
+  c = _at_scale(importlib.import_module(f"configs.{method}").get_config("local"), data_path, s, seed, keep_head=True)
+  with c.unlocked():
+    c.monitor.every = 0
   return c
 
 
@@ -130,9 +161,13 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   common.add_common_flags(p)
   p.add_argument("--datasets", default="", help="comma-separated subset (default: the scale's)")
+  p.add_argument("--arms", default="", help=f"extra pretraining arms, comma-separated, from {', '.join(EXTRA_ARMS)} "
+                 "(default: none)")
   p.add_argument("--recipe", default=None, help="MedMNIST-recipe runs as dataset:width,... (default: the "
                  "scale's; '' for none), e.g. breastmnist:0.25,breastmnist:1")
   a = p.parse_args(argv)
+  extra = parse_arms(a.arms)
+  arms = ARMS + tuple((m, "pretrained", m) for m in extra)
   s = dict(common.SCALES[a.scale])
   if a.datasets:
     s["datasets"] = tuple(a.datasets.split(","))
@@ -141,6 +176,7 @@ def main(argv=None) -> int:
     unknown = sorted({d for d, _ in s["recipe"]} - set(FILES))
     if unknown:
       raise SystemExit(f"--recipe: unknown data set(s) {unknown}; expected some of {sorted(FILES)}")
+  s["extra_arms"] = list(extra)
   t0, run = time.time(), not a.only_finished
   root = common.study_dir(a.workdir, a.scale, STUDY)
   manifest = {"study": STUDY, "scale": a.scale, "command": common.command_line(MODULE, argv),
@@ -159,11 +195,17 @@ def main(argv=None) -> int:
     common.add_run(manifest, {"role": "pretrain", "method": "moco_v2", "dataset": dataset,
                               "workdir": os.path.abspath(moco_dir)}, done)
     checkpoints = {"simclr": pre_dir, "moco_v2": moco_dir, None: pre_dir}
+    for method in extra:
+      checkpoints[method] = method_pretrain_dir(a.workdir, a.scale, method, dataset)
+      print(f"[{STUDY}] {dataset}: {method} pretraining")
+      done = common.run_once(extra_pretrain_config(method, path, s), checkpoints[method], run=run)
+      common.add_run(manifest, {"role": "pretrain", "method": method, "dataset": dataset,
+                                "workdir": os.path.abspath(checkpoints[method])}, done)
     for mode in MODES:
       for fraction in s["fractions"]:
         for draw in draws_for(fraction, s):
-          for arm, init, pretraining in ARMS:
-            wd = os.path.join(root, dataset, run_name(mode, RUN_LABEL[arm], fraction, draw))
+          for arm, init, pretraining in arms:
+            wd = os.path.join(root, dataset, run_name(mode, RUN_LABEL.get(arm, arm), fraction, draw))
             print(f"[{STUDY}] {dataset}: {mode} from {arm}, fraction {fraction:g}, draw {draw}")
             ckpt = checkpoints[pretraining]
             c = eval_config(path, s, mode=mode, init=init, checkpoint=ckpt, fraction=fraction, draw=draw)

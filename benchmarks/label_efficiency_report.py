@@ -1,12 +1,17 @@
-"""Study A's report (benchmarks/label_efficiency.py runs it): label efficiency of SimCLR, MoCo v2
-and random init, and the rows next to the published MedMNIST v2 baselines."""
+"""Study A's report (benchmarks/label_efficiency.py runs it): label efficiency of SimCLR, MoCo v2,
+the extra arms (--arms: BYOL, Barlow Twins, DINO, ...) and random init, and the rows next to the
+published MedMNIST v2 baselines."""
 import os
 
 from benchmarks import report_lib
 from medssl_jax import settings
 
 NAMES = {"pneumoniamnist": "PneumoniaMNIST", "breastmnist": "BreastMNIST"}
-ARM_NAMES = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "random": "random"}
+ARM_NAMES = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "random": "random", "byol": "BYOL", "simsiam": "SimSiam",
+             "barlow_twins": "Barlow Twins", "vicreg": "VICReg", "dino": "DINO", "swav": "SwAV"}
+SHORT_NAMES = {"moco_v2": "MoCo"}
+# The arms compared with SimCLR and random init in tables of their own, in this order.
+OTHER_ARMS = ("moco_v2", "byol", "simsiam", "barlow_twins", "vicreg", "dino", "swav")
 
 
 def arm_of(run: dict) -> str:
@@ -28,6 +33,7 @@ def section(m: dict, manifest_path: str, ctx: report_lib.Context) -> list:
   pre = {r["dataset"]: report_lib.load_json(os.path.join(r["workdir"], "results.json")) for r in m["runs"]
          if r["role"] == "pretrain" and pretrain_method(r) == "simclr"}
   moco_pre = {r["dataset"]: r for r in m["runs"] if r["role"] == "pretrain" and pretrain_method(r) == "moco_v2"}
+  other_pre = [r for r in m["runs"] if r["role"] == "pretrain" and pretrain_method(r) in OTHER_ARMS[1:]]
   for dataset in sorted(pre):
     lines += [f"### {NAMES.get(dataset, dataset)}", "",
               report_lib.pretrain_line("SimCLR pretraining (train images, labels unused)", pre[dataset])]
@@ -39,6 +45,11 @@ def section(m: dict, manifest_path: str, ctx: report_lib.Context) -> list:
                    + f"; queue {cfg['moco']['queue_size']}, temperature {cfg['moco']['temperature']:g}, "
                    f"{cfg['optim']['name'].upper()} base lr {cfg['optim']['base_lr']:g} "
                    f"({cfg['optim']['lr_scaling']} scaling) at batch {cfg['train']['batch_size']}")
+    for r in other_pre:
+      if r["dataset"] == dataset:
+        lines.append(report_lib.pretrain_line(f"{ARM_NAMES[pretrain_method(r)]} pretraining (train images, labels "
+                                              "unused; configs/" + pretrain_method(r) + ".py:local's heads)",
+                                              report_lib.load_json(os.path.join(r["workdir"], "results.json"))))
     lines.append("")
     lines += ["Test metrics with bootstrap 95% intervals; Δ = SimCLR init − random init, paired bootstrap "
               f"({reps} replicates, same test images; * = interval excludes 0). Wall times are of the two "
@@ -62,7 +73,8 @@ def section(m: dict, manifest_path: str, ctx: report_lib.Context) -> list:
                    + " | ".join(cells)
                    + f" | {report_lib.fmt_wall(pt['results'])} / {report_lib.fmt_wall(rd['results'])} |")
     lines.append("")
-    lines += moco_table(keyed, reps)
+    for arm in OTHER_ARMS:
+      lines += arm_table(keyed, reps, arm)
     for k in report_lib.METRICS:
       png = f"{m['scale']}_label_efficiency_{dataset}_{k}.png"
       table = report_lib.plot_lines(ds_runs, k, os.path.join(ctx.out_dir, png),
@@ -74,13 +86,14 @@ def section(m: dict, manifest_path: str, ctx: report_lib.Context) -> list:
   return lines
 
 
-def moco_table(keyed: dict, reps: int) -> list:
-  """The MoCo v2 arm next to random init and SimCLR: paired bootstrap Δ MoCo − random and
-  Δ SimCLR − MoCo on the same test images; no lines when the study has no MoCo runs."""
+def arm_table(keyed: dict, reps: int, arm: str) -> list:
+  """An arm (MoCo v2, BYOL, ...) next to random init and SimCLR: paired bootstrap Δ arm − random and
+  Δ SimCLR − arm on the same test images; no lines when the study has no runs of that arm."""
+  name, short = ARM_NAMES[arm], SHORT_NAMES.get(arm, ARM_NAMES[arm])
   rows = []
-  for (mode, arm, fraction, draw), mo in sorted(keyed.items()):
+  for (mode, run_arm, fraction, draw), mo in sorted(keyed.items()):
     rd, si = keyed.get((mode, "random", fraction, draw)), keyed.get((mode, "simclr", fraction, draw))
-    if arm != "moco_v2" or rd is None or si is None:
+    if run_arm != arm or rd is None or si is None:
       continue
     vs_random, vs_simclr = report_lib.paired(mo, rd, reps), report_lib.paired(si, mo, reps)
     cells = []
@@ -91,11 +104,11 @@ def moco_table(keyed: dict, reps: int) -> list:
                 + " | ".join(cells) + f" | {report_lib.fmt_wall(mo['results'])} |")
   if not rows:
     return []
-  return ["MoCo v2 arm: the same evaluation runs from the MoCo v2 encoder. Δ MoCo − random and Δ SimCLR − MoCo: "
-          f"paired bootstrap ({reps} replicates, same test images; * = interval excludes 0); the SimCLR and "
-          "random values are in the table above. Wall time: the MoCo v2 evaluation run.", "",
+  return [f"{name} arm: the same evaluation runs from the {name} encoder. Δ {short} − random and Δ SimCLR − "
+          f"{short}: paired bootstrap ({reps} replicates, same test images; * = interval excludes 0); the SimCLR "
+          f"and random values are in the table above. Wall time: the {name} evaluation run.", "",
           "| mode | label fraction | draw | labelled images | batch | " + " | ".join(
-              f"MoCo v2 {k} | Δ MoCo − random {k} | Δ SimCLR − MoCo {k}" for k in report_lib.METRICS)
+              f"{name} {k} | Δ {short} − random {k} | Δ SimCLR − {short} {k}" for k in report_lib.METRICS)
           + " | wall time (s) |",
           "| --- | --- | --- | --- | --- | " + " | ".join(["---"] * 3 * len(report_lib.METRICS)) + " | --- |"
           ] + rows + [""]
@@ -126,9 +139,8 @@ def published_section(m: dict, runs: list, recipes: list, baselines: dict, basel
   for dataset in sorted({r["dataset"] for r in runs} | {r["dataset"] for r in recipes}):
     name = NAMES.get(dataset, dataset)
     rows = []
-    for arm, label in (("simclr", "ours, SimCLR init, study settings"),
-                       ("moco_v2", "ours, MoCo v2 init, study settings"),
-                       ("random", "ours, random init, study settings")):
+    for arm in ("simclr",) + OTHER_ARMS + ("random",):
+      label = f"ours, {ARM_NAMES[arm]} init, study settings"
       rows += [(f"{label} ({m['scale']})", r) for r in runs if r["dataset"] == dataset and r["mode"] == "finetune"
                and arm_of(r) == arm and r["fraction"] >= 1.0 and r["draw"] == 0]
     rows += [(f"ours, random init, MedMNIST v2 recipe (width {r['width']:g}, {s['recipe_epochs']:g} epochs = "

@@ -64,6 +64,19 @@ def test_report_on_fake_result_files(tmp_path):
                correct=True, extra={"feature_norm": "batchnorm" if mode == "linear_eval" else "none", "base_lr": 0.05})
     runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": "pretrained", "arm": "moco_v2",
                  "fraction": 1.0, "draw": 0, "batch": 16, "pretrain": moco, "workdir": wd})
+  # An extra arm (--arms=byol): its pretraining line, its table, its row next to the published ones.
+  byol = str(root / "breastmnist" / "pretrain_byol")
+  os.makedirs(byol)
+  with open(os.path.join(byol, "results.json"), "w") as f:
+    json.dump({"mode": "pretrain", "completed": True, "final_step": 4, "num_steps": 4, "wall_time_sec": 11.0,
+               "metrics": {"loss": 1.25}, "workdir": byol}, f)
+  runs.append({"role": "pretrain", "method": "byol", "dataset": "breastmnist", "workdir": byol})
+  for mode in ("finetune", "linear_eval"):
+    wd = str(root / "breastmnist" / f"{mode}_byol")
+    _fake_eval(wd, mode=mode, init="pretrained", top1=(0.625, 0.5625, 0.6875), auc=(0.7, 0.65, 0.75), wall=5.0,
+               correct=False, extra={"feature_norm": "batchnorm" if mode == "linear_eval" else "none", "base_lr": 0.05})
+    runs.append({"role": "eval", "dataset": "breastmnist", "mode": mode, "init": "pretrained", "arm": "byol",
+                 "fraction": 1.0, "draw": 0, "batch": 16, "pretrain": byol, "workdir": wd})
   wd = str(root / "breastmnist" / "finetune_random_medmnist_recipe_w1")
   _fake_eval(wd, mode="finetune", init="random", top1=(0.875, 0.8, 0.9), auc=(0.75, 0.7, 0.8), wall=9.0, correct=True)
   runs.append({"role": "recipe", "dataset": "breastmnist", "mode": "finetune", "init": "random", "fraction": 1.0,
@@ -98,8 +111,15 @@ def test_report_on_fake_result_files(tmp_path):
           f"(`{moco}`); queue 128, temperature 0.2, SGD base lr 0.03 (linear scaling) at batch 16") in md
   assert ("| BreastMNIST | ours, MoCo v2 init, study settings (smoke) | 0.7500 [0.6875, 0.8125] | "
           "0.8000 [0.7500, 0.8500] | below / below | 6.0 |") in md
-  # the recipe run is not an arm of the comparison tables or plot; one row per table (SimCLR, MoCo v2)
-  assert md.count("| finetune | 1 | 0 |") == 2
+  # BYOL (all wrong, as random): Δ BYOL − random 0, Δ SimCLR − BYOL +1
+  assert ("| finetune | 1 | 0 | 100 | 16 | 0.6250 [0.5625, 0.6875] | +0.0000 [+0.0000, +0.0000] | "
+          "+1.0000 [+1.0000, +1.0000] * |") in md
+  assert "BYOL arm: the same evaluation runs from the BYOL encoder. Δ BYOL − random and Δ SimCLR − BYOL" in md
+  assert "- BYOL pretraining (train images, labels unused; configs/byol.py:local's heads): 4/4 steps, final loss 1.2500" in md
+  assert ("| BreastMNIST | ours, BYOL init, study settings (smoke) | 0.6250 [0.5625, 0.6875] | "
+          "0.7000 [0.6500, 0.7500] | below / below | 5.0 |") in md
+  # the recipe run is not an arm of the comparison tables or plot; one row per table (SimCLR, MoCo v2, BYOL)
+  assert md.count("| finetune | 1 | 0 |") == 3
   # the MoCo runs (init 'pretrained') are not taken for SimCLR rows
   assert md.count("| BreastMNIST | ours, SimCLR init, study settings (smoke) |") == 1
   assert "md5 `0123abcd`" in md and "4/4 steps, final loss 5.2500, wall time 12.5 s" in md
