@@ -11,8 +11,8 @@ lightly_loss = pytest.importorskip("lightly.loss")
 
 import jax.numpy as jnp  # noqa: E402 - after the skips: nothing here runs without torch and lightly
 
-from medssl_jax.losses import (barlow_twins_loss, byol_loss, dino_loss, dino_multicrop_loss, nt_xent,  # noqa: E402
-                               simsiam_loss, sinkhorn_codes, swav_loss, vicreg_loss)
+from medssl_jax.losses import (barlow_twins_loss, byol_loss, dino_loss, dino_multicrop_loss, info_nce,  # noqa: E402
+                               nt_xent, simsiam_loss, sinkhorn_codes, swav_loss, vicreg_loss)
 
 
 def _arrays(seed, *shapes):
@@ -34,6 +34,17 @@ def test_nt_xent(temperature):
   want = float(lightly_loss.NTXentLoss(temperature=temperature)(_t(z_a), _t(z_b)))
   got = float(nt_xent(jnp.asarray(z_a), jnp.asarray(z_b), temperature=temperature))
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_moco_info_nce_against_a_queue():
+  # lightly's NT-Xent with a memory bank is MoCo's InfoNCE: the positive key, then the bank's keys as negatives.
+  q, k = _arrays(13, (16, 8), (16, 8))
+  queue = _unit(_arrays(14, (64, 8))[0])
+  peer = lightly_loss.NTXentLoss(temperature=0.2, memory_bank_size=(64, 8))
+  peer.memory_bank.bank = _t(queue)
+  want = float(peer(_t(q), _t(k)))  # no gradient wanted: the bank is read, not updated
+  got, _, _ = info_nce(jnp.asarray(q), jnp.asarray(k), jnp.asarray(queue), temperature=0.2)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
 def test_byol_and_simsiam_are_lightlys_negative_cosine_similarity():
