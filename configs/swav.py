@@ -28,7 +28,7 @@ that epoch, the monitor every 100 steps, linear probe at the end. LARS at 0.3 x 
 for 500 steps. Seen on a 2-core CPU (`medssl-jax train --config=configs/swav.py:local`, 2026-12-08):
 the loss reaches log 100 = 4.605, uniform predictions, by step ~100 and stays there, while the
 monitor's kNN top-1 on 'val' goes from 0.824 (step 0) to 0.866 (step 100) and then holds; on 28 px
-views this heavily cropped, SwAV gains little (tests/methods/test_swav.py shows it learning on easy
+views this heavily cropped, SwAV gains little (tests/methods/test_swav_method.py shows it learning on easy
 views). Tune before comparing it with the other methods.
 """
 from configs import presets
